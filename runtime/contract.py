@@ -1,0 +1,108 @@
+"""The ONNX I/O contract shared by the exporter, the runtime and C++ consumers.
+
+Everything that both sides of an exported model must agree on lives here, so the exporter writes exactly what the
+runtime reads: tensor names, layouts, the metadata keys and the numerical constants of the final division. This
+module must stay importable without torch (the runtime imports it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+IoVariant = Literal["float", "uint8"]
+IO_VARIANTS: tuple[str, ...] = ("float", "uint8")
+
+# The released model divides by L with no guard; where L == 0 that gives inf (clamped to 1) or NaN (0/0). We divide
+# by max(L, LIGHT_MAP_EPS) instead. Any L below 1e-6 turns every x >= 1/255 into x/L > 3900, which clamps to 1 just
+# as the official code does, so the only pixels that change are x == 0 with L == 0: 0 here, NaN officially.
+LIGHT_MAP_EPS = 1e-6
+
+# Reflect padding by one pixel needs at least two rows and columns; everything else (adaptive pooling to 6x6 bins,
+# which PyTorch lets overlap on tiny inputs) works from one. Tests run the exported models at exactly this size.
+MIN_SIDE = 2
+
+# Pyramid pooling bins of the released network (PPM1).
+PPM_BINS: tuple[int, ...] = (1, 2, 3, 6)
+
+
+@dataclass(frozen=True)
+class IoSpec:
+    """Names and layouts of one I/O variant's tensors."""
+
+    input_name: str
+    input_layout: str
+    input_dtype: str
+    colour_order: str
+    value_range: str
+    output_names: tuple[str, ...]
+
+
+IO_SPECS: dict[str, IoSpec] = {
+    "float": IoSpec(
+        input_name="image",
+        input_layout="NCHW",
+        input_dtype="float32",
+        colour_order="RGB",
+        value_range="[0,1]",
+        output_names=("enhanced", "light_map"),
+    ),
+    "uint8": IoSpec(
+        input_name="frame",
+        input_layout="NHWC",
+        input_dtype="uint8",
+        colour_order="BGR",
+        value_range="[0,255]",
+        output_names=("enhanced",),
+    ),
+}
+
+# metadata_props keys written into every exported model.
+META_MODEL_NAME = "cliplit.model_name"
+META_WEIGHTS_SHA256 = "cliplit.weights_sha256"
+META_IO = "cliplit.io"
+META_LAYOUT = "cliplit.layout"
+META_COLOUR_ORDER = "cliplit.colour_order"
+META_VALUE_RANGE = "cliplit.value_range"
+META_OPSET = "cliplit.opset"
+META_VERSION = "cliplit.version"
+META_MIN_SIDE = "cliplit.min_side"
+META_EPS = "cliplit.light_map_eps"
+META_VARIANT = "cliplit.padding_variant"
+
+
+def metadata_for(
+    io: str, *, model_name: str, weights_sha256: str, opset: int, version: str, variant: str
+) -> dict[str, str]:
+    """Return the metadata_props that describe a model of I/O variant ``io``."""
+    spec = io_spec(io)
+    return {
+        META_MODEL_NAME: model_name,
+        META_WEIGHTS_SHA256: weights_sha256,
+        META_IO: io,
+        META_LAYOUT: spec.input_layout,
+        META_COLOUR_ORDER: spec.colour_order,
+        META_VALUE_RANGE: spec.value_range,
+        META_OPSET: str(opset),
+        META_VERSION: version,
+        META_MIN_SIDE: str(MIN_SIDE),
+        META_EPS: repr(LIGHT_MAP_EPS),
+        META_VARIANT: variant,
+    }
+
+
+def io_spec(io: str) -> IoSpec:
+    """The spec of I/O variant ``io``, with a clear error for unknown names."""
+    try:
+        return IO_SPECS[io]
+    except KeyError:
+        raise ValueError(f"unknown I/O variant {io!r}; expected one of {', '.join(IO_VARIANTS)}") from None
+
+
+def check_frame_size(height: int, width: int) -> None:
+    """Reject frames the network cannot process, naming the minimum."""
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise ValueError(
+            f"frame of {width}x{height} pixels is too small: CLIP-LIT needs at least {MIN_SIDE}x{MIN_SIDE} "
+            "(its convolutions use reflect padding)"
+        )

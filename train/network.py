@@ -1,0 +1,129 @@
+"""The CLIP-LIT enhancement network, layer for layer the released model.
+
+One module serves training, export and the PyTorch baseline. Parameter names match the released state dict (after
+its ``module.`` prefix is stripped), so the official weights load with ``strict=True``.
+
+Two padding variants exist because the released weights were trained with zero padding on the four outer
+convolutions (``cond1``, ``condx``, ``condy``, ``cond_add1``) and are run at test time with reflect padding there:
+``"test"`` reproduces the official inference, ``"train"`` is what training optimises.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cliplit.runtime.contract import LIGHT_MAP_EPS, PPM_BINS
+
+PaddingVariant = Literal["test", "train"]
+VARIANTS: tuple[str, ...] = ("test", "train")
+
+
+def adaptive_avg_pool2d_exportable(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """Adaptive average pooling written as two matrix products, for any (dynamic) input size.
+
+    ONNX has no adaptive pooling op for outputs larger than 1x1, and the exporters only handle static sizes divisible
+    by the bin count. Row bin i covers rows [floor(i*H/b), ceil((i+1)*H/b)), exactly PyTorch's boundaries; averaging
+    along each axis with a b x H (and b x W) matrix of 1/count weights gives the same result with ops every engine
+    has (Range, Div, comparisons, MatMul).
+    """
+    rows = _bin_matrix(x.shape[-2], bins, x)
+    cols = _bin_matrix(x.shape[-1], bins, x)
+    return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
+
+
+def _bin_matrix(size: int | torch.Tensor, bins: int, like: torch.Tensor) -> torch.Tensor:
+    """The bins x size averaging matrix of adaptive pooling along one axis."""
+    index = torch.arange(bins, device=like.device).unsqueeze(1)
+    start = torch.div(index * size, bins, rounding_mode="floor")
+    end = torch.div((index + 1) * size + bins - 1, bins, rounding_mode="floor")
+    position = torch.arange(size, device=like.device).unsqueeze(0)
+    inside = ((position >= start) & (position < end)).to(like.dtype)
+    return inside / (end - start).to(like.dtype)
+
+
+class AdaptiveAvgPool(nn.Module):
+    """``nn.AdaptiveAvgPool2d`` in eager mode; the exportable matrix form while exporting to ONNX."""
+
+    def __init__(self, bins: int) -> None:
+        super().__init__()
+        self.bins = bins
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            return adaptive_avg_pool2d_exportable(x, self.bins)
+        return F.adaptive_avg_pool2d(x, self.bins)
+
+
+class PyramidPooling(nn.Module):
+    """PSPNet-style pyramid pooling: pooled context at several scales, upsampled and fused with the input."""
+
+    def __init__(self, channels: int, bins: tuple[int, ...] = PPM_BINS) -> None:
+        super().__init__()
+        branch = channels // len(bins)
+        self.features = nn.ModuleList(
+            nn.Sequential(AdaptiveAvgPool(b), nn.Conv2d(channels, branch, 1, bias=False), nn.PReLU())
+            for b in bins
+        )
+        self.fuse = nn.Sequential(
+            nn.Conv2d(channels + branch * len(bins), channels, 3, padding=1, bias=False), nn.PReLU()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        branches = [x]
+        branches += [F.interpolate(f(x), size, mode="bilinear", align_corners=True) for f in self.features]
+        return self.fuse(torch.cat(branches, 1))
+
+
+class ResidualBlock(nn.Module):
+    """Two reflect-padded 3x3 convolutions with a skip connection (reflect in both variants)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False, padding_mode="reflect")
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False, padding_mode="reflect")
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv2(self.act(self.conv1(x))) + x)
+
+
+class Enhancer(nn.Module):
+    """Predicts the light map L (N x 1 x H x W) of an RGB image x (N x 3 x H x W in [0, 1])."""
+
+    def __init__(self, variant: PaddingVariant = "test", channels: int = 32) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown padding variant {variant!r}; expected one of {VARIANTS}")
+        self.variant = variant
+        outer = "reflect" if variant == "test" else "zeros"
+        wide = channels * 2
+        self.cond1 = nn.Conv2d(3, channels, 3, padding=1, padding_mode=outer)
+        self.ResidualBlock1 = ResidualBlock(channels)
+        self.ResidualBlock2 = ResidualBlock(channels)
+        self.PPM1 = PyramidPooling(channels)
+        self.condx = nn.Conv2d(channels, wide, 3, padding=1, padding_mode=outer)
+        self.ResidualBlock3 = ResidualBlock(wide)
+        self.ResidualBlock4 = ResidualBlock(wide)
+        self.condy = nn.Conv2d(wide, channels, 3, padding=1, padding_mode=outer)
+        self.ResidualBlock5 = ResidualBlock(channels)
+        self.ResidualBlock6 = ResidualBlock(channels)
+        self.cond_add1 = nn.Conv2d(channels, 1, 3, padding=1, padding_mode=outer)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.cond1(x))
+        h = self.ResidualBlock2(self.ResidualBlock1(h))
+        h = self.PPM1(h)
+        h = self.ResidualBlock4(self.ResidualBlock3(self.condx(h)))
+        h = self.ResidualBlock6(self.ResidualBlock5(self.condy(h)))
+        return F.relu(self.cond_add1(h))
+
+
+def apply_light_map(x: torch.Tensor, light_map: torch.Tensor, eps: float = LIGHT_MAP_EPS) -> torch.Tensor:
+    """The enhanced image clamp(x / max(L, eps), 0, 1); see ``LIGHT_MAP_EPS`` for why the guard is harmless."""
+    return torch.clamp(x / torch.clamp(light_map, min=eps), 0.0, 1.0)
