@@ -65,8 +65,7 @@ class PyramidPooling(nn.Module):
         super().__init__()
         branch = channels // len(bins)
         self.features = nn.ModuleList(
-            nn.Sequential(AdaptiveAvgPool(b), nn.Conv2d(channels, branch, 1, bias=False), nn.PReLU())
-            for b in bins
+            nn.Sequential(AdaptiveAvgPool(b), nn.Conv2d(channels, branch, 1, bias=False), nn.PReLU()) for b in bins
         )
         self.fuse = nn.Sequential(
             nn.Conv2d(channels + branch * len(bins), channels, 3, padding=1, bias=False), nn.PReLU()

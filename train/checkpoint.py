@@ -1,0 +1,90 @@
+"""Enhancer checkpoints: read the released ``.pth`` and cliplit's own format, write cliplit's format.
+
+The released files are bare state dicts saved from DataParallel (every key prefixed ``module.``). A cliplit checkpoint
+is a dict that also records what is needed to rebuild the network (padding variant, format version) and where the
+weights came from (the SHA-256 of their source file, the training config), so exports can name their origin.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cliplit.runtime.atomic import atomic_output
+from cliplit.runtime.weights import is_released_name, resolve_weights, sha256_of
+from cliplit.train.network import VARIANTS, Enhancer
+
+FORMAT = "cliplit-enhancer"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class EnhancerCheckpoint:
+    """A loaded enhancer with its provenance."""
+
+    model: Enhancer
+    name: str
+    sha256: str
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def load_enhancer(
+    weights: str | os.PathLike[str] = "clip-lit", *, variant: str | None = None, download: bool = True
+) -> EnhancerCheckpoint:
+    """Build the enhancer from a released name, a released ``.pth`` or a cliplit checkpoint, in eval mode.
+
+    ``variant`` overrides the padding variant; by default released weights run as the official test code does
+    ("test") and cliplit checkpoints in the variant they recorded.
+    """
+    path = resolve_weights(weights, download=download)
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict):
+        raise ValueError(f"{path} is not a CLIP-LIT checkpoint (found {type(blob).__name__}, expected a dict)")
+    if blob.get("format") == FORMAT:
+        if blob.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{path} was written by a newer cliplit (format {blob['format_version']})")
+        state = blob["state_dict"]
+        recorded_variant = blob.get("variant", "test")
+        source = dict(blob.get("source", {}))
+    else:
+        state = blob
+        recorded_variant = "test"
+        source = {}
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    model = Enhancer(variant or recorded_variant)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not hold CLIP-LIT enhancer weights (missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]})"
+        )
+    model.eval()
+    name = str(weights) if is_released_name(weights) else Path(path).stem
+    return EnhancerCheckpoint(model=model, name=name, sha256=sha256_of(path), source=source)
+
+
+def save_enhancer(
+    model: Enhancer, path: str | os.PathLike[str], *, variant: str = "test", source: dict[str, Any] | None = None
+) -> Path:
+    """Write a cliplit checkpoint atomically (temporary file, then rename).
+
+    ``variant`` is the padding variant to run the weights with; CLIP-LIT trains with zero outer padding and runs with
+    reflect padding, so trained weights are saved as "test" unless asked otherwise.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown padding variant {variant!r}; expected one of {VARIANTS}")
+    path = Path(path)
+    blob = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "variant": variant,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "source": source or {},
+    }
+    with atomic_output(path) as tmp:
+        torch.save(blob, tmp)
+    return path
