@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cliplit.runtime.errors import CliplitError
 
-class OutputExistsError(FileExistsError):
+
+class OutputExistsError(CliplitError, FileExistsError):
     """The output exists and overwriting was not asked for."""
 
 

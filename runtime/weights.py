@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cliplit.runtime.atomic import atomic_output
+from cliplit.runtime.errors import CliplitError
 
 OFFICIAL_REPO = "ZhexinLiang/CLIP-LIT"
 OFFICIAL_COMMIT = "25ed5be6086cd34d2bc1020c6088ac3f9d3a9522"
@@ -57,7 +58,7 @@ RELEASED: dict[str, ReleasedWeights] = {
 DEFAULT_WEIGHTS = "clip-lit"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(CliplitError):
     """Weights could not be found, fetched or verified; the message says what to do."""
 
 
