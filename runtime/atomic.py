@@ -15,6 +15,9 @@ from pathlib import Path
 
 from cliplit.runtime.errors import CliplitError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 class OutputExistsError(CliplitError, FileExistsError):
     """The output exists and overwriting was not asked for."""
@@ -39,6 +42,7 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> It
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the output the permissions open() would
     try:
         yield tmp
         if not overwrite and final.exists():

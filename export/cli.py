@@ -1,0 +1,108 @@
+"""export-engine: a checkpoint becomes a verified ONNX model and, with --engine, an FP16 TensorRT engine.
+
+The ONNX file is always written first (and verified against PyTorch), so a machine without a GPU still gets a model
+it can run with ONNX Runtime; building the engine then fails fast with a clear message if TensorRT or a GPU is
+missing. This module imports no torch at import time: ``cliplit --help`` builds its parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cliplit.runtime.atomic import check_writable
+from cliplit.runtime.contract import IO_VARIANTS
+from cliplit.runtime.errors import CliplitError
+from cliplit.runtime.weights import DEFAULT_WEIGHTS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weights",
+        default=DEFAULT_WEIGHTS,
+        help="released name (clip-lit, clip-lit-init) or a .pth path: the released format or a cliplit checkpoint "
+        "(default: %(default)s)",
+    )
+    parser.add_argument("--onnx", required=True, type=Path, help="where to write the ONNX model")
+    parser.add_argument("--io", choices=IO_VARIANTS, default="float", help="ONNX I/O variant (default: %(default)s)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17)")
+    parser.add_argument(
+        "--variant",
+        choices=("test", "train"),
+        default=None,
+        help="padding variant to export (default: the checkpoint's; 'test' for the released weights)",
+    )
+    parser.add_argument(
+        "--verify-image",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="IMAGE",
+        help="also verify ONNX Runtime against PyTorch on this image (repeatable)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_engine_arguments(parser)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """The TensorRT options; see ``cliplit.export.tensorrt_build`` for what each does."""
+    group = parser.add_argument_group("TensorRT engine")
+    group.add_argument("--engine", type=Path, default=None, help="also build a TensorRT engine here")
+    group.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True, help="FP16 engine (default: on)")
+    group.add_argument("--min-shape", default=None, help="smallest input, e.g. 1x3x64x64 (float) or 1x64x64x3 (uint8)")
+    group.add_argument("--opt-shape", default=None, help="shape TensorRT tunes for (default: 1080p)")
+    group.add_argument("--max-shape", default=None, help="largest input (default: 4K)")
+    group.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GiB (default: %(default)s)")
+    group.add_argument("--timing-cache", type=Path, default=None, help="reusable timing cache file")
+    group.add_argument(
+        "--version-compatible",
+        action="store_true",
+        help="build an engine that TensorRT's lean runtime (tensorrt_lean) can run",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from cliplit.export.onnx_export import DEFAULT_OPSET, export_onnx
+    from cliplit.runtime.images import read_image
+    from cliplit.train.checkpoint import load_enhancer
+
+    check_writable(args.onnx, args.overwrite)
+    if args.engine is not None:
+        check_writable(args.engine, args.overwrite)
+    checkpoint = load_enhancer(args.weights, variant=args.variant)
+    images = [read_image(path)[:, :, ::-1] for path in args.verify_image]
+    report = export_onnx(
+        checkpoint,
+        args.onnx,
+        io=args.io,
+        opset=args.opset or DEFAULT_OPSET,
+        verify_images=images,
+        overwrite=args.overwrite,
+    )
+    for label, diff in report.max_abs_diff.items():
+        print(f"  verify {label}: max |ONNX Runtime - PyTorch| = {diff:.3g}")
+    print(report.summary())
+    if args.engine is None:
+        return 0
+    from cliplit.export.tensorrt_build import build_engine_from_args
+
+    build_engine_from_args(args, report)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``export-engine`` console script."""
+    parser = argparse.ArgumentParser(prog="export-engine", description=(__doc__ or "").strip())
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except CliplitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

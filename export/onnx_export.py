@@ -1,0 +1,177 @@
+"""Export the enhancer to ONNX with dynamic batch, height and width, in either I/O variant of the contract.
+
+The graph holds all pre- and post-processing (colour order, scaling, the guarded division, clamping and, for the
+``uint8`` variant, rounding as the reference does), so a C++ pipeline feeds decoder frames in and gets frames out.
+Every export is checked (onnx.checker, shape inference) and verified against PyTorch in ONNX Runtime before it is
+renamed into place; a model that drifts more than ``LIGHT_MAP_TOLERANCE`` is never written.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from cliplit.runtime.atomic import atomic_output
+from cliplit.runtime.contract import IO_VARIANTS, MIN_SIDE, io_spec, metadata_for
+from cliplit.runtime.errors import CliplitError
+from cliplit.runtime.version import cliplit_version
+from cliplit.train.checkpoint import EnhancerCheckpoint
+from cliplit.train.network import Enhancer, apply_light_map
+
+DEFAULT_OPSET = 17
+# The light map of ONNX Runtime and PyTorch agree to ~1e-7 in FP32 (different summation orders); 1e-4 leaves room
+# for other CPUs' kernels while still catching any real graph error (those show up at 1e-2 and above).
+LIGHT_MAP_TOLERANCE = 1e-4
+# Odd sizes that exercise uneven pooling bins, the minimum size and non-square frames.
+VERIFY_SIZES: tuple[tuple[int, int], ...] = ((MIN_SIDE, MIN_SIDE), (7, 9), (67, 93), (257, 383))
+
+
+class FloatIO(nn.Module):
+    """``image`` f32 N×3×H×W RGB [0,1] → ``enhanced`` (same layout) and ``light_map`` N×1×H×W."""
+
+    def __init__(self, enhancer: Enhancer) -> None:
+        super().__init__()
+        self.enhancer = enhancer
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        light_map = self.enhancer(image)
+        return apply_light_map(image, light_map), light_map
+
+
+class Uint8IO(nn.Module):
+    """``frame`` u8 N×H×W×3 BGR → ``enhanced`` u8 N×H×W×3 BGR, rounded as floor(y·255 + 0.5)."""
+
+    def __init__(self, enhancer: Enhancer) -> None:
+        super().__init__()
+        self.enhancer = enhancer
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        rgb = frame[..., [2, 1, 0]].permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        enhanced = apply_light_map(rgb, self.enhancer(rgb))
+        scaled = torch.clamp(torch.floor(enhanced * 255.0 + 0.5), 0.0, 255.0)
+        return scaled.permute(0, 2, 3, 1)[..., [2, 1, 0]].to(torch.uint8)
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote and how closely ONNX Runtime matched PyTorch on each verification input."""
+
+    path: Path
+    io: str
+    opset: int
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        worst = max(self.max_abs_diff.values(), default=float("nan"))
+        unit = "light map" if self.io == "float" else "uint8 levels"
+        return (
+            f"wrote {self.path} (io={self.io}, opset={self.opset}); max |ONNX Runtime - PyTorch| = {worst:.3g} {unit}"
+        )
+
+
+def export_onnx(
+    checkpoint: EnhancerCheckpoint,
+    path: str | os.PathLike[str],
+    *,
+    io: str = "float",
+    opset: int = DEFAULT_OPSET,
+    verify_images: list[np.ndarray] | None = None,
+    overwrite: bool = True,
+) -> ExportReport:
+    """Export ``checkpoint`` to ``path`` and verify it; raises ``CliplitError`` if verification fails.
+
+    ``verify_images`` are extra RGB uint8 H×W×3 images (real photos) checked besides random inputs.
+    """
+    if io not in IO_VARIANTS:
+        raise CliplitError(f"unknown --io {io!r}; expected one of {', '.join(IO_VARIANTS)}")
+    spec = io_spec(io)
+    model = checkpoint.model.eval()
+    wrapper = FloatIO(model) if io == "float" else Uint8IO(model)
+    example = _random_inputs(io, 1, 67, 93, np.random.default_rng(0))
+    dims = {0: "batch", 1: "height", 2: "width"} if io == "uint8" else {0: "batch", 2: "height", 3: "width"}
+    dynamic_axes = {name: dims for name in (spec.input_name, *spec.output_names)}
+    report = ExportReport(path=Path(path), io=io, opset=opset)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's tracer and deprecation chatter
+            torch.onnx.export(
+                wrapper,
+                (torch.from_numpy(example),),
+                str(tmp),
+                dynamo=False,
+                input_names=[spec.input_name],
+                output_names=list(spec.output_names),
+                dynamic_axes=dynamic_axes,
+                opset_version=opset,
+                do_constant_folding=True,
+            )
+        proto = onnx.load(str(tmp))
+        proto.doc_string = f"CLIP-LIT enhancer ({checkpoint.name}), exported by cliplit {cliplit_version()}"
+        meta = metadata_for(
+            io,
+            model_name=checkpoint.name,
+            weights_sha256=checkpoint.sha256,
+            opset=opset,
+            version=cliplit_version(),
+            variant=model.variant,
+        )
+        onnx.helper.set_model_props(proto, meta)
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, str(tmp))
+        report.max_abs_diff = verify_against_torch(tmp, wrapper, io, verify_images or [])
+    return report
+
+
+def verify_against_torch(
+    onnx_path: str | os.PathLike[str], wrapper: nn.Module, io: str, images: list[np.ndarray]
+) -> dict[str, float]:
+    """Run ONNX Runtime and PyTorch on random inputs at ``VERIFY_SIZES`` and on ``images``; raise on drift.
+
+    For ``float`` the compared quantity is the light map (tolerance ``LIGHT_MAP_TOLERANCE``); for ``uint8`` the output
+    frame, where one level of difference is allowed (a value within float rounding of a .5 boundary can round
+    either way).
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1234)
+    cases = {f"random {h}x{w}": _random_inputs(io, 2, h, w, rng) for h, w in VERIFY_SIZES}
+    for i, rgb in enumerate(images):
+        cases[f"image {i} {rgb.shape[1]}x{rgb.shape[0]}"] = _from_rgb(io, rgb)
+    diffs: dict[str, float] = {}
+    for label, array in cases.items():
+        ours = session.run(None, {session.get_inputs()[0].name: array})
+        with torch.no_grad():
+            theirs = wrapper(torch.from_numpy(array))
+        if io == "float":
+            diff = float(np.abs(ours[1] - theirs[1].numpy()).max())
+            limit = LIGHT_MAP_TOLERANCE
+        else:
+            diff = float(np.abs(ours[0].astype(np.int16) - theirs.numpy().astype(np.int16)).max())
+            limit = 1.0
+        diffs[label] = diff
+        if not diff <= limit:
+            raise CliplitError(
+                f"ONNX export failed verification on {label}: max |ONNX Runtime - PyTorch| = {diff:.3g} > {limit}"
+            )
+    return diffs
+
+
+def _random_inputs(io: str, batch: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    if io == "float":
+        return rng.random((batch, 3, height, width), dtype=np.float32)
+    return rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+
+
+def _from_rgb(io: str, rgb: np.ndarray) -> np.ndarray:
+    """An RGB uint8 H×W×3 image as the model input of variant ``io`` (batch of one)."""
+    if io == "float":
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+    return np.ascontiguousarray(rgb[None, :, :, ::-1])
