@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from cliplit.runtime.errors import CliplitError
+
 IoVariant = Literal["float", "uint8"]
 IO_VARIANTS: tuple[str, ...] = ("float", "uint8")
 
@@ -99,10 +101,14 @@ def io_spec(io: str) -> IoSpec:
         raise ValueError(f"unknown I/O variant {io!r}; expected one of {', '.join(IO_VARIANTS)}") from None
 
 
+class FrameSizeError(CliplitError, ValueError):
+    """A frame is smaller than the network's minimum."""
+
+
 def check_frame_size(height: int, width: int) -> None:
     """Reject frames the network cannot process, naming the minimum."""
     if height < MIN_SIDE or width < MIN_SIDE:
-        raise ValueError(
+        raise FrameSizeError(
             f"frame of {width}x{height} pixels is too small: CLIP-LIT needs at least {MIN_SIDE}x{MIN_SIDE} "
             "(its convolutions use reflect padding)"
         )

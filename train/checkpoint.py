@@ -8,6 +8,7 @@ weights came from (the SHA-256 of their source file, the training config), so ex
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,16 @@ from typing import Any
 import torch
 
 from cliplit.runtime.atomic import atomic_output
+from cliplit.runtime.errors import CliplitError
 from cliplit.runtime.weights import is_released_name, resolve_weights, sha256_of
 from cliplit.train.network import VARIANTS, Enhancer
 
 FORMAT = "cliplit-enhancer"
 FORMAT_VERSION = 1
+
+
+class CheckpointError(CliplitError, ValueError):
+    """A file is not an enhancer checkpoint this version can read."""
 
 
 @dataclass
@@ -41,12 +47,15 @@ def load_enhancer(
     ("test") and cliplit checkpoints in the variant they recorded.
     """
     path = resolve_weights(weights, download=download)
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({error})") from error
     if not isinstance(blob, dict):
-        raise ValueError(f"{path} is not a CLIP-LIT checkpoint (found {type(blob).__name__}, expected a dict)")
+        raise CheckpointError(f"{path} is not a CLIP-LIT checkpoint (found {type(blob).__name__}, expected a dict)")
     if blob.get("format") == FORMAT:
         if blob.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{path} was written by a newer cliplit (format {blob['format_version']})")
+            raise CheckpointError(f"{path} was written by a newer cliplit (format {blob['format_version']})")
         state = blob["state_dict"]
         recorded_variant = blob.get("variant", "test")
         source = dict(blob.get("source", {}))
@@ -58,7 +67,7 @@ def load_enhancer(
     model = Enhancer(variant or recorded_variant)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} does not hold CLIP-LIT enhancer weights (missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]})"
         )
