@@ -8,7 +8,6 @@ weights came from (the SHA-256 of their source file, the training config), so ex
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ def load_enhancer(
     path = resolve_weights(weights, download=download)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+    except Exception as error:  # torch.load raises many types (KeyError, EOFError, UnpicklingError) on junk
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({error})") from error
     if not isinstance(blob, dict):
         raise CheckpointError(f"{path} is not a CLIP-LIT checkpoint (found {type(blob).__name__}, expected a dict)")
