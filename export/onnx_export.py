@@ -18,6 +18,7 @@ import onnx
 import torch
 from torch import nn
 
+from cliplit.export.opencv_compat import expand_single_pixel_resizes
 from cliplit.runtime.atomic import atomic_output
 from cliplit.runtime.contract import IO_VARIANTS, MIN_SIDE, io_spec, metadata_for
 from cliplit.runtime.errors import CliplitError
@@ -123,6 +124,7 @@ def export_onnx(
             variant=model.variant,
         )
         onnx.helper.set_model_props(proto, meta)
+        expand_single_pixel_resizes(proto)  # OpenCV 5.0 misreads Resize from 1×1 maps; see opencv_compat
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))
         report.max_abs_diff = verify_against_torch(tmp, wrapper, io, verify_images or [])
