@@ -1,0 +1,45 @@
+"""Caches of what is frozen during a stage, so no iteration recomputes it.
+
+The CLIP image tower never trains: the features of an un-augmented image, or of one of its 8 flip/quarter-turn
+variants, are fixed. Stages whose augmentation is limited to those ("dihedral" or "none") look features up in a table
+computed once, and an iteration only runs the text tower. The tables are a pure function of the images and the
+frozen model, so a resumed run rebuilds the same values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cliplit.train.data import apply_dihedral, load_rgb
+
+CHUNK = 32  # images per forward pass while building a table
+
+
+@torch.no_grad()
+def image_feature_table(
+    encoder: nn.Module,
+    paths: Sequence[Path],
+    *,
+    size: int,
+    variants: int,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager],
+) -> torch.Tensor:
+    """Features (len(paths) x variants x D) of each image at ``size`` under dihedral variants 0..variants-1."""
+    rows = []
+    for start in range(0, len(paths), CHUNK):
+        images = torch.stack([load_rgb(path, size) for path in paths[start : start + CHUNK]]).to(device)
+        with autocast():
+            per_variant = [encoder(apply_dihedral(images, v)).float() for v in range(variants)]
+        rows.append(torch.stack(per_variant, dim=1))
+    return torch.cat(rows)
+
+
+def lookup(table: torch.Tensor, rows: torch.Tensor, variant: torch.Tensor) -> torch.Tensor:
+    """The cached features of (row, variant) pairs (N x D)."""
+    return table[rows.to(table.device), variant.to(table.device)]

@@ -1,0 +1,73 @@
+"""Train the CLIP-LIT enhancer from a folder of backlit and a folder of well-lit photos (no pairs needed).
+
+Stages: prompt initialisation, enhancer warm-up (from a random enhancer only), then rounds of enhancer training and
+prompt refinement. Every option can also be set in a YAML or TOML file (--config); flags override the file. The run
+directory receives config.yaml, log.csv, summary.json, checkpoints/last.pt (for --resume), per-round samples, and
+enhancer_best.pth / enhancer_final.pth, which export-engine and the runtime load. See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from pathlib import Path
+
+from cliplit.runtime.errors import CliplitError
+from cliplit.train.config import option_help, option_types
+
+_METAVARS = {int: "N", float: "X"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per option of ``TrainConfig``; flags left out keep the config file's (or the default) value."""
+    parser.add_argument(
+        "--config", type=Path, default=None, metavar="FILE", help="YAML or TOML file of options (flags override it)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, exactly where it stopped",
+    )
+    kinds = option_types()
+    for name, (help_text, choices, default, metavar) in option_help().items():
+        flag = "--" + name.replace("_", "-")
+        kind = kinds[name]
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+        shown = " ".join(str(v) for v in default) if isinstance(default, tuple) else default
+        suffix = "required" if default == "" else f"default: {shown}"
+        options: dict[str, typing.Any] = {"default": argparse.SUPPRESS, "help": f"{help_text} ({suffix})"}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is tuple:
+            options.update(type=float, nargs="+", metavar="W")
+        else:
+            options.update(type=kind, choices=choices)
+            if not choices:
+                options["metavar"] = metavar or _METAVARS.get(kind, "VALUE")
+        parser.add_argument(flag, **options)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cliplit.train.config import from_mapping, read_config_file, resume_config
+    from cliplit.train.loop import train
+
+    names = option_help()
+    requested = read_config_file(args.config) if args.config else {}
+    requested.update({key: value for key, value in vars(args).items() if key in names})
+    if args.resume:
+        if not requested.get("out"):
+            raise CliplitError("--resume needs --out, the run directory to continue")
+        saved = Path(requested["out"]) / "config.yaml"
+        if not saved.is_file():
+            raise CliplitError(f"cannot resume: {saved} not found (was {requested['out']} made by cliplit train?)")
+        config = resume_config(read_config_file(saved), requested)
+    else:
+        config = from_mapping(requested)
+    outcome = train(config, resume=args.resume)
+    state = "finished" if outcome.finished else "stopped (resumable)"
+    print(f"training {state} after {outcome.step} iterations; outputs in {outcome.run_dir}")
+    for stage, stats in outcome.summary["stages"].items():
+        print(f"  {stage}: {stats['iterations']} iterations, {stats['its_per_s']} it/s")
+    return 0

@@ -1,0 +1,223 @@
+"""The frozen CLIP models of training, built with open_clip: which architecture, which weights, and how images go in.
+
+Two steps, so that a missing download fails before any work: ``resolve_clip`` turns (model, pretrained) into an
+architecture config and a local weights file (downloading if allowed), ``build_clip`` instantiates it. A model is an
+open_clip name ("ViT-B-32", "ViT-B/32", "RN101") or the path of a model-config JSON (open_clip's format: ``embed_dim``,
+``vision_cfg``, ``text_cfg``), which is how tests use tiny CLIPs. Weights are an open_clip tag ("openai"), a local
+checkpoint (open_clip state dict, ``.safetensors`` or OpenAI's TorchScript ``.pt``) or "none" for random weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.pretrained import download_pretrained, get_pretrained_cfg, list_pretrained_tags_by_model
+from torch import nn
+
+from cliplit.runtime.errors import CliplitError
+
+RANDOM_WEIGHTS = "none"
+# Keys of OpenAI's TorchScript archives that are metadata, not parameters.
+_OPENAI_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+class ClipWeightsError(CliplitError):
+    """CLIP weights are missing (offline, no cache) or unusable; the message says how to provide them."""
+
+
+@dataclass(frozen=True)
+class ClipSource:
+    """A resolved CLIP: its architecture config, local weights (None: random) and image normalisation."""
+
+    model: str
+    pretrained: str
+    config: dict[str, Any]
+    weights: Path | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def image_size(self) -> int:
+        size = self.config["vision_cfg"].get("image_size", 224)
+        return int(size if isinstance(size, int) else size[0])
+
+
+def resolve_clip(
+    model: str,
+    pretrained: str,
+    *,
+    cache_dir: str | None = None,
+    offline: bool = False,
+    flag: str = "--clip-pretrained",
+) -> ClipSource:
+    """Find the architecture and a local weights file, downloading tagged weights unless ``offline``.
+
+    ``flag`` is the option that named the weights, so error messages tell the user which one to change.
+    """
+    name, config = _model_config(model)
+    mean, std = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    if pretrained.lower() == RANDOM_WEIGHTS:
+        weights = None
+    elif Path(pretrained).expanduser().is_file():
+        weights = Path(pretrained).expanduser()
+    else:
+        tag_cfg = get_pretrained_cfg(name, pretrained)
+        if not tag_cfg:
+            tags = ", ".join(list_pretrained_tags_by_model(name)) or "none known"
+            raise ClipWeightsError(
+                f"{flag} {pretrained!r} is neither a file nor an open_clip tag of {name} (tags: {tags}); "
+                f"pass a tag, a local checkpoint file or '{RANDOM_WEIGHTS}'"
+            )
+        # OpenAI's weights were trained with QuickGELU; open_clip's plain configs use GELU.
+        if tag_cfg.get("quick_gelu"):
+            config["quick_gelu"] = True
+        mean, std = tag_cfg.get("mean", mean), tag_cfg.get("std", std)
+        weights = _fetch(name, pretrained, tag_cfg, cache_dir, offline, flag)
+    return ClipSource(model, pretrained, config, weights, tuple(mean), tuple(std))
+
+
+def _model_config(model: str) -> tuple[str, dict[str, Any]]:
+    path = Path(model).expanduser()
+    if path.suffix.lower() == ".json":
+        if not path.is_file():
+            raise CliplitError(f"model config {path} not found")
+        config = json.loads(path.read_text(encoding="utf-8"))
+        if not all(key in config for key in ("embed_dim", "vision_cfg", "text_cfg")):
+            raise CliplitError(f"{path} is not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
+        return path.stem, config
+    name = model.replace("/", "-")
+    config = open_clip.get_model_config(name)
+    if config is None:
+        raise CliplitError(f"unknown open_clip model {model!r}; give an open_clip model name or a model-config JSON")
+    return name, config
+
+
+def _fetch(name: str, tag: str, tag_cfg: dict[str, Any], cache_dir: str | None, offline: bool, flag: str) -> Path:
+    cached = _cached_weights(tag_cfg, cache_dir)
+    if cached is not None:
+        return cached
+    why = "offline mode is on"
+    if not offline:
+        try:
+            return Path(download_pretrained(tag_cfg, cache_dir=cache_dir))
+        except Exception as error:  # urllib, huggingface_hub and OS errors all mean "could not download"
+            why = f"download failed ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+    raise ClipWeightsError(
+        f"cannot get weights for CLIP model {name!r} with tag {tag!r}: {why}, and they are not in the cache "
+        f"({_cache_description(cache_dir)}). Either run once with internet access to fill the cache, or download "
+        f"{tag_cfg.get('url') or tag_cfg.get('hf_hub')} yourself and pass the local file instead of the tag "
+        f"({flag} /path/to/{name}.pt; for OpenAI's .pt files use a '-quickgelu' model name such as {name}-quickgelu)"
+    )
+
+
+def _cached_weights(tag_cfg: dict[str, Any], cache_dir: str | None) -> Path | None:
+    """The already-downloaded file for a tag (Hugging Face cache or open_clip's URL cache), without network access."""
+    hub = tag_cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id, filename = os.path.split(hub)
+        for candidate in (HF_SAFE_WEIGHTS_NAME, filename or HF_WEIGHTS_NAME):
+            found = try_to_load_from_cache(repo_id, candidate, cache_dir=cache_dir)
+            if isinstance(found, str):
+                return Path(found)
+    url = tag_cfg.get("url", "")
+    if url:
+        candidate = Path(cache_dir or Path.home() / ".cache" / "clip") / os.path.basename(url)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _cache_description(cache_dir: str | None) -> str:
+    if cache_dir:
+        return f"cache directory {cache_dir}"
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return f"cache directories {HF_HUB_CACHE} and {Path.home() / '.cache' / 'clip'}"
+
+
+def build_clip(source: ClipSource, device: torch.device | str = "cpu") -> open_clip.CLIP:
+    """Instantiate a frozen CLIP in eval mode (BatchNorm uses its running statistics); random init if no weights."""
+    text_cfg = source.config.get("text_cfg", {})
+    if "hf_model_name" in text_cfg or "timm_model_name" in source.config.get("vision_cfg", {}):
+        raise CliplitError(f"{source.model}: only CLIP models with open_clip's own towers are supported")
+    if text_cfg.get("pool_type", "argmax") != "argmax":
+        raise CliplitError(f"{source.model}: the prompts need a text tower pooled at the end-of-text token")
+    config = {key: value for key, value in source.config.items() if key != "custom_text"}
+    model = open_clip.CLIP(**config)
+    if source.weights is not None:
+        _load_weights(model, source.weights)
+    model.eval().requires_grad_(False)
+    return model.to(device)
+
+
+def _load_weights(model: open_clip.CLIP, path: Path) -> None:
+    try:
+        if _is_torchscript(path):
+            # OpenAI's original .pt files are TorchScript archives; their state dict uses open_clip's CLIP names.
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            for key in _OPENAI_METADATA_KEYS:
+                state.pop(key, None)
+            model.load_state_dict(state, strict=True)
+        else:
+            open_clip.load_checkpoint(model, str(path))
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise ClipWeightsError(f"{path} does not hold weights for this CLIP architecture: {error}") from error
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") for name in archive.namelist())
+
+
+def clip_input(images: torch.Tensor, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """RGB [0, 1] images resized to size x size (bicubic, as CLIP's preprocessing) and normalised with mean/std."""
+    if images.shape[-2:] != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    mean_t = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - mean_t) / std_t
+
+
+class ImageEncoder(nn.Module):
+    """CLIP's image tower with its preprocessing: RGB [0, 1] in, unit-norm features out."""
+
+    def __init__(self, clip: open_clip.CLIP, source: ClipSource) -> None:
+        super().__init__()
+        self.visual = clip.visual
+        self.size, self.mean, self.std = source.image_size, source.mean, source.std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.visual(clip_input(images, self.size, self.mean, self.std)).float(), dim=-1)
+
+
+class IdentityFeatures(nn.Module):
+    """The five stages of a CLIP ResNet (stem, layer1..layer4) on its normalised input: the identity loss's f_l."""
+
+    def __init__(self, clip: open_clip.CLIP, source: ClipSource) -> None:
+        super().__init__()
+        if not isinstance(clip.visual, ModifiedResNet):
+            raise CliplitError(f"identity model {source.model} must be a CLIP ResNet (e.g. RN101), not a ViT")
+        self.visual = clip.visual
+        self.size, self.mean, self.std = source.image_size, source.mean, source.std
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = clip_input(images, self.size, self.mean, self.std)
+        features = []
+        for stage in (self.visual.stem, self.visual.layer1, self.visual.layer2, self.visual.layer3, self.visual.layer4):
+            x = stage(x)
+            features.append(x)
+        return features

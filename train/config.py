@@ -1,0 +1,338 @@
+"""Every training option in one dataclass, readable from YAML or TOML and overridable from the command line.
+
+Defaults are the paper's setting (the released training code's numbers). The dataclass is the single source of truth:
+the CLI flags, the config-file keys and ``docs/training.md`` all derive from the fields and their ``help`` metadata, so
+an option cannot exist in one place and be missing in another. This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cliplit.runtime.errors import CliplitError
+
+
+class ConfigError(CliplitError):
+    """An option is unknown, has the wrong type or an invalid value."""
+
+
+def _opt(default: Any, help_text: str, *, choices: tuple[str, ...] | None = None, metavar: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help_text, "choices": choices, "metavar": metavar})
+
+
+class OptionInfo(NamedTuple):
+    """What the CLI and the docs show for one option."""
+
+    help: str
+    choices: tuple[str, ...] | None
+    default: Any
+    metavar: str | None
+
+
+PROMPT_AUGMENT_MODES = ("full", "dihedral", "none")
+RANK_ORDERS = ("released", "progressive")
+AMP_MODES = ("auto", "on", "off")
+AMP_DTYPES = ("bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """All options of ``cliplit train``; see docs/training.md for what each stage does with them."""
+
+    # Data and output.
+    backlit: str = _opt(
+        "", "folder of backlit images (searched recursively); label 0 comes from this folder", metavar="DIR"
+    )
+    well_lit: str = _opt(
+        "", "folder of well-lit images (searched recursively); label 1 comes from this folder", metavar="DIR"
+    )
+    out: str = _opt("", "run directory: config, logs, checkpoints, samples and the trained enhancer", metavar="DIR")
+
+    # Models.
+    clip_model: str = _opt(
+        "ViT-B-32", "open_clip model name or model-config JSON for the prompts and CLIP loss", metavar="MODEL"
+    )
+    clip_pretrained: str = _opt(
+        "openai", "open_clip tag, local checkpoint file, or 'none' (random weights)", metavar="TAG|FILE|none"
+    )
+    identity_model: str = _opt(
+        "RN101", "ResNet open_clip model (name or config JSON) for the identity loss", metavar="MODEL"
+    )
+    identity_pretrained: str = _opt(
+        "openai", "open_clip tag, local checkpoint file, or 'none' for the identity model", metavar="TAG|FILE|none"
+    )
+    clip_cache_dir: str | None = _opt(
+        None, "where open_clip caches downloaded weights (default: its own cache)", metavar="DIR"
+    )
+    offline: bool = _opt(False, "never download CLIP weights; use only local files and caches")
+    init_enhancer: str = _opt(
+        "clip-lit-init",
+        "initial enhancer: 'clip-lit-init' (released), a .pth path, or 'none' (random + warm-up)",
+        metavar="NAME|FILE|none",
+    )
+    init_prompts: str | None = _opt(
+        None, "initial prompt pair (.pt from a run or the released .pth); skips stage 1", metavar="FILE"
+    )
+    prompt_length: int = _opt(16, "number of placeholder tokens 'X' in each prompt")
+
+    # Schedule.
+    rounds: int = _opt(14, "rounds of enhancer training + prompt refinement (stages 3 and 4)")
+    prompt_init_iters: int = _opt(8000, "stage 1: prompt initialisation iterations")
+    warmup_iters: int = _opt(1000, "stage 2: enhancer warm-up iterations (only with --init-enhancer none)")
+    warmup_check_iters: int = _opt(100, "stage 2: iterations after which the warm-up PSNR is checked")
+    warmup_min_psnr: float = _opt(8.0, "stage 2: re-initialise the enhancer if its PSNR is below this (dB)")
+    warmup_max_restarts: int = _opt(5, "stage 2: give up re-initialising after this many restarts")
+    enhance_iters: int = _opt(2100, "stage 3: enhancer iterations per round")
+    enhance_extend_iters: int = _opt(60, "stage 3: extra iterations while the running loss is above the threshold")
+    enhance_extend_above: float = _opt(90.0, "stage 3: loss threshold for extending the stage")
+    refine_iters: int = _opt(1000, "stage 4: prompt refinement iterations per round")
+    refine_extend_iters: int = _opt(100, "stage 4: extra iterations while the running loss is above the threshold")
+    refine_extend_above: float = _opt(60.0, "stage 4: loss threshold for extending the stage")
+    max_extensions: int = _opt(20, "stages 3 and 4: at most this many extensions per round")
+    running_loss_window: int = _opt(20, "iterations averaged into the running loss (best-model choice, extensions)")
+
+    # Sizes.
+    batch_size: int = _opt(8, "enhancer batch size (stages 2 and 3), per process")
+    prompt_batch_size: int = _opt(16, "prompt batch size (stages 1 and 4), per process")
+    image_size: int = _opt(512, "enhancer training images are resized to this square size")
+    prompt_image_size: int = _opt(256, "prompt training images and the per-round results use this square size")
+
+    # Optimisers.
+    prompt_lr: float = _opt(5e-6, "Adam learning rate of the prompts")
+    prompt_weight_decay: float = _opt(1e-3, "Adam weight decay of the prompts")
+    enhancer_lr: float = _opt(2e-5, "Adam learning rate of the enhancer")
+    enhancer_weight_decay: float = _opt(1e-3, "Adam weight decay of the enhancer")
+
+    # Losses.
+    logit_scale: float = _opt(100.0, "prompt logits are this times the cosine similarity")
+    clip_loss_weight: float = _opt(320.0, "stage 3: weight of the mean P(negative | enhanced)")
+    identity_scale: float = _opt(25.0, "scale of the identity loss (stages 2 and 3)")
+    identity_weight: float = _opt(0.9, "stage 3: weight of the (scaled) identity loss")
+    warmup_layer_weights: tuple[float, ...] = _opt((1.0, 1.0, 1.0, 1.0, 1.0), "stage 2: weights of the 5 stages")
+    identity_layer_weights: tuple[float, ...] = _opt((1.0, 1.0, 1.0, 1.0, 0.5), "stage 3: weights of the 5 stages")
+    light_map_eps: float = _opt(1e-9, "enhanced = clamp(x / (L + eps), 0, 1) during training")
+    rank_loss_weight: float = _opt(200.0, "stage 4: weight of the margin ranking loss")
+    rank_margin_no_result: float = _opt(1.0, "stage 4 without results: margin of s(backlit) > s(well-lit)")
+    rank_margin_backlit: float = _opt(0.9, "stage 4 with results: margin of s(backlit) over s(well-lit), s(newest)")
+    rank_margin_one_result: float = _opt(0.2, "stage 4 with one result R: margin of s(R) > s(well-lit)")
+    rank_margin_two_results: float = _opt(0.1, "stage 4 with two results: margin between results and to well-lit")
+    rank_order: str = _opt(
+        "released",
+        "stage 4 with two results: 'released' ranks s(newer) > s(older) as the released code; "
+        "'progressive' ranks s(older) > s(newer)",
+        choices=RANK_ORDERS,
+    )
+
+    # Augmentation.
+    prompt_augment: str = _opt(
+        "full",
+        "stages 1 and 4: 'full' (flips, rot90, zoom, rotation), 'dihedral' (flips and rot90 only; image features "
+        "are computed once and cached, much faster) or 'none' (cached)",
+        choices=PROMPT_AUGMENT_MODES,
+    )
+    enhance_augment: bool = _opt(True, "stages 2 and 3: random flips, rot90, zoom and rotation")
+    max_zoom: float = _opt(1.25, "augmentation zooms in by a random factor in [1, max_zoom]")
+    max_rotation: float = _opt(15.0, "augmentation rotates by a random angle in [-max_rotation, max_rotation] degrees")
+
+    # Runtime.
+    device: str = _opt(
+        "auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'; torchrun sets one per rank", metavar="DEVICE"
+    )
+    seed: int = _opt(0, "seed of every random choice (data order, augmentation, random initialisations)")
+    amp: str = _opt(
+        "auto", "mixed precision for the CLIP models: 'auto' (on for CUDA), 'on' or 'off'", choices=AMP_MODES
+    )
+    amp_dtype: str = _opt("bfloat16", "mixed-precision type (float16 uses a gradient scaler)", choices=AMP_DTYPES)
+    num_workers: int = _opt(2, "data-loading worker processes per training process (0: load in the main process)")
+    checkpoint_every: int = _opt(500, "save a resumable checkpoint every this many iterations (and after each stage)")
+    log_every: int = _opt(10, "write a log row every this many iterations")
+    num_samples: int = _opt(4, "backlit images shown in the per-round sample sheets")
+    max_steps: int | None = _opt(None, "stop (with a resumable checkpoint) once this many iterations are done in all")
+    progress: bool = _opt(True, "show progress bars")
+    export_variant: str = _opt(
+        "test",
+        "padding variant recorded in the saved enhancers ('test': the released inference)",
+        choices=("test", "train"),
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-friendly values (tuples become lists)."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    def validate(self) -> TrainConfig:
+        """Check every value once, up front, so a bad option fails before any work; returns self."""
+        for name in ("backlit", "well_lit", "out"):
+            if not getattr(self, name):
+                raise ConfigError(f"--{_flag(name)} is required")
+        positive = ("prompt_length", "batch_size", "prompt_batch_size", "image_size", "prompt_image_size")
+        positive += ("running_loss_window", "checkpoint_every", "log_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{_flag(name)} must be at least 1 (got {getattr(self, name)})")
+        non_negative = ("rounds", "prompt_init_iters", "warmup_iters", "warmup_check_iters", "warmup_max_restarts")
+        non_negative += ("enhance_iters", "enhance_extend_iters", "refine_iters", "refine_extend_iters")
+        non_negative += ("max_extensions", "num_workers", "num_samples")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_flag(name)} must not be negative (got {getattr(self, name)})")
+        for name in ("warmup_layer_weights", "identity_layer_weights"):
+            if len(getattr(self, name)) != 5:
+                raise ConfigError(f"{_flag(name)} needs 5 weights (stem, layer1..layer4), got {getattr(self, name)}")
+        if self.max_zoom < 1.0:
+            raise ConfigError(f"max-zoom must be at least 1 (got {self.max_zoom})")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ConfigError(f"max-steps must not be negative (got {self.max_steps})")
+        for item in fields(self):
+            choices = item.metadata.get("choices")
+            if choices and getattr(self, item.name) not in choices:
+                raise ConfigError(
+                    f"{_flag(item.name)} must be one of {', '.join(choices)} (got {getattr(self, item.name)!r})"
+                )
+        return self
+
+
+# Options that may change when a run is resumed: where the run lives and runs, how fast, how often it reports, and how
+# long it goes on -- never what one iteration computes.
+RESUMABLE_OVERRIDES = frozenset(
+    {"out", "device", "num_workers", "checkpoint_every", "log_every", "progress", "max_steps", "rounds"}
+)
+
+
+def resume_config(saved: Mapping[str, Any], requested: Mapping[str, Any]) -> TrainConfig:
+    """The saved run's config with the explicitly requested overrides; refuses changes that would alter the run.
+
+    ``max_steps`` belongs to one invocation, so a resumed run only stops early when asked again.
+    """
+    config = from_mapping({**saved, "max_steps": None})
+    wanted = from_mapping(requested, config)
+    changed = sorted(
+        item.name
+        for item in fields(TrainConfig)
+        if item.name not in RESUMABLE_OVERRIDES and getattr(wanted, item.name) != getattr(config, item.name)
+    )
+    if changed:
+        raise ConfigError(
+            f"cannot change {', '.join(_flag(name) for name in changed)} when resuming; "
+            f"only {', '.join(sorted(_flag(name) for name in RESUMABLE_OVERRIDES))} may change"
+        )
+    return wanted
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def option_types() -> dict[str, Any]:
+    """Field name -> resolved type annotation (the module uses postponed annotations)."""
+    return typing.get_type_hints(TrainConfig)
+
+
+def option_help() -> dict[str, OptionInfo]:
+    """Field name -> what the CLI and the docs show for it."""
+    return {
+        item.name: OptionInfo(item.metadata["help"], item.metadata["choices"], item.default, item.metadata["metavar"])
+        for item in fields(TrainConfig)
+    }
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert a file or CLI value to the field's type, with an error naming the option."""
+    kind = option_types()[name]
+    optional = typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in typing.get_args(kind)
+    if optional:
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
+            return None
+        kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+    try:
+        if typing.get_origin(kind) is tuple:
+            if not isinstance(value, list | tuple):
+                raise TypeError("expected a list")
+            return tuple(float(v) for v in value)
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+                return value.lower() in ("true", "yes", "on", "1")
+            raise TypeError("expected true or false")
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError("expected an integer")
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise TypeError("expected a number")
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"option {name!r}: cannot use {value!r} ({error})") from None
+
+
+def from_mapping(values: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """``base`` (default: the defaults) with ``values`` applied; keys may use '-' or '_'."""
+    known = {item.name for item in fields(TrainConfig)}
+    updates = {}
+    for raw_key, value in values.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown option {raw_key!r}{hint}")
+        updates[key] = coerce(key, value)
+    return replace(base or TrainConfig(), **updates)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The option mapping of a YAML (.yaml, .yml), TOML (.toml) or JSON (.json) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif suffix == ".toml":
+            data = _toml_loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {path}: unknown format {suffix!r}; use .yaml, .yml, .toml or .json")
+    except ConfigError:
+        raise
+    except Exception as error:  # the parsers' own exception types differ; all mean "malformed file"
+        raise ConfigError(f"config file {path} is not valid {suffix[1:].upper()}: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option names to values")
+    return data
+
+
+def _toml_loads(text: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10 only
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ConfigError("TOML config files need Python 3.11+ or the 'tomli' package; use YAML instead") from None
+    return tomllib.loads(text)
+
+
+def write_config(config: TrainConfig, path: str | Path) -> Path:
+    """Save the effective configuration as YAML, atomically."""
+    import yaml
+
+    from cliplit.runtime.atomic import atomic_output
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    return Path(path)

@@ -1,0 +1,64 @@
+"""What a run writes for people and for later stages: per-round results, sample sheets, enhancer and prompt files.
+
+Per-round results are the best enhancer's outputs on the backlit training images, written as 8-bit PNGs (as the
+released code does) and read back by prompt refinement, so an interrupted and resumed run ranks exactly the same
+pixels. Only the last two rounds' results are kept: refinement never looks further back.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cliplit.runtime.images import write_image
+from cliplit.train.data import load_rgb
+from cliplit.train.network import Enhancer
+
+RESULTS_KEPT = 2
+CHUNK = 8  # images per enhancer pass while writing results
+
+
+def results_dir(run_dir: Path, round_index: int) -> Path:
+    return run_dir / "results" / f"round_{round_index:03d}"
+
+
+def result_paths(run_dir: Path, round_index: int, count: int) -> list[Path]:
+    """Where round ``round_index`` stores the result of backlit image i (i < count), aligned with the image list."""
+    folder = results_dir(run_dir, round_index)
+    return [folder / f"{i:06d}.png" for i in range(count)]
+
+
+def tensor_to_bgr8(image: torch.Tensor) -> np.ndarray:
+    """3 x H x W RGB in [0, 1] -> H x W x 3 uint8 BGR, rounded."""
+    rgb = torch.clamp(image.detach().float().cpu() * 255.0 + 0.5, 0, 255).to(torch.uint8)
+    return np.ascontiguousarray(rgb.permute(1, 2, 0).numpy()[:, :, ::-1])
+
+
+@torch.no_grad()
+def write_results(
+    enhancer: Enhancer, backlit: Sequence[Path], run_dir: Path, round_index: int, *, size: int, eps: float
+) -> list[Path]:
+    """Enhance every backlit image at ``size`` x ``size`` and save the outputs; older rounds beyond the last two go."""
+    device = next(enhancer.parameters()).device
+    paths = result_paths(run_dir, round_index, len(backlit))
+    for start in range(0, len(backlit), CHUNK):
+        images = torch.stack([load_rgb(path, size) for path in backlit[start : start + CHUNK]]).to(device)
+        enhanced = torch.clamp(images / (enhancer(images) + eps), 0.0, 1.0)
+        for offset, image in enumerate(enhanced):
+            write_image(paths[start + offset], tensor_to_bgr8(image), overwrite=True)
+    for old in range(round_index - RESULTS_KEPT, -1, -1):
+        shutil.rmtree(results_dir(run_dir, old), ignore_errors=True)
+    return paths
+
+
+def write_sample_sheet(inputs: Sequence[Path], outputs: Sequence[Path], path: Path, *, size: int) -> Path:
+    """One row per sample: the backlit input beside this round's result."""
+    rows = [
+        np.hstack([tensor_to_bgr8(load_rgb(source, size)), tensor_to_bgr8(load_rgb(result, size))])
+        for source, result in zip(inputs, outputs, strict=True)
+    ]
+    return write_image(path, np.vstack(rows), overwrite=True)
