@@ -31,7 +31,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
-from cliplit.runtime.atomic import atomic_output
+from cliplit.runtime.atomic import atomic_output, check_writable
 from cliplit.runtime.contract import check_frame_size, io_spec
 from cliplit.runtime.errors import CliplitError
 
@@ -156,6 +156,7 @@ def export_opencv_static(
         check_frame_size(height, width)
     except ValueError as error:
         raise CliplitError(str(error)) from None
+    check_writable(path, overwrite)  # fail before the export's seconds of work, not after
     with tempfile.TemporaryDirectory(prefix="cliplit-opencv-") as folder:
         dynamic = Path(folder) / "dynamic.onnx"
         report = export_onnx(
