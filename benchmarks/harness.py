@@ -1,0 +1,139 @@
+"""Timing one callable the way a benchmark must: warm-up, many repeats, fresh inputs, robust statistics.
+
+Why each rule: the first calls pay for lazy initialisation (memory pools, kernel selection, compilation), so the
+caller times the first call on its own and the warm-up calls are not timed; every repeat gets a new random input, so
+no cache or shortcut can serve a repeated or all-zero frame; the median and the 95th percentile describe a
+distribution that other processes skew, where a mean would be dragged by one stall. On a GPU, work is asynchronous:
+a clock read on the host while kernels are still queued measures nothing, so GPU timings use CUDA events or
+synchronise before reading.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+class Clock(Protocol):
+    """Measures the time between ``start()`` and ``stop()`` in milliseconds."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> float: ...
+
+
+class HostClock:
+    """``time.perf_counter``, optionally calling ``synchronize`` before both readings (e.g. a CUDA device sync)."""
+
+    def __init__(self, synchronize: Callable[[], None] | None = None) -> None:
+        self._synchronize = synchronize
+        self._start = 0.0
+        self.name = "perf_counter" if synchronize is None else "perf_counter+device_sync"
+
+    def start(self) -> None:
+        if self._synchronize is not None:
+            self._synchronize()
+        self._start = time.perf_counter()
+
+    def stop(self) -> float:
+        if self._synchronize is not None:
+            self._synchronize()
+        return (time.perf_counter() - self._start) * 1000.0
+
+
+class CudaEventClock:
+    """CUDA events recorded on the current stream: the GPU's own timestamps, not the host's view of them."""
+
+    name = "cuda_events"
+
+    def __init__(self) -> None:
+        import torch
+
+        self._torch = torch
+        self._begin = torch.cuda.Event(enable_timing=True)
+        self._end = torch.cuda.Event(enable_timing=True)
+
+    def start(self) -> None:
+        self._torch.cuda.synchronize()  # nothing queued before the run may be billed to it
+        self._begin.record()
+
+    def stop(self) -> float:
+        self._end.record()
+        self._end.synchronize()
+        return float(self._begin.elapsed_time(self._end))
+
+
+@dataclass
+class Timing:
+    """The timed repeats of one workload, in milliseconds, and how they were taken."""
+
+    samples_ms: list[float]
+    warmup: int
+    clock: str
+
+    @property
+    def repeats(self) -> int:
+        return len(self.samples_ms)
+
+    @property
+    def median_ms(self) -> float:
+        return float(np.median(self.samples_ms))
+
+    @property
+    def p95_ms(self) -> float:
+        return float(np.percentile(self.samples_ms, 95))
+
+    @property
+    def min_ms(self) -> float:
+        return float(min(self.samples_ms))
+
+
+def time_once(run: Callable[[Any], T], argument: Any, clock: Clock) -> tuple[T, float]:
+    """Run ``run(argument)`` once under ``clock``; return its result and the milliseconds it took."""
+    clock.start()
+    result = run(argument)
+    return result, clock.stop()
+
+
+def measure(
+    run: Callable[[Any], object],
+    make_input: Callable[[], Any],
+    *,
+    warmup: int,
+    repeats: int,
+    clock: Clock,
+    budget_s: float | None = None,
+) -> Timing:
+    """Time ``run`` on fresh inputs from ``make_input`` (never timed themselves): ``warmup`` untimed calls, then up
+    to ``repeats`` timed ones.
+
+    With ``budget_s`` the repeats stop once that much time has been spent on them, after at least two, so a slow
+    backend at a large size cannot hold a run hostage; ``Timing.repeats`` says how many were taken.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    for _ in range(warmup):
+        run(make_input())
+    samples: list[float] = []
+    for _ in range(repeats):
+        samples.append(time_once(run, make_input(), clock)[1])
+        if budget_s is not None and len(samples) >= 2 and sum(samples) >= budget_s * 1000.0:
+            break
+    return Timing(samples_ms=samples, warmup=warmup, clock=clock.name)
+
+
+def random_batch(io: str, batch: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A fresh random input in the layout of contract variant ``io`` (never zeros: noise over the full range)."""
+    if io == "float":
+        return rng.random((batch, 3, height, width), dtype=np.float32)
+    if io == "uint8":
+        return rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+    raise ValueError(f"unknown I/O variant {io!r}")

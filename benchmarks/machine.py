@@ -1,0 +1,180 @@
+"""What a benchmark ran on: CPU, cores, memory, GPU, library versions, and how busy the machine was.
+
+Numbers without the machine are not reproducible, and numbers from a machine that other jobs were loading are not
+comparable with an idle run; so the load average and the other busy processes are recorded at the start and the
+end of every run, next to the hardware and the exact library versions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+from cliplit.runtime.version import cliplit_version
+
+SIMD_FLAGS = frozenset(
+    {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16"}
+    | {"amx_tile", "amx_bf16", "amx_int8", "avx_vnni"}
+)
+LIBRARIES = ("numpy", "torch", "onnx", "onnxruntime", "cv2", "tensorrt", "matplotlib", "imageio_ffmpeg")
+
+
+def machine_info() -> dict[str, object]:
+    """The static description of this machine and software stack."""
+    return {
+        "hostname": platform.node(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_features": cpu_features(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "gpus": gpu_names(),
+        "libraries": library_versions(),
+        "onnxruntime_providers": _onnxruntime_providers(),
+        "torch_threads": _torch_threads(),
+        "cliplit": cliplit_version(),
+        "git_commit": _git_commit(),
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), falling back to what ``platform`` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_features() -> list[str]:
+    """The SIMD extensions that decide which kernels the libraries pick (AVX2, AVX-512, AMX, ...)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return []
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return sorted(flag for flag in flags if flag in SIMD_FLAGS)
+    return []
+
+
+def gpu_names() -> list[str]:
+    """Names of the CUDA devices torch sees (empty without torch, CUDA or a GPU)."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())]
+
+
+def library_versions() -> dict[str, str | None]:
+    """``__version__`` of each library that matters for the numbers; None where it is not installed."""
+    versions: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        key = "opencv" if name == "cv2" else name
+        try:
+            module = importlib.import_module(name)
+        except Exception:
+            versions[key] = None
+            continue
+        versions[key] = str(getattr(module, "__version__", "unknown"))
+    try:
+        import torch
+
+        versions["cuda"] = torch.version.cuda
+        versions["cudnn"] = str(torch.backends.cudnn.version()) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    return versions
+
+
+def load_snapshot() -> dict[str, object]:
+    """The 1/5/15-minute load averages and the processes (not this one) using a CPU right now."""
+    snapshot: dict[str, object] = {}
+    if hasattr(os, "getloadavg"):
+        snapshot["load_average"] = [round(value, 2) for value in os.getloadavg()]
+    snapshot["other_busy_processes"] = _other_busy_processes()
+    return snapshot
+
+
+def _other_busy_processes(min_cpu_percent: float = 20.0, interval_s: float = 0.5) -> list[str]:
+    """Other processes using at least ``min_cpu_percent`` of a core over ``interval_s`` (Linux /proc; else empty)."""
+    before = _cpu_ticks()
+    time.sleep(interval_s)
+    after = _cpu_ticks()
+    ticks_per_s = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    busy = []
+    for pid, (name, ticks) in after.items():
+        if pid == os.getpid() or pid not in before:
+            continue
+        percent = 100.0 * (ticks - before[pid][1]) / ticks_per_s / interval_s
+        if percent >= min_cpu_percent:
+            busy.append(f"{name} (pid {pid}, {percent:.0f}% of a core)")
+    return busy
+
+
+def _cpu_ticks() -> dict[int, tuple[str, int]]:
+    """pid -> (command name, user+system clock ticks) for every readable process."""
+    ticks: dict[int, tuple[str, int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return ticks
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # the process ended between listing and reading
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks[int(entry.name)] = (name, int(fields[11]) + int(fields[12]))  # utime, stime (fields 14 and 15)
+    return ticks
+
+
+def _memory_gib() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _onnxruntime_providers() -> list[str]:
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    return list(onnxruntime.get_available_providers())
+
+
+def _torch_threads() -> int | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit, so results can be tied to the code that produced them (None outside git)."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None

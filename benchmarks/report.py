@@ -1,0 +1,230 @@
+"""Write a run's results three ways: ``results.json`` (everything), ``results.md`` (the table) and ``latency.png``.
+
+The JSON is the source of truth; the Markdown and the chart are rendered from it alone, so ``render_markdown`` and
+``plot_latency`` can regenerate them from a committed ``results.json``. Every file is written atomically and none
+is replaced unless asked, so an interrupted or refused run never leaves half a result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cliplit.runtime.atomic import atomic_output, check_writable
+
+RESULT_FILES = ("results.json", "results.md", "latency.png")
+
+# Frame rates whose per-frame budget the chart marks: PAL video, NTSC/web video, high-frame-rate video.
+REAL_TIME_FPS = (25, 30, 60)
+
+
+def check_outputs(out_dir: str | os.PathLike[str], overwrite: bool) -> None:
+    """Refuse before a long run starts, not after it, if results would be replaced without ``overwrite``."""
+    for name in RESULT_FILES:
+        check_writable(Path(out_dir) / name, overwrite)
+
+
+def write_results(results: dict[str, Any], out_dir: str | os.PathLike[str], *, overwrite: bool) -> list[Path]:
+    """Write the JSON, the Markdown table and the chart into ``out_dir``; return their paths."""
+    out = Path(out_dir)
+    paths = [out / name for name in RESULT_FILES]
+    check_outputs(out, overwrite)
+    with atomic_output(paths[0], overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
+    with atomic_output(paths[1], overwrite=overwrite) as tmp:
+        tmp.write_text(render_markdown(results))
+    with atomic_output(paths[2], overwrite=overwrite) as tmp:
+        plot_latency(results, tmp)
+    return paths
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """The human-readable report: machine and method, one table per batch size, video, what did not run."""
+    lines = ["# cliplit bench results", ""]
+    if results.get("command"):
+        lines += [f"Command: `{results['command']}`", ""]
+    lines += [*_machine_lines(results), ""]
+    records = results["records"]
+    for batch in sorted({r["batch"] for r in records}):
+        title = "Single-frame latency (batch 1)" if batch == 1 else f"Batch throughput (batch {batch})"
+        lines += [f"## {title}", "", *_table([r for r in records if r["batch"] == batch]), ""]
+    lines += ["![median latency per frame by resolution and backend](latency.png)", ""]
+    if results.get("video"):
+        lines += ["## End-to-end video (decode + enhance + encode)", "", *_video_table(results["video"]), ""]
+    not_run = [f"- `{s['backend']}`: {s['reason']}" for s in results.get("skipped", [])]
+    not_run += [
+        f"- `{r['backend']}` at {r['size']} batch {r['batch']}: {r['reason']}" for r in records if r["status"] != "ok"
+    ]
+    if not_run:
+        lines += ["## Not run", "", *not_run, ""]
+    if results.get("notes"):
+        lines += ["## Notes", "", *(f"- {note}" for note in results["notes"]), ""]
+    lines += [*_legend(), ""]
+    return "\n".join(lines)
+
+
+def _machine_lines(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    libs = m.get("libraries", {})
+    gpus = ", ".join(m.get("gpus") or []) or "no GPU"
+    versions = ", ".join(f"{name} {version}" for name, version in libs.items() if version)
+    lines = [
+        f"- Machine: {m.get('cpu_model')} ({m.get('usable_cpus')} usable CPUs; "
+        f"{' '.join(m.get('cpu_features') or [])}), {m.get('memory_gib')} GiB RAM, {gpus}",
+        f"- Software: Python {m.get('python')}, {versions}; ONNX Runtime providers: "
+        f"{', '.join(m.get('onnxruntime_providers') or [])}; torch threads: {m.get('torch_threads')}",
+        f"- Run: {results.get('started')}, {results.get('duration_s')} s, cliplit {m.get('cliplit')} "
+        f"(commit {str(m.get('git_commit'))[:12]})",
+    ]
+    for when in ("start", "end"):
+        load = m.get(f"load_at_{when}") or {}
+        busy = load.get("other_busy_processes") or []
+        lines.append(
+            f"- Load at {when}: {load.get('load_average')} (1/5/15 min); other busy processes: "
+            f"{', '.join(busy) if busy else 'none'}"
+        )
+    flops = results.get("flops_per_pixel")
+    if flops:
+        lines.append(f"- Network cost: {flops / 1e3:.1f} kFLOP per pixel (convolutions; 1 FMA = 2 FLOPs)")
+    peaks = [p for p in results.get("peak", []) if p.get("error") is None]
+    if peaks:
+        text = ", ".join(f"{p['implementation']} {p['device']} {p['dtype']} {p['gflops']:.0f}" for p in peaks)
+        lines.append(f"- Measured matrix-product peak (GFLOP/s, n×n): {text}; % of peak uses the best per device/dtype")
+    config = results.get("config", {})
+    lines.append(
+        f"- Method: check frame (first call, untimed in the stats) + {config.get('warmup')} warm-up call(s), then up "
+        f"to {config.get('repeats')} timed repeats"
+        + (f" or {config['budget_s']} s per record (at least 2)" if config.get("budget_s") else "")
+        + ", each on a fresh random input"
+    )
+    return lines
+
+
+_COLUMNS = (
+    "backend",
+    "size",
+    "median ms",
+    "p95 ms",
+    "fps",
+    "speedup vs torch",
+    "PSNR vs FP32",
+    "GFLOP/frame",
+    "GFLOP/s",
+    "% of peak",
+    "repeats",
+)
+
+
+def _table(records: list[dict[str, Any]]) -> list[str]:
+    rows = ["| " + " | ".join(_COLUMNS) + " |", "|" + "|".join("---" for _ in _COLUMNS) + "|"]
+    order = {name: index for index, name in enumerate(dict.fromkeys(r["backend"] for r in records))}
+    for r in sorted(records, key=lambda r: (r["width"] * r["height"], order[r["backend"]])):
+        if r["status"] != "ok":
+            cells = [f"`{r['backend']}`", _size(r), "error", *([""] * (len(_COLUMNS) - 3))]
+        else:
+            cells = [
+                f"`{r['backend']}`",
+                _size(r),
+                _num(r["median_ms"]),
+                _num(r["p95_ms"]),
+                _num(r["fps"], 2),
+                "1.00 (baseline)" if r["backend"] == "torch" else _num(r["speedup_vs_torch"], 2, "×"),
+                _psnr(r),
+                _num(r["gflops_per_frame"]),
+                _num(r["achieved_gflops"]),
+                _num(r["percent_of_peak"], 0, " %"),
+                str(r["repeats"]),
+            ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def _video_table(videos: list[dict[str, Any]]) -> list[str]:
+    rows = ["| backend | size | frames | seconds | fps | note |", "|---|---|---|---|---|---|"]
+    for v in videos:
+        fps = _num(v.get("fps"), 2) if v.get("status") == "ok" else "error"
+        note = v.get("reason") or v.get("note") or ""
+        rows.append(
+            f"| `{v['backend']}` | {v['size']} | {v.get('frames', '')} | {_num(v.get('seconds'), 1)} | {fps} | {note} |"
+        )
+    return rows
+
+
+def _legend() -> list[str]:
+    return [
+        "Columns: median/p95 are per batch; fps = batch × 1000 / median; speedup = the baseline's median at the same "
+        "size and batch in this run divided by this median; PSNR compares the backend's output on a shared check "
+        "frame with the PyTorch FP32 output (8-bit backends against the FP32 output rounded to 8 bits; 'identical' "
+        "means bit-equal); GFLOP/s = network FLOPs × batch / median; % of peak = GFLOP/s over the measured "
+        "matrix-product peak of the same device and precision."
+    ]
+
+
+def _size(record: dict[str, Any]) -> str:
+    wxh = f"{record['width']}x{record['height']}"
+    return wxh if record["size"] == wxh else f"{record['size']} ({wxh})"
+
+
+def _psnr(record: dict[str, Any]) -> str:
+    if record["backend"] == "torch":
+        return "reference"
+    if record["psnr_vs_fp32"] is not None:
+        return f"{record['psnr_vs_fp32']:.1f} dB"
+    return "identical" if record.get("max_abs_diff_vs_fp32") == 0.0 else "n/a"
+
+
+def _num(value: float | None, digits: int = 1, suffix: str = "") -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def plot_latency(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Grouped bars of median latency per frame (p95 as error bar) by resolution and backend, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on CI or GPU machines
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    batch = min((r["batch"] for r in results["records"]), default=1)
+    records = [r for r in results["records"] if r["status"] == "ok" and r["batch"] == batch]
+    sizes = sorted({(r["width"] * r["height"], _size(r)) for r in records})
+    backends = list(dict.fromkeys(r["backend"] for r in records))
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.6 + 1.2 * len(sizes) * max(1, len(backends)) / 3), 4.8))
+    width = 0.8 / max(1, len(backends))
+    for index, backend in enumerate(backends):
+        xs, medians, spreads = [], [], []
+        for position, (_, label) in enumerate(sizes):
+            match = [r for r in records if r["backend"] == backend and _size(r) == label]
+            if match:
+                xs.append(position + (index - (len(backends) - 1) / 2) * width)
+                medians.append(match[0]["median_ms"] / batch)
+                spreads.append((match[0]["p95_ms"] - match[0]["median_ms"]) / batch)
+        axes.bar(xs, medians, width, yerr=[[0] * len(spreads), spreads], capsize=2, label=backend)
+    axes.set_yscale("log")
+    axes.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.yaxis.set_minor_formatter(NullFormatter())
+    values = [r["median_ms"] / batch for r in records] + [r["p95_ms"] / batch for r in records]
+    if values:  # bars on a log axis need an explicit floor, or their lengths say nothing
+        axes.set_ylim(min(values) / 3, max(values) * 2)
+    axes.set_xticks(range(len(sizes)), [label for _, label in sizes])
+    axes.set_ylabel(f"median latency per frame, ms (batch {batch}; whisker: p95)")
+    low, high = axes.get_ylim()
+    for fps in REAL_TIME_FPS:
+        budget = 1000.0 / fps
+        if low <= budget <= high:
+            axes.axhline(budget, color="grey", linestyle=":", linewidth=1)
+            axes.text(-0.45, budget, f"{fps} fps", va="bottom", ha="left", fontsize=8, color="grey")
+    machine = results.get("machine", {})
+    device = ", ".join(machine.get("gpus") or []) or f"{machine.get('cpu_model')} ({machine.get('usable_cpus')} CPUs)"
+    axes.set_title(f"CLIP-LIT latency by resolution and backend: {device}", fontsize=10)
+    if backends:
+        axes.legend(fontsize=8, ncol=2)
+    axes.grid(axis="y", which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(os.fspath(path), dpi=120, format="png")
+    plt.close(figure)

@@ -1,0 +1,60 @@
+"""The analytic FLOP count agrees with one counted from the convolutions PyTorch actually runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cliplit.benchmarks.flops import conv_costs, flops_per_frame, flops_per_pixel
+
+
+def hooked_conv_flops(model: nn.Module, height: int, width: int) -> int:
+    """2 · (C_in/groups) · k_h · k_w · C_out FLOPs per output element of every Conv2d that runs, via forward hooks."""
+    total = 0
+
+    def count(module: nn.Conv2d, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal total
+        kh, kw = module.kernel_size
+        total += 2 * (module.in_channels // module.groups) * kh * kw * output.numel()
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(torch.rand(1, 3, height, width))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+@pytest.mark.parametrize(("height", "width"), [(2, 2), (7, 9), (64, 96), (67, 93)])
+def test_analytic_count_matches_the_convolutions_that_run(released_enhancer, height, width):
+    model = released_enhancer.model
+    assert flops_per_frame(model, height, width) == hooked_conv_flops(model, height, width)
+
+
+def test_cost_per_pixel_is_the_architectures():
+    # The released architecture, layer by layer: cond1 3→32; 2 residual blocks of two 32→32 convs; the PPM fuse
+    # (32 + 4·8 = 64)→32; condx 32→64; 2 blocks of two 64→64; condy 64→32; 2 blocks of two 32→32; cond_add1 32→1;
+    # all 3×3.
+    macs = 9 * (3 * 32 + 4 * 32 * 32 + 64 * 32 + 32 * 64 + 4 * 64 * 64 + 64 * 32 + 4 * 32 * 32 + 32 * 1)
+    from cliplit.train.network import Enhancer
+
+    assert flops_per_pixel(Enhancer()) == 2 * macs
+    # the issue's figure: about 1.15 TFLOP for a 1080p frame
+    assert flops_per_frame(Enhancer(), 1080, 1920) / 1e12 == pytest.approx(1.15, abs=0.01)
+
+
+def test_pyramid_pooling_convolutions_run_on_the_pooled_maps():
+    from cliplit.train.network import Enhancer
+
+    pooled = {cost.name: cost.pooled_side for cost in conv_costs(Enhancer()) if cost.pooled_side is not None}
+    assert sorted(pooled.values()) == [1, 2, 3, 6]
+    assert all(name.startswith("PPM1.features.") for name in pooled)
+
+
+def test_convolutions_that_change_the_resolution_are_refused():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1))
+    with pytest.raises(ValueError, match="stride-1"):
+        conv_costs(model)

@@ -1,0 +1,123 @@
+"""Rendering and writing results: the Markdown table, the chart, JSON validity and refusal to overwrite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cliplit.benchmarks.report import check_outputs, plot_latency, render_markdown, write_results
+from cliplit.runtime.atomic import OutputExistsError
+
+
+def record(backend: str, size: str, width: int, height: int, median: float | None, **extra: object) -> dict:
+    base = {
+        "backend": backend,
+        "description": f"{backend} for tests",
+        "size": size,
+        "width": width,
+        "height": height,
+        "batch": 1,
+        "network_width": width,
+        "network_height": height,
+        "status": "ok" if median is not None else "error",
+        "reason": None if median is not None else "RuntimeError: out of memory",
+        "median_ms": median,
+        "p95_ms": None if median is None else median * 1.1,
+        "fps": None if median is None else 1000.0 / median,
+        "speedup_vs_torch": None,
+        "psnr_vs_fp32": None,
+        "max_abs_diff_vs_fp32": None,
+        "gflops_per_frame": 0.5,
+        "achieved_gflops": None if median is None else 500.0 / median,
+        "percent_of_peak": None,
+        "repeats": 3,
+    }
+    base.update(extra)
+    return base
+
+
+@pytest.fixture
+def results() -> dict:
+    return {
+        "schema": "cliplit-bench/1",
+        "command": "cliplit bench --sizes 480p",
+        "started": "2026-01-01T00:00:00+0000",
+        "duration_s": 12.0,
+        "config": {"warmup": 1, "repeats": 3, "budget_s": 30.0},
+        "machine": {
+            "cpu_model": "Test CPU",
+            "usable_cpus": 2,
+            "cpu_features": ["avx2"],
+            "memory_gib": 8.0,
+            "gpus": [],
+            "libraries": {"numpy": "2.0", "tensorrt": None},
+            "load_at_start": {
+                "load_average": [1.0, 1.0, 1.0],
+                "other_busy_processes": ["pytest (pid 1, 99% of a core)"],
+            },
+            "load_at_end": {"load_average": [0.5, 0.5, 0.5], "other_busy_processes": []},
+        },
+        "peak": [
+            {"implementation": "numpy", "device": "cpu", "dtype": "float32", "n": 64, "gflops": 100.0, "error": None},
+            {"implementation": "torch", "device": "cuda", "dtype": "float16", "n": 64, "gflops": None, "error": "x"},
+        ],
+        "flops_per_pixel": 555264,
+        "records": [
+            record("torch", "480p", 854, 480, 4000.0, speedup_vs_torch=1.0, max_abs_diff_vs_fp32=0.0),
+            record("onnxruntime", "480p", 854, 480, 1600.0, speedup_vs_torch=2.5, psnr_vs_fp32=131.25),
+            record("onnxruntime-uint8", "480p", 854, 480, 1700.0, speedup_vs_torch=2.35, max_abs_diff_vs_fp32=0.0),
+            record("torch-compile", "480p", 854, 480, None),
+            record("torch", "64x32", 64, 32, 30.0, speedup_vs_torch=1.0, max_abs_diff_vs_fp32=0.0),
+        ],
+        "skipped": [{"backend": "torch-fp16", "reason": "needs CUDA (no GPU visible to torch)"}],
+        "video": [
+            {"backend": "onnxruntime", "size": "64x32", "frames": 30, "seconds": 1.5, "fps": 20.0, "status": "ok"}
+        ],
+        "notes": ["other engineers' tests were running"],
+    }
+
+
+def test_markdown_has_the_table_the_failures_and_the_machine(results):
+    text = render_markdown(results)
+    assert "`cliplit bench --sizes 480p`" in text
+    assert "Test CPU" in text and "pytest (pid 1, 99% of a core)" in text
+    assert "| `onnxruntime` | 480p (854x480) | 1,600.0 |" in text
+    assert "2.50×" in text and "131.2 dB" in text  # speedup and PSNR as recorded
+    assert "| `torch` | 480p (854x480) | 4,000.0 |" in text and "reference" in text
+    assert "| `onnxruntime-uint8` |" in text and "identical" in text
+    assert "`torch-fp16`: needs CUDA" in text
+    assert "`torch-compile` at 480p batch 1: RuntimeError: out of memory" in text
+    assert "| `onnxruntime` | 64x32 | 30 | 1.5 | 20.00 |" in text  # the video table
+    assert "![median latency" in text and "other engineers' tests were running" in text
+    # smaller frames first
+    assert text.index("| `torch` | 64x32") < text.index("| `torch` | 480p")
+
+
+def test_write_results_writes_valid_json_markdown_and_png_and_refuses_to_overwrite(results, tmp_path):
+    paths = write_results(results, tmp_path / "out", overwrite=False)
+    assert [p.name for p in paths] == ["results.json", "results.md", "latency.png"]
+    assert json.loads(paths[0].read_text()) == results
+    assert paths[1].read_text() == render_markdown(results)
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = paths[0].read_text()
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        check_outputs(tmp_path / "out", overwrite=False)
+    with pytest.raises(OutputExistsError):
+        write_results({**results, "duration_s": 99.0}, tmp_path / "out", overwrite=False)
+    assert paths[0].read_text() == before, "a refused write must leave the old results alone"
+    write_results({**results, "duration_s": 99.0}, tmp_path / "out", overwrite=True)
+    assert json.loads(paths[0].read_text())["duration_s"] == 99.0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths), "no temp files"
+
+
+def test_results_with_nan_are_refused_not_written_as_invalid_json(results, tmp_path):
+    results["records"][0]["median_ms"] = float("nan")
+    with pytest.raises(ValueError):
+        write_results(results, tmp_path, overwrite=False)
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_chart_is_drawn_from_the_json_alone(results, tmp_path):
+    plot_latency(results, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").stat().st_size > 5000
