@@ -1,0 +1,116 @@
+"""The ONNX Runtime backend: any exported cliplit model, on the best execution provider this install has.
+
+Providers are tried in the order TensorRT → CUDA → CPU, keeping those the installed onnxruntime package offers
+(``onnxruntime`` has only the CPU one, ``onnxruntime-gpu`` adds CUDA and TensorRT). ONNX Runtime itself falls back to
+the next provider if one fails to initialise (for example TensorRT libraries missing), so a GPU package on a machine
+without the libraries still runs. The model's I/O variant comes from its ``cliplit.io`` metadata, written by the
+exporter, never from guessing at tensor shapes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from cliplit.runtime.backends.base import Backend
+from cliplit.runtime.contract import IO_VARIANTS, META_IO, io_spec
+from cliplit.runtime.errors import CliplitError
+from cliplit.runtime.weights import cliplit_home
+
+#: execution providers in order of preference; only those the installed package offers are used
+PREFERRED_PROVIDERS: tuple[str, ...] = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX model, read with ONNX Runtime (the runtime does not need the onnx package)."""
+    return _open_session(Path(path), ort.SessionOptions(), ["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+
+
+def default_providers(device: int = 0) -> list[str | tuple[str, dict[str, str]]]:
+    """The preferred providers this onnxruntime build offers, with the GPU ones pinned to ``device``.
+
+    TensorRT gets an engine cache under ``$CLIPLIT_HOME/ort-tensorrt-cache``: building its engine takes minutes, and
+    without the cache every run would build it again.
+    """
+    available = set(ort.get_available_providers())
+    providers: list[str | tuple[str, dict[str, str]]] = []
+    for name in PREFERRED_PROVIDERS:
+        if name not in available:
+            continue
+        if name == "TensorrtExecutionProvider":
+            cache = cliplit_home() / "ort-tensorrt-cache"
+            options = {"device_id": str(device), "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
+            providers.append((name, options))
+        elif name == "CUDAExecutionProvider":
+            providers.append((name, {"device_id": str(device)}))
+        else:
+            providers.append(name)
+    return providers
+
+
+class OnnxRuntimeBackend(Backend):
+    """An exported cliplit model in an ONNX Runtime session."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        threads: int | None = None,
+        device: int = 0,
+        providers: list[str | tuple[str, dict[str, str]]] | None = None,
+    ) -> None:
+        """``threads`` sets ONNX Runtime's intra-op thread count (default: one per core); ``providers`` overrides
+        the TensorRT → CUDA → CPU preference."""
+        path = Path(model_path)
+        options = ort.SessionOptions()
+        if threads is not None:
+            if threads < 1:
+                raise CliplitError(f"--threads must be at least 1, got {threads}")
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = _open_session(path, options, providers or default_providers(device))
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        io = metadata.get(META_IO)
+        if io not in IO_VARIANTS:
+            raise CliplitError(
+                f"{path} has no valid '{META_IO}' metadata ({io!r}): it was not exported by cliplit. Export it with "
+                "`export-engine --onnx` so the runtime knows its input layout"
+            )
+        super().__init__(io)
+        self.model_path = path
+        self.metadata = dict(metadata)
+        spec = io_spec(io)
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != [spec.input_name] or not set(spec.output_names) <= set(outputs):
+            raise CliplitError(
+                f"{path} says io={io} but has inputs {inputs} and outputs {outputs}; expected input "
+                f"{spec.input_name!r} and outputs {list(spec.output_names)}"
+            )
+        self._input_name = spec.input_name
+        self._output_names = list(spec.output_names)
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session actually uses, best first."""
+        return list(self.session.get_providers())
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.session.run(self._output_names, {self._input_name: batch})
+        return dict(zip(self._output_names, outputs, strict=True))
+
+
+def _open_session(
+    path: Path, options: ort.SessionOptions, providers: list[str | tuple[str, dict[str, str]]]
+) -> ort.InferenceSession:
+    if not path.is_file():
+        raise CliplitError(f"{path}: no such ONNX model")
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as error:  # ONNX Runtime's InvalidProtobuf, InvalidGraph, Fail... derive from Exception only
+        raise CliplitError(f"{path}: ONNX Runtime cannot load this model ({error})") from error

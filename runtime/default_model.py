@@ -1,0 +1,55 @@
+"""The default model: the released CLIP-LIT weights as an ONNX file in the cache, exported on first use.
+
+``cliplit enhance`` without ``--model`` (and ``--model`` given weights instead of an ONNX file) runs an ONNX export of
+those weights stored under ``$CLIPLIT_HOME/models``, named by the weights' SHA-256 so different weights never share a
+file. Exporting needs PyTorch (the ``export`` extra); the lean runtime install has none, so there a missing file is an
+error that says how to get it, while a cached file is used without torch (and, for released names, without even the
+weights file).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from cliplit.runtime.contract import IO_VARIANTS
+from cliplit.runtime.errors import CliplitError
+from cliplit.runtime.weights import RELEASED, cliplit_home, resolve_weights, sha256_of
+
+
+def models_dir() -> Path:
+    return cliplit_home() / "models"
+
+
+def cached_onnx_path(weights: str | os.PathLike[str] = "clip-lit", io: str = "float") -> Path:
+    """Where the ONNX export of ``weights`` (a released name or a .pth path) in I/O variant ``io`` is cached."""
+    if io not in IO_VARIANTS:
+        raise CliplitError(f"unknown I/O variant {io!r}; expected one of {', '.join(IO_VARIANTS)}")
+    key = str(weights)
+    if key in RELEASED:
+        stem, digest = key, RELEASED[key].sha256
+    else:
+        path = resolve_weights(key)
+        stem, digest = path.stem, sha256_of(path)
+    return models_dir() / f"{stem}-{digest[:16]}-{io}.onnx"
+
+
+def ensure_onnx(weights: str | os.PathLike[str] = "clip-lit", io: str = "float") -> Path:
+    """Return the cached ONNX export of ``weights``, exporting (and verifying) it first if it is not there yet."""
+    target = cached_onnx_path(weights, io)
+    if target.is_file():
+        return target
+    try:
+        from cliplit.export.onnx_export import export_onnx
+        from cliplit.train.checkpoint import load_enhancer
+    except ImportError as error:
+        raise CliplitError(
+            f"no ONNX model for {weights} at {target}, and exporting one needs PyTorch ({error}). Either install "
+            f"the export extra (pip install 'cliplit[export]') and run again, or run `export-engine --weights "
+            f"{weights} --io {io} --onnx {target}` where PyTorch is installed and copy the file here, or pass "
+            "--model path/to/model.onnx"
+        ) from error
+    print(f"exporting {weights} to {target} (first use only)", file=sys.stderr)
+    export_onnx(load_enhancer(weights), target, io=io, overwrite=True)
+    return target

@@ -1,0 +1,283 @@
+"""Enhance backlit images, videos, cameras and streams with CLIP-LIT.
+
+INPUT is one or more images or folders of images (written to the OUTPUT folder under the same names, as PNG by
+default), a video file (written to the OUTPUT video, keeping its frame rate, size, frame count and audio), a stream
+URL (rtsp://, http://, ...) or, with --camera, a camera. Without --model the released CLIP-LIT weights run as an ONNX
+model cached in $CLIPLIT_HOME/models (exported on first use if PyTorch is installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cliplit.runtime.atomic import check_writable
+from cliplit.runtime.backends import BACKEND_CHOICES
+from cliplit.runtime.errors import CliplitError
+from cliplit.runtime.images import IMAGE_SUFFIXES, is_image_path
+from cliplit.runtime.sources import is_stream_url
+from cliplit.runtime.upsample import UPSAMPLE_METHODS
+from cliplit.runtime.video import DEFAULT_CRF, DEFAULT_PRESET
+
+if TYPE_CHECKING:
+    from cliplit.runtime.enhancer import Enhancer
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".avi", ".webm"})
+#: frame rate of a recording from a camera or stream that does not report one (and no --fps)
+FALLBACK_FPS = 30
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="images, folders of images, a video or a stream URL")
+    parser.add_argument("-o", "--output", type=Path, help="output folder (images) or video file")
+    parser.add_argument("--camera", type=int, metavar="INDEX", help="read camera INDEX (0 is the first) instead")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        default=None,
+        help="an .onnx or .engine file, or weights (.pth or a released name) to run; default: the released "
+        "CLIP-LIT weights as a cached ONNX model",
+    )
+    model.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="inference backend (default: auto)")
+    model.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime/torch (default: all)")
+    model.add_argument("--device", type=int, default=0, help="GPU index for TensorRT and CUDA (default: 0)")
+    model.add_argument("--batch", type=int, default=1, help="frames per network call for videos (default: 1)")
+
+    speed = parser.add_argument_group("quality and speed")
+    speed.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="run the network at this fraction of the resolution and upsample its light map (default: 1)",
+    )
+    speed.add_argument(
+        "--upsample", choices=UPSAMPLE_METHODS, default="bilinear", help="light-map upsampling for --scale"
+    )
+    speed.add_argument(
+        "--temporal-smoothing",
+        type=float,
+        default=0.0,
+        metavar="A",
+        help="video: average the light map over time, L = A*L_prev + (1-A)*L (0 = off, try 0.8); reset on cuts",
+    )
+
+    live = parser.add_argument_group("cameras and streams")
+    live.add_argument("--realtime", action="store_true", help="drop stale frames instead of falling behind")
+    live.add_argument("--show", action="store_true", help="show the enhanced frames in a window (q to stop)")
+    live.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    live.add_argument("--fps", type=float, default=None, help="frame rate to record when the source reports none")
+    live.add_argument("--reconnect", type=int, default=3, help="reopen attempts when a stream drops (default: 3)")
+
+    out = parser.add_argument_group("output encoding")
+    out.add_argument("--ext", default="png", help="image output format: png (lossless, default), jpg, webp, tif, bmp")
+    out.add_argument("--codec", default=None, help="ffmpeg video codec (default: libx264; libvpx-vp9 for .webm)")
+    out.add_argument("--crf", type=int, default=DEFAULT_CRF, help="x264/x265/vp9 quality, lower is better (18)")
+    out.add_argument("--preset", default=DEFAULT_PRESET, help="x264/x265 speed preset (default: medium)")
+    out.add_argument("--pix-fmt", default=None, help="output pixel format (default: yuv420p, yuv444p for odd sizes)")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@dataclass
+class _Plan:
+    """What a run will read and write, checked before any model is loaded."""
+
+    mode: str  # "images", "video" or "live"
+    images: list[Path] | None = None
+    outputs: list[Path] | None = None
+    video: Path | None = None
+    stream: int | str | None = None
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    from cliplit.runtime.enhancer import Enhancer
+
+    with Enhancer.open(
+        args.model,
+        args.backend,
+        threads=args.threads,
+        device=args.device,
+        scale=args.scale,
+        upsample=args.upsample,
+        temporal_smoothing=args.temporal_smoothing,
+    ) as enhancer:
+        print(f"enhancer: {enhancer.describe()}", file=sys.stderr)
+        if plan.mode == "images":
+            return _run_images(plan, enhancer, args)
+        return _run_video(plan, enhancer, args)
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    if args.camera is not None:
+        if args.inputs:
+            raise CliplitError("give either --camera or INPUT, not both")
+        return _live_plan(args, args.camera)
+    if not args.inputs:
+        raise CliplitError("nothing to enhance: give images, a folder, a video, a stream URL or --camera N")
+    streams = [text for text in args.inputs if is_stream_url(text)]
+    if streams:
+        if len(args.inputs) != 1:
+            raise CliplitError("a stream URL must be the only input")
+        return _live_plan(args, streams[0])
+    paths = [Path(text) for text in args.inputs]
+    for path in paths:
+        if not path.exists():
+            raise CliplitError(f"{path}: no such file or folder")
+    videos = [path for path in paths if path.is_file() and not is_image_path(path)]
+    if videos:
+        if len(paths) != 1:
+            raise CliplitError(f"a video must be the only input (got {len(paths)} inputs); run once per video")
+        return _video_plan(args, videos[0])
+    return _image_plan(args, paths)
+
+
+def _image_plan(args: argparse.Namespace, paths: list[Path]) -> _Plan:
+    if args.temporal_smoothing or args.realtime:
+        raise CliplitError("--temporal-smoothing and --realtime are for videos, cameras and streams, not images")
+    images: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p))
+            if not found:
+                raise CliplitError(f"{path}: no images in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            images += found
+        else:
+            images.append(path)
+    if args.output is None:
+        raise CliplitError("give an output folder with -o")
+    ext = "." + args.ext.lower().lstrip(".")
+    if ext not in IMAGE_SUFFIXES:
+        raise CliplitError(f"--ext {args.ext}: not an image format; use one of {', '.join(sorted(IMAGE_SUFFIXES))}")
+    if len(images) == 1 and is_image_path(args.output) and not args.output.is_dir():
+        outputs = [args.output]
+    else:
+        if args.output.is_file():
+            raise CliplitError(f"{args.output} is a file; for images -o names a folder")
+        outputs = [args.output / f"{image.stem}{ext}" for image in images]
+    seen: dict[Path, Path] = {}
+    for image, output in zip(images, outputs, strict=True):
+        if output.resolve() in seen:
+            raise CliplitError(f"{image} and {seen[output.resolve()]} would both be written to {output}")
+        if output.resolve() == image.resolve():
+            raise CliplitError(f"{output} would replace its own input; choose another output folder")
+        seen[output.resolve()] = image
+        check_writable(output, args.overwrite)
+    return _Plan("images", images=images, outputs=outputs)
+
+
+def _video_plan(args: argparse.Namespace, video: Path) -> _Plan:
+    if args.realtime:
+        raise CliplitError("--realtime is for cameras and streams; a file is always processed frame by frame")
+    output = _video_output(args, required=True)
+    if output.resolve() == video.resolve():
+        raise CliplitError(f"{output} would replace its own input; choose another output file")
+    return _Plan("video", video=video, outputs=[output])
+
+
+def _live_plan(args: argparse.Namespace, stream: int | str) -> _Plan:
+    output = _video_output(args, required=not args.show)
+    return _Plan("live", stream=stream, outputs=[output] if output is not None else [])
+
+
+def _video_output(args: argparse.Namespace, *, required: bool) -> Path | None:
+    if args.output is None:
+        if required:
+            raise CliplitError("give an output video with -o (e.g. -o enhanced.mp4)")
+        return None
+    if args.output.suffix.lower() not in VIDEO_SUFFIXES:
+        raise CliplitError(
+            f"{args.output}: a video output needs one of the suffixes {', '.join(sorted(VIDEO_SUFFIXES))}"
+        )
+    return check_writable(args.output, args.overwrite)
+
+
+def _run_images(plan: _Plan, enhancer: Enhancer, args: argparse.Namespace) -> int:
+    from cliplit.runtime.pipeline import Pipeline
+    from cliplit.runtime.sinks import ImageSink
+    from cliplit.runtime.sources import ImageSource
+
+    sink = ImageSink(plan.outputs, overwrite=args.overwrite)
+    pipeline = Pipeline(ImageSource(plan.images), enhancer, sink, tolerate_errors=True, progress=not args.no_progress)
+    stats = pipeline.run()
+    print(stats.summary())
+    if sink.failures:
+        raise CliplitError(
+            f"{len(sink.failures)} of {len(plan.images)} images failed (the others were written):\n  "
+            + "\n  ".join(sink.failures)
+        )
+    return 130 if stats.interrupted else 0
+
+
+def _run_video(plan: _Plan, enhancer: Enhancer, args: argparse.Namespace) -> int:
+    from cliplit.runtime.pipeline import Pipeline
+    from cliplit.runtime.sinks import PreviewWindow, VideoSink
+    from cliplit.runtime.sources import CaptureSource, VideoFileSource
+
+    with ExitStack() as stack:
+        if plan.mode == "video":
+            source = VideoFileSource(plan.video)
+        else:
+            source = CaptureSource(plan.stream, reconnect=args.reconnect)
+        stack.callback(source.close)
+        print(f"input: {source.description}", file=sys.stderr)
+        sink = None
+        if plan.outputs:
+            fps = source.fps or (Fraction(args.fps).limit_denominator(1001) if args.fps else None)
+            if not fps:
+                fps = Fraction(FALLBACK_FPS)
+                print(
+                    f"{source.description} reports no frame rate; recording at {fps} fps (set --fps)", file=sys.stderr
+                )
+            sink = stack.enter_context(
+                VideoSink(
+                    plan.outputs[0],
+                    fps,
+                    audio_from=plan.video if plan.mode == "video" and source.info.has_audio else None,
+                    codec=args.codec,
+                    crf=args.crf,
+                    preset=args.preset,
+                    pix_fmt=args.pix_fmt,
+                    overwrite=args.overwrite,
+                    fill_gaps=args.realtime,
+                )
+            )
+        preview = None
+        if args.show:
+            window = PreviewWindow()
+            stack.callback(window.close)
+            preview = window.show
+        pipeline = Pipeline(
+            source,
+            enhancer,
+            sink if sink is not None else _Discard(),
+            realtime=args.realtime,
+            batch_size=args.batch,
+            max_frames=args.max_frames,
+            progress=not args.no_progress,
+            preview=preview,
+        )
+        stats = pipeline.run()
+        if sink is not None:
+            sink.finish(stopped_early=stats.stopped or args.max_frames is not None)
+    print(stats.summary())
+    if sink is not None:
+        print(f"wrote {plan.outputs[0]} ({sink.frames} frames)")
+    ended_by = getattr(source, "ended_by", None)
+    if ended_by:
+        print(f"warning: {ended_by}; the output holds the frames received until then", file=sys.stderr)
+        return 1
+    return 130 if stats.interrupted else 0
+
+
+class _Discard:
+    """The sink of a --show run without -o."""
+
+    def write(self, item: object) -> None:
+        pass

@@ -1,0 +1,154 @@
+"""Where enhanced frames go: image files, a video file, a preview window.
+
+Every file is written under a temporary name and renamed into place only when complete
+(:func:`cliplit.runtime.atomic.atomic_output`), so a failed or aborted run never leaves a truncated file under the
+final name. A video that is stopped on purpose (Ctrl-C, SIGTERM, a stream that went away) is finished properly and
+kept: it is a complete, playable file holding the frames enhanced so far.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import ExitStack
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cliplit.runtime.atomic import atomic_output, check_writable
+from cliplit.runtime.errors import CliplitError
+from cliplit.runtime.images import write_image
+from cliplit.runtime.sources import Item
+from cliplit.runtime.video import DEFAULT_CRF, DEFAULT_PRESET, VideoEncoder, remux_audio
+
+
+class ImageSink:
+    """Writes item i to ``outputs[i]``; items that failed upstream are collected in :attr:`failures`."""
+
+    def __init__(self, outputs: list[Path], *, overwrite: bool = False) -> None:
+        self.outputs = outputs
+        self.overwrite = overwrite
+        self.failures: list[str] = []
+        self.written = 0
+
+    def write(self, item: Item) -> None:
+        if item.error is not None:
+            self.failures.append(item.error)
+            return
+        path = self.outputs[item.index]
+        try:
+            write_image(path, item.image, overwrite=self.overwrite)
+        except OSError as error:  # a full disk, a read-only folder: every later image would fail the same way
+            raise _write_error(path, error) from error
+        self.written += 1
+
+
+class VideoSink:
+    """Encodes frames into one video file; use as a context manager around the whole run.
+
+    The encoder starts with the first frame (its size decides the video's). With ``audio_from`` the audio streams of
+    that file are added at the end. ``fill_gaps`` repeats the previous frame for frames a real-time run dropped, so
+    the recording keeps the source's timing.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: Fraction,
+        *,
+        audio_from: Path | None = None,
+        codec: str | None = None,
+        crf: int = DEFAULT_CRF,
+        preset: str = DEFAULT_PRESET,
+        pix_fmt: str | None = None,
+        overwrite: bool = False,
+        fill_gaps: bool = False,
+    ) -> None:
+        self.path = check_writable(path, overwrite)
+        self.fps = fps
+        self.audio_from = audio_from
+        self.encoder_options = {"codec": codec, "crf": crf, "preset": preset, "pix_fmt": pix_fmt}
+        self.overwrite = overwrite
+        self.fill_gaps = fill_gaps
+        self.frames = 0
+        self._encoder: VideoEncoder | None = None
+        self._last: Item | None = None
+        self._stack = ExitStack()
+
+    def __enter__(self) -> VideoSink:
+        with ExitStack() as stack:
+            try:
+                self._target = stack.enter_context(atomic_output(self.path, overwrite=self.overwrite))
+                if self.audio_from is not None:
+                    scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix=".cliplit-", dir=self.path.parent))
+                    self._video = Path(scratch) / f"video{self.path.suffix}"
+                else:
+                    self._video = self._target
+            except OSError as error:
+                raise _write_error(self.path, error) from error
+            self._stack = stack.pop_all()
+        return self
+
+    def write(self, item: Item) -> None:
+        image = item.image
+        if self._encoder is None:
+            height, width = image.shape[:2]
+            self._encoder = VideoEncoder(self._video, width, height, self.fps, **self.encoder_options)
+        if self.fill_gaps and self._last is not None:
+            for _ in range(item.index - self._last.index - 1):
+                self._encoder.write(self._last.image)
+        self._encoder.write(image)
+        self._last = item
+        self.frames = self._encoder.frames
+
+    def finish(self, *, stopped_early: bool = False) -> None:
+        """Complete the file (and add the audio, cut to the video's length if the run ``stopped_early``)."""
+        if self._encoder is None:
+            raise CliplitError(f"no frames reached the encoder; {self.path} was not written")
+        self._encoder.close()
+        if self.audio_from is not None:
+            remux_audio(self._video, self.audio_from, self._target, shortest=stopped_early)
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
+        if exc is not None and self._encoder is not None:
+            self._encoder.abort()
+        try:
+            self._stack.__exit__(exc_type, exc, traceback)
+        except OSError as error:  # the final rename
+            raise _write_error(self.path, error) from error
+
+
+def _write_error(path: Path, error: OSError) -> CliplitError:
+    """A full disk or a folder without write permission, said plainly."""
+    if isinstance(error, CliplitError):  # OutputExistsError is both
+        return error
+    return CliplitError(f"cannot write {path}: {error.strerror or error}; {path} was not written")
+
+
+class PreviewWindow:
+    """The ``--show`` window; :meth:`show` returns False once the user presses q or Esc or closes it."""
+
+    def __init__(self, title: str = "cliplit enhance (q to stop)") -> None:
+        self.title = title
+        self._opened = False
+
+    def show(self, frame: np.ndarray) -> bool:
+        try:
+            if self._opened and cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+                return False
+            cv2.imshow(self.title, frame)
+            self._opened = True
+            key = cv2.waitKey(1) & 0xFF
+        except cv2.error as error:
+            raise CliplitError(
+                "--show needs OpenCV built with GUI support (opencv-python, not opencv-python-headless) and a "
+                f"display ({error.err or error})"
+            ) from error
+        return key not in (ord("q"), 27)
+
+    def close(self) -> None:
+        if self._opened:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
