@@ -70,10 +70,14 @@ def save_rgb(path: Path, image: np.ndarray) -> None:
 
 
 def make_dataset(root: Path, backlit: int, well_lit: int, seed: int) -> tuple[Path, Path]:
-    """Folders of synthetic backlit and well-lit PNGs; file names carry no label words (labels come from folders)."""
+    """Folders of synthetic backlit and well-lit PNGs.
+
+    The file names contradict the folders (backlit scenes are called "normal_*", well-lit ones "backlit_*"): a loader
+    that guessed labels from words in paths, as the released one did, would learn the classes the wrong way round.
+    """
     rng = np.random.default_rng(seed)
     for index in range(backlit):
-        save_rgb(root / "a" / f"{index:03d}_img.png", backlit_scene(rng)[0])
+        save_rgb(root / "set1" / f"normal_{index:03d}.png", backlit_scene(rng)[0])
     for index in range(well_lit):
-        save_rgb(root / "b" / f"{index:03d}_img.png", well_lit_scene(rng))
-    return root / "a", root / "b"
+        save_rgb(root / "set2" / f"backlit_{index:03d}.png", well_lit_scene(rng))
+    return root / "set1", root / "set2"

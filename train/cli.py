@@ -14,7 +14,14 @@ import typing
 from pathlib import Path
 
 from cliplit.runtime.errors import CliplitError
-from cliplit.train.config import option_help, option_types
+from cliplit.train.config import (
+    TrainConfig,
+    from_mapping,
+    option_help,
+    option_types,
+    read_config_file,
+    resume_config,
+)
 
 _METAVARS = {int: "N", float: "X"}
 
@@ -49,23 +56,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, **options)
 
 
-def run(args: argparse.Namespace) -> int:
-    from cliplit.train.config import from_mapping, read_config_file, resume_config
-    from cliplit.train.loop import train
-
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults, then the --config file, then the flags given; with --resume, the run's saved config instead of the
+    defaults, and only options that do not change what the run computes may differ."""
     names = option_help()
     requested = read_config_file(args.config) if args.config else {}
     requested.update({key: value for key, value in vars(args).items() if key in names})
-    if args.resume:
-        if not requested.get("out"):
-            raise CliplitError("--resume needs --out, the run directory to continue")
-        saved = Path(requested["out"]) / "config.yaml"
-        if not saved.is_file():
-            raise CliplitError(f"cannot resume: {saved} not found (was {requested['out']} made by cliplit train?)")
-        config = resume_config(read_config_file(saved), requested)
-    else:
-        config = from_mapping(requested)
-    outcome = train(config, resume=args.resume)
+    if not args.resume:
+        return from_mapping(requested)
+    if not requested.get("out"):
+        raise CliplitError("--resume needs --out, the run directory to continue")
+    saved = Path(requested["out"]) / "config.yaml"
+    if not saved.is_file():
+        raise CliplitError(f"cannot resume: {saved} not found (was {requested['out']} made by cliplit train?)")
+    return resume_config(read_config_file(saved), requested)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cliplit.train.loop import train
+
+    outcome = train(config_from_args(args), resume=args.resume)
     state = "finished" if outcome.finished else "stopped (resumable)"
     print(f"training {state} after {outcome.step} iterations; outputs in {outcome.run_dir}")
     for stage, stats in outcome.summary["stages"].items():

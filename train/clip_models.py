@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,9 @@ from torch import nn
 from cliplit.runtime.errors import CliplitError
 
 RANDOM_WEIGHTS = "none"
-# Keys of OpenAI's TorchScript archives that are metadata, not parameters.
-_OPENAI_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
+# Keys of TorchScript CLIP archives that are no parameters: OpenAI's metadata, and the causal text mask that scripting
+# saves although open_clip rebuilds it from the context length.
+_SCRIPTED_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 
 
 class ClipWeightsError(CliplitError):
@@ -70,6 +72,8 @@ def resolve_clip(
         weights = None
     elif Path(pretrained).expanduser().is_file():
         weights = Path(pretrained).expanduser()
+        if _is_torchscript(weights):
+            config["quick_gelu"] = True  # OpenAI's archives, all QuickGELU (open_clip's OpenAI loader assumes it too)
     else:
         tag_cfg = get_pretrained_cfg(name, pretrained)
         if not tag_cfg:
@@ -107,6 +111,7 @@ def _fetch(name: str, tag: str, tag_cfg: dict[str, Any], cache_dir: str | None, 
     if cached is not None:
         return cached
     why = "offline mode is on"
+    quick_gelu_name = name if name.endswith("-quickgelu") else f"{name}-quickgelu"
     if not offline:
         try:
             return Path(download_pretrained(tag_cfg, cache_dir=cache_dir))
@@ -116,7 +121,8 @@ def _fetch(name: str, tag: str, tag_cfg: dict[str, Any], cache_dir: str | None, 
         f"cannot get weights for CLIP model {name!r} with tag {tag!r}: {why}, and they are not in the cache "
         f"({_cache_description(cache_dir)}). Either run once with internet access to fill the cache, or download "
         f"{tag_cfg.get('url') or tag_cfg.get('hf_hub')} yourself and pass the local file instead of the tag "
-        f"({flag} /path/to/{name}.pt; for OpenAI's .pt files use a '-quickgelu' model name such as {name}-quickgelu)"
+        f"({flag} /path/to/file: OpenAI's original .pt works as it is; for a state-dict copy of OpenAI weights "
+        f"also name the model {quick_gelu_name}, since OpenAI trained with QuickGELU)"
     )
 
 
@@ -166,8 +172,10 @@ def _load_weights(model: open_clip.CLIP, path: Path) -> None:
     try:
         if _is_torchscript(path):
             # OpenAI's original .pt files are TorchScript archives; their state dict uses open_clip's CLIP names.
-            state = torch.jit.load(str(path), map_location="cpu").state_dict()
-            for key in _OPENAI_METADATA_KEYS:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+                state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            for key in _SCRIPTED_EXTRA_KEYS:
                 state.pop(key, None)
             model.load_state_dict(state, strict=True)
         else:

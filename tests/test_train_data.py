@@ -1,0 +1,112 @@
+"""Training data: folder listing, RGB loading, augmentation, and batches that depend only on (seed, stream, step)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from cliplit.runtime.errors import CliplitError
+from cliplit.train.data import (
+    Augmentation,
+    AugmentSpec,
+    StepBatches,
+    apply_augmentation,
+    apply_dihedral,
+    batch_rows,
+    list_images,
+    load_rgb,
+)
+
+
+def write_png(path: Path, bgr: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), bgr)
+    return path
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for name in ("b/2.png", "a.jpg", "b/c/1.png", "d.png"):
+        write_png(tmp_path / "imgs" / name, rng.integers(0, 255, (12, 10, 3), dtype=np.uint8))
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")
+    return tmp_path / "imgs"
+
+
+def test_list_images_is_recursive_sorted_and_fails_clearly(folder: Path, tmp_path: Path) -> None:
+    names = [p.relative_to(folder).as_posix() for p in list_images(folder, "--backlit")]
+    assert names == ["a.jpg", "b/2.png", "b/c/1.png", "d.png"]
+    with pytest.raises(CliplitError, match=r"--backlit folder .* does not exist"):
+        list_images(tmp_path / "missing", "--backlit")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CliplitError, match=r"--well-lit folder .* holds no images"):
+        list_images(tmp_path / "empty", "--well-lit")
+
+
+def test_load_rgb_is_rgb_in_unit_range_and_square(tmp_path: Path) -> None:
+    red = np.zeros((20, 30, 3), dtype=np.uint8)
+    red[:, :, 2] = 255  # BGR red
+    image = load_rgb(write_png(tmp_path / "red.png", red), 8)
+    assert image.shape == (3, 8, 8) and image.dtype == torch.float32
+    assert torch.equal(image[0], torch.ones(8, 8)) and image[1:].abs().max() == 0
+
+
+def test_dihedral_variants_are_the_eight_symmetries() -> None:
+    image = torch.arange(9.0).reshape(1, 3, 3)
+    variants = [apply_dihedral(image, v) for v in range(8)]
+    assert torch.equal(variants[0], image)
+    assert len({tuple(v.flatten().tolist()) for v in variants}) == 8
+    assert torch.equal(variants[4], image.flip(-1)) and torch.equal(variants[1], torch.rot90(image, 1, (-2, -1)))
+
+
+def test_augmentation_is_shared_within_a_row_and_keeps_shapes() -> None:
+    generator = torch.Generator().manual_seed(0)
+    row = torch.rand(1, 1, 3, 16, 16, generator=generator)
+    images = torch.cat([row.expand(1, 3, 3, 16, 16), torch.rand(1, 3, 3, 16, 16, generator=generator)])
+    params = Augmentation(torch.tensor([5, 2]), torch.tensor([1.2, 1.0]), torch.tensor([10.0, -7.0]))
+    out = apply_augmentation(images, params)
+    assert out.shape == images.shape
+    assert torch.equal(out[0, 0], out[0, 1]) and torch.equal(out[0, 0], out[0, 2])  # one transform per row
+    assert not torch.allclose(out[0, 0], images[0, 0])
+    identity = Augmentation(torch.zeros(2, dtype=torch.long), torch.ones(2), torch.zeros(2))
+    assert torch.equal(apply_augmentation(images, identity), images)
+
+
+def test_batch_rows_cover_each_epoch_and_split_across_ranks() -> None:
+    n, batch, world = 20, 3, 2
+    per_epoch = n // (batch * world)
+    seen = []
+    for step in range(per_epoch):
+        rank0 = batch_rows(n, batch, step, seed=7, stream="s", rank=0, world=world)
+        rank1 = batch_rows(n, batch, step, seed=7, stream="s", rank=1, world=world)
+        assert not set(rank0.tolist()) & set(rank1.tolist())
+        seen += rank0.tolist() + rank1.tolist()
+    assert len(seen) == len(set(seen)) == per_epoch * batch * world  # no repeats within an epoch
+    assert torch.equal(batch_rows(n, batch, 4, 7, "s", 0, 1), batch_rows(n, batch, 4, 7, "s", 0, 1))
+    assert not torch.equal(batch_rows(n, batch, 4, 7, "s", 0, 1), batch_rows(n, batch, 4, 8, "s", 0, 1))
+    small = batch_rows(2, 5, 0, seed=0, stream="s", rank=0, world=1)  # fewer images than a batch: they repeat
+    assert len(small) == 5 and set(small.tolist()) == {0, 1}
+
+
+def test_step_batches_are_a_pure_function_of_the_step(folder: Path) -> None:
+    paths = list_images(folder, "x")
+    spec = AugmentSpec("full", 1.3, 20.0)
+
+    def batches() -> StepBatches:
+        return StepBatches([paths, paths], partners=paths, size=8, batch_size=2, seed=3, stream="r/1", augment=spec)
+
+    first, again = batches()[5], batches()[5]
+    assert all(torch.equal(first[key], again[key]) for key in first)
+    assert first["images"].shape == (2, 3, 3, 8, 8)  # rows x (two columns + partner) x RGB
+    assert torch.equal(first["images"][:, 0], first["images"][:, 1])  # aligned columns, one augmentation per row
+    assert not torch.equal(first["images"], batches()[6]["images"])
+    light = StepBatches([paths], size=8, batch_size=2, seed=3, stream="r/1", augment=spec, load=False)[5]
+    assert "images" not in light and torch.equal(light["rows"], first["rows"])
+    dihedral = StepBatches([paths], size=8, batch_size=4, seed=3, stream="d", augment=AugmentSpec("dihedral"))[0]
+    unchanged = torch.stack([load_rgb(paths[int(r)], 8) for r in dihedral["rows"]])
+    expected = torch.stack([apply_dihedral(img, int(v)) for img, v in zip(unchanged, dihedral["variant"], strict=True)])
+    assert torch.equal(dihedral["images"][:, 0], expected)  # no zoom or rotation: cached features stay exact
