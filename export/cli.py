@@ -49,13 +49,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     """The TensorRT options; see ``cliplit.export.tensorrt_build`` for what each does."""
     group = parser.add_argument_group("TensorRT engine")
-    group.add_argument("--engine", type=Path, default=None, help="also build a TensorRT engine here")
-    group.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True, help="FP16 engine (default: on)")
-    group.add_argument("--min-shape", default=None, help="smallest input, e.g. 1x3x64x64 (float) or 1x64x64x3 (uint8)")
-    group.add_argument("--opt-shape", default=None, help="shape TensorRT tunes for (default: 1080p)")
-    group.add_argument("--max-shape", default=None, help="largest input (default: 4K)")
+    group.add_argument(
+        "--engine", type=Path, default=None, help="also build a TensorRT engine here (and its sidecar ENGINE.json)"
+    )
+    group.add_argument(
+        "--fp16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="FP16 engine; the final division and clamp stay FP32 (default: on)",
+    )
+    group.add_argument(
+        "--min-shape", default=None, help="smallest input, e.g. 1x3x64x64 (float: NCHW) or 1x64x64x3 (uint8: NHWC)"
+    )
+    group.add_argument("--opt-shape", default=None, help="input shape TensorRT tunes for (default: 1080p)")
+    group.add_argument("--max-shape", default=None, help="largest input (default: 2160x3840, landscape 4K)")
     group.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GiB (default: %(default)s)")
-    group.add_argument("--timing-cache", type=Path, default=None, help="reusable timing cache file")
+    group.add_argument(
+        "--timing-cache",
+        type=Path,
+        default=None,
+        help="timing cache to reuse and update (default: one per TensorRT version and GPU in $CLIPLIT_HOME/tensorrt)",
+    )
     group.add_argument(
         "--version-compatible",
         action="store_true",
@@ -65,12 +79,12 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cliplit.export.onnx_export import DEFAULT_OPSET, export_onnx
+    from cliplit.export.tensorrt_build import build_engine_from_args, check_engine_args
     from cliplit.runtime.images import read_image
     from cliplit.train.checkpoint import load_enhancer
 
     check_writable(args.onnx, args.overwrite)
-    if args.engine is not None:
-        check_writable(args.engine, args.overwrite)
+    check_engine_args(args)  # bad engine options fail before the export, not after it
     checkpoint = load_enhancer(args.weights, variant=args.variant)
     images = [read_image(path)[:, :, ::-1] for path in args.verify_image]
     report = export_onnx(
@@ -86,8 +100,6 @@ def run(args: argparse.Namespace) -> int:
     print(report.summary())
     if args.engine is None:
         return 0
-    from cliplit.export.tensorrt_build import build_engine_from_args
-
     build_engine_from_args(args, report)
     return 0
 

@@ -68,6 +68,7 @@ class EngineSidecar:
         values = {key: value for key, value in data.items() if key in known}
         if values.get("parity_psnr_db") is not None:
             values["parity_psnr_db"] = float(values["parity_psnr_db"])
+        values["parity"] = [{**item, "psnr_db": float(item["psnr_db"])} for item in values.get("parity", [])]
         return cls(**values)
 
 

@@ -372,7 +372,8 @@ class FakeBuilder:
 
     def create_network(self, flags: int = 0) -> FakeNetwork:
         self.log.append(("Builder.create_network", (flags,)))
-        return FakeNetwork(self.log, flags)
+        self.trt.networks.append(FakeNetwork(self.log, flags))
+        return self.trt.networks[-1]
 
     def create_builder_config(self) -> FakeConfig:
         self.log.append(("Builder.create_builder_config", ()))
@@ -385,6 +386,8 @@ class FakeBuilder:
     def build_serialized_network(self, network: FakeNetwork, config: FakeConfig) -> bytes | None:
         self.log.append(("Builder.build_serialized_network", ()))
         assert network.model is not None and len(config.profiles) == 1
+        if self.trt.build_fails:
+            return None
         if config.cache is not None:
             config.cache.builds += 1
         flags = {getattr(flag, "name", str(flag)) for flag in config.flags}
@@ -511,6 +514,8 @@ def make_tensorrt(version: str, log: CallLog, *, lean: bool = False) -> ModuleTy
     trt.__version__ = version
     trt.log = log
     trt.corrupt = None  # set to a function of an output array to make engines compute wrong results
+    trt.build_fails = False  # set to make build_serialized_network fail (return None)
+    trt.networks = []  # every network created, with the ONNX model parsed into it
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, severity=2: log.append(("Logger", ()))})
     trt.DataType, trt.TensorIOMode, trt.MemoryPoolType = DataType, TensorIOMode, MemoryPoolType
     trt.float32, trt.float16, trt.uint8, trt.int32 = DataType.FLOAT, DataType.HALF, DataType.UINT8, DataType.INT32

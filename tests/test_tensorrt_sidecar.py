@@ -52,6 +52,7 @@ def test_identical_outputs_store_infinity_as_text(tmp_path: Path) -> None:
     )
     assert json.loads(sidecar_path(engine).read_text())["parity_psnr_db"] == "inf"
     assert read_sidecar(engine).parity_psnr_db == math.inf
+    assert read_sidecar(engine).parity == [{"input": "x", "psnr_db": math.inf}]
 
 
 def test_never_overwrites_without_permission(tmp_path: Path) -> None:
