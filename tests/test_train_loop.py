@@ -79,9 +79,11 @@ def held_out(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return backlit, dark, well_lit
 
 
-@pytest.mark.slow
-def test_end_to_end_learns_prompts_and_brightens_backlit_scenes(setup: dict[str, Any], tmp_path: Path) -> None:
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained(setup: dict[str, Any]) -> Path:
+    """One run through every stage but the warm-up (the released initial network needs none; the quick runs below
+    cover it): two rounds, with extensions, on the synthetic scenes."""
+    run = setup["root"] / "run"
     config = from_mapping(
         {
             **setup["options"],
@@ -99,8 +101,13 @@ def test_end_to_end_learns_prompts_and_brightens_backlit_scenes(setup: dict[str,
             "log_every": 5,
         }
     )
-    outcome = train(config)
-    assert outcome.finished
+    assert train(config).finished
+    return run
+
+
+@pytest.mark.slow
+def test_end_to_end_learns_prompts_and_brightens_backlit_scenes(setup: dict[str, Any], trained: Path) -> None:
+    run = trained
     summary = json.loads((run / "summary.json").read_text())
     phases = [(p["stage"], p["round"]) for p in summary["phases"]]
     assert phases == [("prompt_init", 0), ("enhance", 0), ("refine", 0), ("enhance", 1), ("refine", 1)]
@@ -140,6 +147,30 @@ def test_end_to_end_learns_prompts_and_brightens_backlit_scenes(setup: dict[str,
     rows = list(csv.DictReader((run / "log.csv").open()))
     assert {row["stage"] for row in rows} == {"prompt_init", "enhance", "refine"}
     assert all(float(row["its_per_s"]) > 0 for row in rows)
+
+
+@pytest.mark.slow
+def test_trained_checkpoint_exports_and_runs_in_the_runtime(trained: Path, tmp_path: Path) -> None:
+    """export-engine turns the trained checkpoint into a verified ONNX model; the runtime's Enhancer runs it and
+    matches the PyTorch network to one 8-bit level."""
+    from cliplit.export.cli import main as export_engine
+    from cliplit.runtime.enhancer import Enhancer
+
+    onnx_path = tmp_path / "trained.onnx"
+    assert export_engine(["--weights", str(trained / "enhancer_best.pth"), "--onnx", str(onnx_path)]) == 0
+    backlit, dark, _ = held_out(2, seed=7)
+    frame = np.ascontiguousarray((backlit[0].permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8))
+    with Enhancer.from_onnx(onnx_path, "onnxruntime", threads=1) as enhancer:
+        enhanced = enhancer.enhance(frame)
+    rgb = torch.from_numpy(frame[:, :, ::-1].astype(np.float32) / 255).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        model = load_enhancer(trained / "enhancer_best.pth").model
+        expected = apply_light_map(rgb, model(rgb))[0].permute(1, 2, 0).numpy()[:, :, ::-1]
+    expected = np.clip(np.floor(expected * 255 + 0.5), 0, 255).astype(np.uint8)
+    assert enhanced.shape == frame.shape and enhanced.dtype == np.uint8
+    assert np.abs(enhanced.astype(int) - expected.astype(int)).max() <= 1
+    mask = dark[0].numpy()
+    assert enhanced[mask].mean() > frame[mask].mean() + 25
 
 
 def state_of(run: Path) -> dict[str, Any]:
