@@ -100,6 +100,21 @@ def test_dynamic_float_export_matches_onnxruntime_in_opencv(float_onnx, engine):
 
 
 @needs_new_engine
+def test_uint8_export_matches_onnxruntime_in_opencv_within_one_level(uint8_onnx):
+    """Decoder frames in, frames out; OpenCV 5.0 returns the values as float32 (docs/opencv.md), so compare values."""
+    net = _read_net(str(uint8_onnx), "ENGINE_NEW")
+    session = _onnxruntime(uint8_onnx)
+    bgr = cv2.resize(read_image(photo(SMALL_PHOTO)), (384, 256), interpolation=cv2.INTER_AREA)
+    random = np.random.default_rng(12).integers(0, 256, (2, 7, 9, 3), dtype=np.uint8)
+    for frame in (bgr[None], random):
+        net.setInput(frame)
+        enhanced = net.forward()
+        (expected,) = session.run(None, {"frame": frame})
+        assert enhanced.shape == expected.shape
+        assert np.abs(enhanced.astype(np.float32) - expected.astype(np.float32)).max() <= 1
+
+
+@needs_new_engine
 @pytest.mark.slow
 def test_opencv_reproduces_the_official_output_on_a_full_size_photo(float_onnx):
     """The C++ recipe (blobFromImage with swapRB, 1/255; round y·255) gives the official result on a real photo."""
