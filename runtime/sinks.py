@@ -92,6 +92,12 @@ class VideoSink:
         return self
 
     def write(self, item: Item) -> None:
+        try:
+            self._write(item)
+        except CliplitError as error:
+            raise self._failed(error) from error
+
+    def _write(self, item: Item) -> None:
         image = item.image
         if self._encoder is None:
             height, width = image.shape[:2]
@@ -107,9 +113,15 @@ class VideoSink:
         """Complete the file (and add the audio, cut to the video's length if the run ``stopped_early``)."""
         if self._encoder is None:
             raise CliplitError(f"no frames reached the encoder; {self.path} was not written")
-        self._encoder.close()
-        if self.audio_from is not None:
-            remux_audio(self._video, self.audio_from, self._target, shortest=stopped_early)
+        try:
+            self._encoder.close()
+            if self.audio_from is not None:
+                remux_audio(self._video, self.audio_from, self._target, shortest=stopped_early)
+        except CliplitError as error:
+            raise self._failed(error) from error
+
+    def _failed(self, error: CliplitError) -> CliplitError:
+        return CliplitError(f"cannot write {self.path}: {error}; nothing was written under that name")
 
     def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
         if exc is not None and self._encoder is not None:

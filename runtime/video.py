@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -172,8 +174,9 @@ class VideoEncoder:
         """Flush and wait for ffmpeg to finish the file; raise a clear error if it failed."""
         with contextlib.suppress(OSError):  # ffmpeg already exited: its status and log say why
             self._process.stdin.close()
-        if self._process.wait() != 0:
-            raise self._failure(f"ffmpeg exited with status {self._process.returncode}")
+        status = self._process.wait()
+        if status != 0:
+            raise self._failure(_exit_reason(status))
         self._log.close()
 
     def abort(self) -> None:
@@ -184,7 +187,7 @@ class VideoEncoder:
         self._log.close()
 
     def _failure(self, what: str) -> CliplitError:
-        return CliplitError(f"encoding {self.path.name} failed: {what}: {_tail(self._log)}")
+        return CliplitError(f"encoding failed: {what}: {_tail(self._log)}")
 
 
 def remux_audio(video: Path, audio_source: Path, output: Path, *, shortest: bool) -> None:
@@ -197,15 +200,15 @@ def remux_audio(video: Path, audio_source: Path, output: Path, *, shortest: bool
     if output.suffix.lower() in (".mp4", ".mov", ".m4v"):
         base += ["-movflags", "+faststart"]
     fallback = AUDIO_FALLBACK_BY_SUFFIX.get(output.suffix.lower(), "aac")
-    errors = []
+    errors: list[str] = []
     for audio in ("copy", fallback):
         done = subprocess.run(
             [*base, "-c:a", audio, str(output)], capture_output=True, text=True, check=False, **_detached()
         )
         if done.returncode == 0:
             return
-        errors.append(done.stderr.strip().splitlines()[-1:] or ["(no message)"])
-    raise CliplitError(f"adding the audio of {audio_source} to {output.name} failed: {errors[-1][0]}")
+        errors.append(_last_line(done.stderr) if done.returncode > 0 else _exit_reason(done.returncode))
+    raise CliplitError(f"adding the audio of {audio_source.name} failed: {errors[-1]}")
 
 
 def _quality_options(codec: str, crf: int, preset: str) -> list[str]:
@@ -216,10 +219,21 @@ def _quality_options(codec: str, crf: int, preset: str) -> list[str]:
     return []
 
 
-def _tail(log: IO[bytes], lines: int = 3) -> str:
+def _tail(log: IO[bytes]) -> str:
     log.seek(0)
-    text = log.read().decode(errors="replace").strip().splitlines()
-    return " | ".join(text[-lines:]) or "(ffmpeg printed nothing)"
+    return _last_line(log.read().decode(errors="replace"))
+
+
+def _last_line(stderr: str) -> str:
+    """ffmpeg's last message, without its ``[muxer @ 0x...]`` prefix."""
+    lines = stderr.strip().splitlines()
+    return re.sub(r"^(\[[^\]]*\]\s*)+", "", lines[-1]) if lines else "(ffmpeg printed nothing)"
+
+
+def _exit_reason(status: int) -> str:
+    if status < 0:
+        return f"ffmpeg was killed by {signal.Signals(-status).name} ({signal.strsignal(-status)})"
+    return f"ffmpeg exited with status {status}"
 
 
 def _detached() -> dict[str, object]:

@@ -1,0 +1,205 @@
+"""`cliplit enhance` on video files: frame count, order, rate, size, audio, codecs, interruption and failures.
+
+The input clip pans across two of the released photos (a scene cut in the middle) with a 440 Hz tone, written by a
+plain ffmpeg command (tests/runtime_helpers.py). The expected output is the per-frame enhancement of the decoded
+input with the Python API; the output is decoded with OpenCV, independently of the runtime's ffmpeg reader.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runtime_helpers import decode_all, enhance_on_small_disk, moving_crops, probe, write_clip
+
+from cliplit.runtime.cli import main
+from cliplit.runtime.enhancer import Enhancer
+from cliplit.runtime.errors import CliplitError
+from cliplit.runtime.metrics import psnr
+from cliplit.runtime.sinks import VideoSink
+from cliplit.runtime.sources import Item
+from cliplit.runtime.video import VideoReader, exact_rate
+
+PHOTOS = ("c5b8b4070688114c602b27933c6699b6", "pexels-daniel-torobekov-5320051")
+FRAMES = 24  # 12 per photo, 2.4 s at 10 fps
+# Measured on this clip (x264 CRF 18, 4:2:0, 160x120): 37.1-40.4 dB against the per-frame enhancement, while the
+# same comparison shifted by one frame gives at most 19 dB. The bound leaves 3 dB for other x264 builds.
+CODEC_PSNR_BOUND = 34.0
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", moving_crops(PHOTOS))
+
+
+@pytest.fixture(scope="module")
+def expected(clip: Path, float_onnx: Path) -> list[np.ndarray]:
+    """Per-frame enhancement of the decoded input, through the public API."""
+    with Enhancer.from_onnx(float_onnx) as enhancer:
+        return [enhancer.enhance(frame) for frame in decode_all(clip)]
+
+
+def enhance(*argv: object) -> int:
+    return main(["enhance", *map(str, argv), "--no-progress"])
+
+
+def test_video_keeps_frames_rate_size_and_audio(clip, expected, float_onnx, tmp_path):
+    out = tmp_path / "out.mp4"
+    assert enhance(clip, "-o", out, "--model", float_onnx) == 0
+    frames = decode_all(out)
+    assert len(frames) == len(expected) == FRAMES
+    assert frames[0].shape == (120, 160, 3)
+    info = probe(out)
+    assert "10 fps" in info and "Audio: aac" in info and "160x120" in info
+    same = [psnr(a, b) for a, b in zip(frames, expected, strict=True)]
+    shifted = [psnr(a, b) for a, b in zip(frames[1:], expected[:-1], strict=True)]
+    assert min(same) >= CODEC_PSNR_BOUND, same
+    assert max(shifted) < min(same) - 10  # order: each frame matches its own input, not its neighbour's
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_lossless_codec_gives_exactly_the_per_frame_enhancement(clip, expected, float_onnx, tmp_path):
+    out = tmp_path / "out.mkv"
+    assert enhance(clip, "-o", out, "--model", float_onnx, "--codec", "ffv1", "--batch", "3") == 0
+    frames = decode_all(out)
+    assert len(frames) == FRAMES
+    for index, (frame, want) in enumerate(zip(frames, expected, strict=True)):
+        assert np.array_equal(frame, want), f"frame {index} differs"
+    assert "Audio:" in probe(out)  # AAC copied into Matroska
+
+
+def test_odd_size_ntsc_rate_without_audio(float_onnx, tmp_path):
+    frames = [frame[:119, :157] for frame in moving_crops(PHOTOS[:1], frames_per_photo=7)]
+    source = tmp_path / "odd.mkv"
+    write_clip(source, frames, fps="30000/1001", audio=False, pix_fmt="yuv444p")
+    out = tmp_path / "out.mp4"
+    assert enhance(source, "-o", out, "--model", float_onnx) == 0
+    info = probe(out)
+    assert "157x119" in info and "29.97 fps" in info and "yuv444p" in info and "Audio" not in info
+    assert len(decode_all(out)) == 7
+    assert VideoReader(out).info.fps == Fraction(30000, 1001)
+
+
+RATES = [(29.97, Fraction(30000, 1001)), (23.98, Fraction(24000, 1001)), (59.94, Fraction(60000, 1001))]
+RATES += [(25, Fraction(25)), (12.5, Fraction(25, 2)), (30, Fraction(30)), (0, Fraction(0))]
+
+
+@pytest.mark.parametrize(("printed", "rate"), RATES)
+def test_exact_rate_recovers_ntsc_rates(printed, rate):
+    assert exact_rate(printed) == rate
+
+
+def test_existing_output_is_kept_without_overwrite(clip, float_onnx, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"precious")
+    assert enhance(clip, "-o", out, "--model", float_onnx) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"precious"
+    assert enhance(clip, "-o", out, "--model", float_onnx, "--overwrite", "--max-frames", "3") == 0
+    assert len(decode_all(out)) == 3
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video at all" * 100], ids=["empty", "garbage"])
+def test_unreadable_video_is_a_clear_error(content, float_onnx, tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(content)
+    out = tmp_path / "out.mp4"
+    assert enhance(bad, "-o", out, "--model", float_onnx) == 2
+    assert "not a readable video" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4"]
+
+
+def test_truncated_video_is_a_clear_error(clip, float_onnx, tmp_path, capsys):
+    """An MP4 cut short (a copy interrupted mid-way) loses its index, which ffmpeg writes last."""
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 2 // 3])
+    out = tmp_path / "out.mp4"
+    assert enhance(cut, "-o", out, "--model", float_onnx) == 2
+    assert "cut.mp4: not a readable video" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_full_disk_is_a_clear_error_and_leaves_no_file(clip, float_onnx, tmp_path):
+    """A real ENOSPC: a 20 kB file system fills up while ffmpeg writes the video."""
+    out = tmp_path / "disk" / "out.mp4"
+    code, stderr, left = enhance_on_small_disk([clip, "-o", out, "--model", float_onnx], tmp_path / "disk", 20)
+    assert code == 2, stderr
+    assert f"error: cannot write {out}" in stderr and "No space left on device" in stderr
+    assert "nothing was written under that name" in stderr
+    assert left == []
+
+
+def test_file_size_limit_is_a_clear_error_and_leaves_no_file(clip, float_onnx, tmp_path):
+    """RLIMIT_FSIZE (works without namespaces): ffmpeg is stopped by SIGXFSZ once the file outgrows 20 kB."""
+    out = tmp_path / "out.mp4"
+    done = _run_limited([clip, "-o", out, "--model", float_onnx], file_limit=20_000, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert f"error: cannot write {out}" in done.stderr and "SIGXFSZ" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_cleanly_with_a_playable_file(sig, float_onnx, tmp_path):
+    long_clip = write_clip(tmp_path / "long.mp4", moving_crops(PHOTOS, frames_per_photo=100))
+    out = tmp_path / "out.mp4"
+    command = [sys.executable, "-m", "cliplit.runtime.cli", "enhance", str(long_clip), "-o", str(out)]
+    process = subprocess.Popen(
+        [*command, "--model", str(float_onnx), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".cliplit-*")) and time.monotonic() < deadline:  # the encoder has started
+        time.sleep(0.05)
+    time.sleep(1.0)
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stdout and "stopping" in stderr
+    frames = decode_all(out)
+    assert 0 < len(frames) < 200
+    assert "Audio:" in probe(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "out.mp4"]
+
+
+def test_sink_fills_gaps_of_dropped_frames(tmp_path):
+    """A real-time recording repeats the last frame for each dropped one, so it keeps the source's timing."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(3)]
+    out = tmp_path / "gaps.mkv"
+    with VideoSink(out, Fraction(10), codec="ffv1", fill_gaps=True) as sink:
+        for index, image in zip((0, 3, 4), images, strict=True):
+            sink.write(Item(index, image))
+        sink.finish()
+    frames = decode_all(out)
+    assert len(frames) == 5
+    for frame, want in zip(frames, [images[0]] * 3 + images[1:], strict=True):
+        assert np.array_equal(frame, want)
+
+
+def test_sink_without_frames_writes_nothing(tmp_path):
+    out = tmp_path / "none.mp4"
+    with pytest.raises(CliplitError, match="no frames"), VideoSink(out, Fraction(25)) as sink:
+        sink.finish()
+    assert list(tmp_path.iterdir()) == []
+
+
+def _run_limited(argv: list[object], *, file_limit: int, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run `cliplit enhance` in a child whose files may not grow beyond ``file_limit`` bytes."""
+    code = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"  # get EFBIG errors instead of being killed
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({file_limit}, {file_limit}))\n"
+        "from cliplit.runtime.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    argv = [sys.executable, "-c", code, "enhance", *map(str, argv), "--no-progress"]
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=120, env=dict(os.environ))
