@@ -52,7 +52,7 @@ def expand_single_pixel_resizes(model: onnx.ModelProto) -> int:
     """
     shapes = _inferred_shapes(model)
     replaced = 0
-    for index, node in enumerate(model.graph.node):
+    for node in model.graph.node:
         if node.op_type != "Resize" or len(node.input) < 4 or not node.input[3]:
             continue
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -61,9 +61,7 @@ def expand_single_pixel_resizes(model: onnx.ModelProto) -> int:
         shape = shapes.get(node.input[0])
         if shape is None or len(shape) != 4 or shape[2:] != [1, 1]:
             continue
-        expand = helper.make_node("Expand", [node.input[0], node.input[3]], list(node.output), name=node.name)
-        model.graph.node.remove(node)
-        model.graph.node.insert(index, expand)
+        node.CopyFrom(helper.make_node("Expand", [node.input[0], node.input[3]], list(node.output), name=node.name))
         replaced += 1
     return replaced
 
@@ -92,21 +90,21 @@ def transpose_constant_left_matmuls(model: onnx.ModelProto) -> int:
     nodes: list[onnx.NodeProto] = []
     rewritten = 0
     for node in model.graph.node:
-        left, right = (node.input[0], node.input[1]) if node.op_type == "MatMul" else ("", "")
-        rank = len(shapes.get(right) or [])
-        if node.op_type != "MatMul" or left not in constants or right in constants or rank < 2:
+        left, right = [*node.input, "", ""][:2]
+        matrix, rank = constants.get(left), len(shapes.get(right) or [])
+        if node.op_type != "MatMul" or matrix is None or len(matrix.dims) != 2 or right in constants or rank < 2:
             nodes.append(node)
             continue
-        matrix = numpy_helper.to_array(constants[left])
-        if matrix.ndim != 2:
-            nodes.append(node)
-            continue
+        transposed = f"{left}/transposed"
+        if transposed not in constants:
+            constants[transposed] = numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(matrix).T))
+            constants[transposed].name = transposed
+            model.graph.initializer.append(constants[transposed])
         swap = [*range(rank - 2), rank - 1, rank - 2]
         name, out = node.name or node.output[0], node.output[0]
-        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(matrix.T), f"{left}/transposed"))
         nodes += [
             helper.make_node("Transpose", [right], [f"{out}/right_t"], name=f"{name}/right_t", perm=swap),
-            helper.make_node("MatMul", [f"{out}/right_t", f"{left}/transposed"], [f"{out}/t"], name=f"{name}/t"),
+            helper.make_node("MatMul", [f"{out}/right_t", transposed], [f"{out}/t"], name=f"{name}/t"),
             helper.make_node("Transpose", [f"{out}/t"], [out], name=f"{name}/back", perm=swap),
         ]
         rewritten += 1
@@ -152,10 +150,7 @@ def export_opencv_static(
     # Imported here: onnx_export imports this module for expand_single_pixel_resizes.
     from cliplit.export.onnx_export import DEFAULT_OPSET, LIGHT_MAP_TOLERANCE, export_onnx
 
-    try:
-        check_frame_size(height, width)
-    except ValueError as error:
-        raise CliplitError(str(error)) from None
+    _check_size(height, width)
     check_writable(path, overwrite)  # fail before the export's seconds of work, not after
     with tempfile.TemporaryDirectory(prefix="cliplit-opencv-") as folder:
         dynamic = Path(folder) / "dynamic.onnx"
@@ -183,11 +178,15 @@ def parse_static_size(text: str) -> tuple[int, int]:
     if match is None:
         raise CliplitError(f"--opencv-static expects HEIGHTxWIDTH, e.g. 720x1280; got {text!r}")
     height, width = int(match[1]), int(match[2])
+    _check_size(height, width)
+    return height, width
+
+
+def _check_size(height: int, width: int) -> None:
     try:
         check_frame_size(height, width)
     except ValueError as error:
         raise CliplitError(str(error)) from None
-    return height, width
 
 
 def _max_light_map_diff(static: Path, dynamic: Path, height: int, width: int) -> float:

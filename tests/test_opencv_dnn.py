@@ -242,17 +242,20 @@ def test_fold_constants_follows_shapes_through_computed_pads():
 
 
 def test_transpose_constant_left_matmuls_is_exact():
+    """Both products with the shared constant are turned around; the constant's transpose is stored once."""
     matrix = numpy_helper.from_array(np.random.default_rng(3).random((3, 5), dtype=np.float32), "rows")
-    model = _model(
-        [helper.make_node("MatMul", ["rows", "x"], ["y"])],
-        [_tensor("x", [1, 2, 5, 4])],
-        [_tensor("y", [1, 2, 3, 4])],
-        [matrix],
-    )
-    x = np.random.default_rng(4).random((1, 2, 5, 4), dtype=np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["rows", "x"], ["a"]),
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("MatMul", ["rows", "r"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["y"]),
+    ]
+    model = _model(nodes, [_tensor("x", [1, 2, 5, 4])], [_tensor("y", [1, 2, 3, 4])], [matrix])
+    x = np.random.default_rng(4).random((1, 2, 5, 4), dtype=np.float32) - 0.5
     (before,) = _run(model, {"x": x})
-    assert transpose_constant_left_matmuls(model) == 1
-    matmul = next(n for n in model.graph.node if n.op_type == "MatMul")
-    assert matmul.input[1] in {init.name for init in model.graph.initializer}
+    assert transpose_constant_left_matmuls(model) == 2
+    constants = [init.name for init in model.graph.initializer]
+    assert constants == ["rows/transposed"]
+    assert all(n.input[1] in constants for n in model.graph.node if n.op_type == "MatMul")
     (after,) = _run(model, {"x": x})
     assert np.abs(after - before).max() <= 1e-6
