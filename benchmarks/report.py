@@ -142,12 +142,17 @@ def _table(records: list[dict[str, Any]]) -> list[str]:
 
 
 def _video_table(videos: list[dict[str, Any]]) -> list[str]:
-    rows = ["| backend | size | frames | seconds | fps | note |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| backend | size | frames | seconds | fps | mean ms per frame: decode / enhance / encode | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for v in videos:
-        fps = _num(v.get("fps"), 2) if v.get("status") == "ok" else "error"
-        note = v.get("reason") or v.get("note") or ""
+        ok = v.get("status") == "ok"
+        stages = v.get("stage_mean_ms") or {}
+        stage_text = " / ".join(_num(stages.get(name)) for name in ("decode", "inference", "encode")) if ok else ""
         rows.append(
-            f"| `{v['backend']}` | {v['size']} | {v.get('frames', '')} | {_num(v.get('seconds'), 1)} | {fps} | {note} |"
+            f"| `{v['backend']}` | {v['size']} | {v.get('frames', '')} | {_num(v.get('seconds'), 1)} | "
+            f"{_num(v.get('fps'), 2) if ok else 'error'} | {stage_text} | {v.get('reason') or ''} |"
         )
     return rows
 

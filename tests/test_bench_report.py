@@ -72,7 +72,16 @@ def results() -> dict:
         ],
         "skipped": [{"backend": "torch-fp16", "reason": "needs CUDA (no GPU visible to torch)"}],
         "video": [
-            {"backend": "onnxruntime", "size": "64x32", "frames": 30, "seconds": 1.5, "fps": 20.0, "status": "ok"}
+            {
+                "backend": "onnxruntime",
+                "size": "64x32",
+                "frames": 30,
+                "seconds": 1.5,
+                "fps": 20.0,
+                "status": "ok",
+                "stage_mean_ms": {"decode": 1.0, "inference": 45.5, "encode": 2.25},
+            },
+            {"backend": "tensorrt", "size": "64x32", "status": "error", "reason": "CliplitError: no GPU"},
         ],
         "notes": ["other engineers' tests were running"],
     }
@@ -88,7 +97,8 @@ def test_markdown_has_the_table_the_failures_and_the_machine(results):
     assert "| `onnxruntime-uint8` |" in text and "identical" in text
     assert "`torch-fp16`: needs CUDA" in text
     assert "`torch-compile` at 480p batch 1: RuntimeError: out of memory" in text
-    assert "| `onnxruntime` | 64x32 | 30 | 1.5 | 20.00 |" in text  # the video table
+    assert "| `onnxruntime` | 64x32 | 30 | 1.5 | 20.00 | 1.0 / 45.5 / 2.2 |" in text  # the video table
+    assert "| `tensorrt` | 64x32 |  | n/a | error |  | CliplitError: no GPU |" in text
     assert "![median latency" in text and "other engineers' tests were running" in text
     # smaller frames first
     assert text.index("| `torch` | 64x32") < text.index("| `torch` | 480p")

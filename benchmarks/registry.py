@@ -1,0 +1,188 @@
+"""Every backend ``cliplit bench`` knows, what it needs, and how to load it from the runtime's own code.
+
+The benchmark measures what users deploy, so it loads backends exactly as the runtime does (``OnnxRuntimeBackend``,
+``TensorRTBackend`` through ``open_backend``, ``TorchBackend``) and adds only the PyTorch variants that exist for
+comparison (``cliplit.benchmarks.variants``). Each entry can say why it cannot run on this machine; the suite records
+that reason and goes on with the others.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cliplit.runtime.backends.base import Backend
+from cliplit.runtime.weights import cliplit_home
+
+
+class BackendUnavailable(Exception):
+    """A backend cannot run here (no GPU, provider or engine missing); the message says why."""
+
+
+@dataclass
+class BenchContext:
+    """What backends are built from: the weights, an optional engine, the devices and thread count."""
+
+    weights: str
+    device: str  # "cpu" or "cuda": where PyTorch variants run
+    engine: Path | None = None
+    threads: int | None = None
+    gpu_index: int = 0
+
+    def onnx(self, io: str) -> Path:
+        """The dynamic-shape ONNX export of the weights in I/O variant ``io``: the runtime's cached export, made
+        (and verified against PyTorch) on first use, so ONNX Runtime runs exactly what ``cliplit enhance`` runs."""
+        from cliplit.runtime.default_model import ensure_onnx
+
+        return ensure_onnx(self.weights, io)
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """One benchmarkable backend: how to build it and what hardware/precision its numbers mean."""
+
+    name: str
+    description: str
+    build: Callable[[BenchContext], Backend]
+    precision: str = "float32"  # the arithmetic it mostly runs in: picks the peak it is compared with
+    gpu: bool = False  # runs its arithmetic on the GPU
+
+    def peak_device(self, context: BenchContext) -> str:
+        return "cuda" if self.gpu or (self.name.startswith("torch") and context.device == "cuda") else "cpu"
+
+
+def _torch_variant(name: str) -> Callable[[BenchContext], Backend]:
+    def build(context: BenchContext) -> Backend:
+        from cliplit.benchmarks.variants import TorchVariant, unavailable_reason
+
+        reason = unavailable_reason(name, context.device)
+        if reason is not None:
+            raise BackendUnavailable(reason)
+        return TorchVariant(context.weights, name, context.device, threads=context.threads)
+
+    return build
+
+
+def _torch_baseline(context: BenchContext) -> Backend:
+    from cliplit.runtime.backends.torch import TorchBackend
+
+    device = f"cuda:{context.gpu_index}" if context.device == "cuda" else "cpu"
+    return TorchBackend(context.weights, device=device, threads=context.threads)
+
+
+def _onnxruntime(io: str, provider: str | None) -> Callable[[BenchContext], Backend]:
+    """ONNX Runtime on one execution provider; GPU providers must really be the session's first, not a fallback."""
+
+    def build(context: BenchContext) -> Backend:
+        import onnxruntime as ort
+
+        from cliplit.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+        providers: list[str | tuple[str, dict[str, str]]] = ["CPUExecutionProvider"]
+        if provider is not None:
+            if provider not in ort.get_available_providers():
+                raise BackendUnavailable(
+                    f"this onnxruntime build has no {provider} "
+                    "(install onnxruntime-gpu and the CUDA/TensorRT libraries)"
+                )
+            providers.insert(0, (provider, _provider_options(provider, context)))
+        backend = OnnxRuntimeBackend(context.onnx(io), threads=context.threads, providers=providers)
+        if provider is not None and backend.providers[0] != provider:
+            raise BackendUnavailable(f"{provider} failed to initialise; ONNX Runtime fell back to {backend.providers}")
+        return backend
+
+    return build
+
+
+def _provider_options(provider: str, context: BenchContext) -> dict[str, str]:
+    options = {"device_id": str(context.gpu_index)}
+    if provider == "TensorrtExecutionProvider":
+        # FP16 as the native engines use it; the engine cache keeps rebuilds out of repeated runs
+        options.update(
+            {
+                "trt_fp16_enable": "True",
+                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": str(cliplit_home() / "ort-tensorrt-cache"),
+            }
+        )
+    return options
+
+
+def _tensorrt(context: BenchContext) -> Backend:
+    if context.engine is None:
+        raise BackendUnavailable("no engine given: pass --engine model.engine (build one with export-engine --engine)")
+    if not Path(context.engine).is_file():
+        raise BackendUnavailable(f"engine {context.engine} does not exist")
+    from cliplit.runtime.backends import open_backend
+
+    return open_backend(os.fspath(context.engine), "tensorrt", device=context.gpu_index)
+
+
+BACKENDS: dict[str, BackendEntry] = {
+    entry.name: entry
+    for entry in (
+        BackendEntry("torch", "PyTorch eager FP32 (the official inference; the baseline)", _torch_baseline),
+        BackendEntry("torch-channels-last", "PyTorch eager FP32, channels_last", _torch_variant("torch-channels-last")),
+        BackendEntry("torch-fp16", "PyTorch eager, FP16 autocast", _torch_variant("torch-fp16"), precision="float16"),
+        BackendEntry("torch-compile", "torch.compile (Inductor) FP32, static shapes", _torch_variant("torch-compile")),
+        BackendEntry(
+            "torch-fp16-cudagraphs",
+            "torch.compile reduce-overhead (CUDA graphs), FP16 autocast",
+            _torch_variant("torch-fp16-cudagraphs"),
+            precision="float16",
+        ),
+        BackendEntry("onnxruntime", "ONNX Runtime CPU, float export (dynamic shapes)", _onnxruntime("float", None)),
+        BackendEntry(
+            "onnxruntime-uint8",
+            "ONNX Runtime CPU, uint8 export (BGR frames in/out, pre/post in the graph)",
+            _onnxruntime("uint8", None),
+        ),
+        BackendEntry(
+            "onnxruntime-cuda",
+            "ONNX Runtime CUDA execution provider, float export",
+            _onnxruntime("float", "CUDAExecutionProvider"),
+            gpu=True,
+        ),
+        BackendEntry(
+            "onnxruntime-trt",
+            "ONNX Runtime TensorRT execution provider (FP16), float export",
+            _onnxruntime("float", "TensorrtExecutionProvider"),
+            precision="float16",
+            gpu=True,
+        ),
+        BackendEntry("tensorrt", "native TensorRT engine (--engine)", _tensorrt, precision="float16", gpu=True),
+    )
+}
+
+BASELINE = "torch"
+#: the runtime backends ``--scale`` modes are measured on (the float-I/O ones: scaling needs the light map)
+SCALE_BASES: tuple[str, ...] = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt")
+
+
+def scaled_entries(names: list[str], scales: list[float], upsample: str) -> list[BackendEntry]:
+    """``--scale`` modes of the requested runtime backends: ``onnxruntime@scale0.5`` and so on."""
+    entries = []
+    for base_name in (name for name in SCALE_BASES if name in names):
+        base = BACKENDS[base_name]
+        for scale in scales:
+            entries.append(
+                BackendEntry(
+                    f"{base_name}@scale{scale:g}",
+                    f"{base.description}; runtime Enhancer, --scale {scale:g}, {upsample} light-map upsampling",
+                    _scaled(base, scale, upsample),
+                    precision=base.precision,
+                    gpu=base.gpu,
+                )
+            )
+    return entries
+
+
+def _scaled(base: BackendEntry, scale: float, upsample: str) -> Callable[[BenchContext], Backend]:
+    def build(context: BenchContext) -> Backend:
+        from cliplit.benchmarks.scaled import ScaledBackend
+
+        return ScaledBackend(base.build(context), f"{base.name}@scale{scale:g}", scale, upsample)
+
+    return build

@@ -1,0 +1,349 @@
+"""One benchmark run: every backend × frame size × batch, against the PyTorch baseline measured in the same run.
+
+For each frame size the baseline runs first: its output on the shared check frame is the FP32 reference every other
+backend's output is compared with, and its median latency is what speedups divide. Each backend is loaded fresh for
+each size (so ``torch.compile`` compiles static shapes and a failure at 4K does not poison 720p), runs the check
+frame (timed alone as ``first_call_ms``: loading, kernel selection, compilation), then ``warmup`` untimed calls and
+the timed repeats per batch size, each on fresh random input. A backend that cannot run here becomes a ``skipped``
+entry with its reason; one that fails at a size becomes an ``error`` record; the rest of the run goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cliplit.benchmarks.fidelity import Fidelity, check_frame, compare, frame_as_input
+from cliplit.benchmarks.flops import flops_per_frame, flops_per_pixel
+from cliplit.benchmarks.harness import Clock, CudaEventClock, HostClock, measure, random_batch, time_once
+from cliplit.benchmarks.machine import load_snapshot, machine_info
+from cliplit.benchmarks.peak import PeakMeasurement, best_peak, measure_peaks
+from cliplit.benchmarks.registry import (
+    BACKENDS,
+    BASELINE,
+    SCALE_BASES,
+    BackendEntry,
+    BackendUnavailable,
+    BenchContext,
+    scaled_entries,
+)
+from cliplit.benchmarks.workloads import FrameSize
+from cliplit.runtime.backends.base import Backend
+from cliplit.runtime.errors import CliplitError
+
+SCHEMA = "cliplit-bench/1"
+
+
+@dataclass
+class SuiteConfig:
+    """Everything that decides what a run measures (recorded verbatim in results.json)."""
+
+    backends: list[str]
+    sizes: list[FrameSize]
+    batches: list[int] = field(default_factory=lambda: [1])
+    scales: list[float] = field(default_factory=list)
+    upsample: str = "bilinear"
+    warmup: int = 1
+    repeats: int = 10
+    budget_s: float | None = None
+    weights: str = "clip-lit"
+    engine: Path | None = None
+    threads: int | None = None
+    peak_n: int = 4096
+    seed: int = 0
+    video: bool = False
+    video_size: FrameSize | None = None
+    video_frames: int = 60
+
+
+@dataclass
+class Record:
+    """One backend × size × batch result; ``status`` is "ok" or "error" (then ``reason`` says why)."""
+
+    backend: str
+    description: str
+    size: str
+    width: int
+    height: int
+    batch: int
+    network_width: int | None = None
+    network_height: int | None = None
+    status: str = "ok"
+    reason: str | None = None
+    precision: str = "float32"
+    device: str = "cpu"
+    median_ms: float | None = None
+    p95_ms: float | None = None
+    min_ms: float | None = None
+    first_call_ms: float | None = None
+    repeats: int = 0
+    warmup: int = 0
+    clock: str | None = None
+    fps: float | None = None
+    speedup_vs_torch: float | None = None
+    psnr_vs_fp32: float | None = None
+    max_abs_diff_vs_fp32: float | None = None
+    fidelity_unit: str | None = None
+    gflops_per_frame: float | None = None
+    achieved_gflops: float | None = None
+    peak_gflops: float | None = None
+    percent_of_peak: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_backends(names: list[str], scales: list[float], upsample: str) -> list[BackendEntry]:
+    """The requested backends in order, the baseline first (always: speedups and fidelity need it), then the
+    ``--scale`` modes of the requested runtime backends."""
+    unknown = [name for name in names if name not in BACKENDS]
+    if unknown:
+        raise CliplitError(f"unknown backend(s) {', '.join(unknown)}; expected some of {', '.join(BACKENDS)}")
+    ordered = [BASELINE, *(name for name in dict.fromkeys(names) if name != BASELINE)]
+    scaled = scaled_entries(ordered, scales, upsample)
+    if scales and not scaled:
+        raise CliplitError(f"--scale needs one of the runtime backends {', '.join(SCALE_BASES)} in --backends")
+    return [BACKENDS[name] for name in ordered] + scaled
+
+
+def run_suite(config: SuiteConfig, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the whole benchmark and return the results document (see ``SCHEMA``; written by ``report``)."""
+    log = log or _stderr
+    entries = resolve_backends(config.backends, config.scales, config.upsample)
+    try:
+        import torch
+
+        from cliplit.train.checkpoint import load_enhancer
+    except ImportError as error:
+        raise CliplitError(
+            f"cliplit bench needs PyTorch for the baseline and the reference ({error}); "
+            "install it with pip install 'cliplit[export,bench]'"
+        ) from error
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_enhancer(config.weights).model
+    started = time.time()
+    machine = machine_info()
+    machine["load_at_start"] = load_snapshot()
+    log("measuring the matrix-product peak ...")
+    peaks = measure_peaks(cpu_n=config.peak_n)
+    for peak in peaks:
+        log(f"  {peak.implementation} {peak.device} {peak.dtype}: " + _peak_text(peak))
+    records: list[Record] = []
+    skipped: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="cliplit-bench-") as workdir:
+        context = BenchContext(config.weights, device, config.engine, config.threads)
+        rng = np.random.default_rng(config.seed)
+        for size in config.sizes:
+            reference: np.ndarray | None = None
+            for entry in entries:
+                base_name = entry.name.split("@", 1)[0]
+                if entry.name in skipped or base_name in skipped:
+                    continue
+                try:
+                    backend = entry.build(context)
+                except BackendUnavailable as error:
+                    skipped[entry.name] = str(error)
+                    log(f"skip {entry.name}: {error}")
+                    continue
+                with backend:
+                    size_records, output = _run_backend(entry, backend, size, config, context, reference, rng, log)
+                records += size_records
+                if entry.name == BASELINE:
+                    reference = output
+        videos = _run_videos(config, context, entries, skipped, Path(workdir), log) if config.video else []
+    machine["load_at_end"] = load_snapshot()
+    _fill_derived(records, model, peaks)
+    return {
+        "schema": SCHEMA,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "config": _config_dict(config),
+        "machine": machine,
+        "peak": [peak.to_dict() for peak in peaks],
+        "flops_per_pixel": flops_per_pixel(model),
+        "records": [asdict(record) for record in records],
+        "skipped": [{"backend": name, "reason": reason} for name, reason in skipped.items()],
+        "video": videos,
+    }
+
+
+def _run_videos(
+    config: SuiteConfig,
+    context: BenchContext,
+    entries: list[BackendEntry],
+    skipped: dict[str, str],
+    workdir: Path,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """The synthetic clip through the runtime pipeline on every requested runtime backend, at each --scale."""
+    from cliplit.benchmarks.video import measure_video, synthetic_clip
+    from cliplit.runtime.enhancer import Enhancer
+
+    size = config.video_size or config.sizes[0]
+    clip = synthetic_clip(workdir / "clip.mp4", size, config.video_frames)
+    requested = {entry.name for entry in entries}
+    results = []
+    for name in (name for name in SCALE_BASES if name in requested and name not in skipped):
+        for scale in dict.fromkeys([1.0, *config.scales]):
+            label = name if scale == 1.0 else f"{name}@scale{scale:g}"
+            result: dict[str, Any] = {"backend": label, "size": size.label, "width": size.width}
+            result.update(height=size.height, scale=scale, status="ok", reason=None)
+            try:
+                with Enhancer(BACKENDS[name].build(context), scale=scale, upsample=config.upsample) as enhancer:
+                    result.update(measure_video(enhancer, clip, workdir / "enhanced.mp4"))
+            except Exception as error:  # one backend's failure is its result, not the run's
+                result.update(status="error", reason=_reason(error))
+                log(f"video {label}: error {error}")
+            else:
+                log(f"video {label} {size.label}: {result['frames']} frames, {result['fps']:.2f} fps end to end")
+            results.append(result)
+    return results
+
+
+def _run_backend(
+    entry: BackendEntry,
+    backend: Backend,
+    size: FrameSize,
+    config: SuiteConfig,
+    context: BenchContext,
+    reference: np.ndarray | None,
+    rng: np.random.Generator,
+    log: Callable[[str], None],
+) -> tuple[list[Record], np.ndarray | None]:
+    """Check frame, then each batch size; returns the records and the backend's check-frame output."""
+    peak_device = entry.peak_device(context)
+    clock = _clock_for(entry, peak_device)
+    base = {
+        "backend": entry.name,
+        "description": entry.description,
+        "size": size.label,
+        "width": size.width,
+        "height": size.height,
+        "precision": _precision_of(entry, backend),
+        "device": peak_device,
+    }
+    details = _details_of(backend)
+    try:
+        outputs, first_ms = time_once(
+            backend.run, frame_as_input(check_frame(size.height, size.width), backend.io), clock
+        )
+    except Exception as error:  # any failure (out of memory, compiler error) is this record's result, not the run's
+        log(f"error {entry.name} {size.label}: {error}")
+        return [Record(**base, batch=b, status="error", reason=_reason(error)) for b in config.batches], None
+    output = outputs["enhanced"]
+    network_height, network_width = getattr(backend, "network_size", None) or (size.height, size.width)
+    base.update(network_width=network_width, network_height=network_height)
+    fidelity = compare(output, reference) if reference is not None and entry.name != BASELINE else None
+    records = []
+    for batch in config.batches:
+        record = Record(**base, batch=batch, first_call_ms=first_ms, details=details)
+        _set_fidelity(record, fidelity, entry.name == BASELINE)
+        try:
+            timing = measure(
+                backend.run,
+                lambda batch=batch: random_batch(backend.io, batch, size.height, size.width, rng),
+                warmup=config.warmup,
+                repeats=config.repeats,
+                clock=clock,
+                budget_s=config.budget_s,
+            )
+        except Exception as error:
+            log(f"error {entry.name} {size.label} batch {batch}: {error}")
+            record.status, record.reason = "error", _reason(error)
+        else:
+            record.median_ms, record.p95_ms, record.min_ms = timing.median_ms, timing.p95_ms, timing.min_ms
+            record.repeats, record.warmup, record.clock = timing.repeats, timing.warmup, timing.clock
+            record.fps = batch * 1000.0 / timing.median_ms
+            psnr = "reference" if entry.name == BASELINE else _db(record.psnr_vs_fp32)
+            log(
+                f"{size.label:>9} {entry.name:<24} batch {batch}: median {timing.median_ms:9.1f} ms, "
+                f"p95 {timing.p95_ms:9.1f} ms ({timing.repeats} repeats), PSNR {psnr}"
+            )
+        records.append(record)
+    return records, output
+
+
+def _set_fidelity(record: Record, fidelity: Fidelity | None, is_baseline: bool) -> None:
+    if is_baseline:
+        record.max_abs_diff_vs_fp32 = 0.0
+        record.details = {**record.details, "fidelity": "reference"}
+    elif fidelity is not None:
+        record.psnr_vs_fp32 = fidelity.psnr_db
+        record.max_abs_diff_vs_fp32 = fidelity.max_abs_diff
+        record.fidelity_unit = fidelity.unit
+        if fidelity.psnr_db is None:
+            record.details = {**record.details, "fidelity": "identical to the reference"}
+
+
+def _fill_derived(records: list[Record], model: Any, peaks: list[PeakMeasurement]) -> None:
+    """FLOPs, achieved GFLOP/s, % of peak and the speedup over the baseline of the same size and batch."""
+    baseline = {(r.size, r.batch): r.median_ms for r in records if r.backend == BASELINE and r.status == "ok"}
+    for record in records:
+        height, width = record.network_height or record.height, record.network_width or record.width
+        record.gflops_per_frame = flops_per_frame(model, height, width) / 1e9
+        peak = best_peak(peaks, record.device, record.precision)
+        record.peak_gflops = peak.gflops if peak is not None else None
+        if record.status != "ok" or record.median_ms is None:
+            continue
+        record.achieved_gflops = record.gflops_per_frame * record.batch / (record.median_ms / 1000.0)
+        if record.peak_gflops:
+            record.percent_of_peak = 100.0 * record.achieved_gflops / record.peak_gflops
+        base = baseline.get((record.size, record.batch))
+        if base is not None:
+            record.speedup_vs_torch = base / record.median_ms
+
+
+def _clock_for(entry: BackendEntry, device: str) -> Clock:
+    """CUDA events for PyTorch on the GPU (its stream is torch's), a device-synchronised host clock otherwise."""
+    if device != "cuda":
+        return HostClock()
+    import torch
+
+    if entry.name.startswith("torch"):
+        return CudaEventClock()
+    return HostClock(synchronize=torch.cuda.synchronize)
+
+
+def _precision_of(entry: BackendEntry, backend: Backend) -> str:
+    """The entry's precision, or what a TensorRT engine's sidecar says it was built with."""
+    sidecar = getattr(backend, "sidecar", None)
+    built = getattr(sidecar, "precision", None)
+    return {"fp16": "float16", "fp32": "float32"}.get(built, entry.precision)
+
+
+def _details_of(backend: Backend) -> dict[str, Any]:
+    details: dict[str, Any] = {}
+    providers = getattr(backend, "providers", None)
+    if isinstance(providers, list):
+        details["providers"] = providers
+    return details
+
+
+def _config_dict(config: SuiteConfig) -> dict[str, Any]:
+    data = asdict(config)
+    data["sizes"] = [{"label": s.label, "width": s.width, "height": s.height} for s in config.sizes]
+    data["engine"] = str(config.engine) if config.engine is not None else None
+    return data
+
+
+def _peak_text(peak: PeakMeasurement) -> str:
+    return f"{peak.gflops:.1f} GFLOP/s (n={peak.n})" if peak.error is None else f"not measured ({peak.error})"
+
+
+def _db(value: float | None) -> str:
+    return "identical" if value is None else f"{value:.1f} dB"
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

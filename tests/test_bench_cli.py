@@ -1,0 +1,144 @@
+"""`cliplit bench` end to end, tiny: one small size, two repeats, CPU backends, --scale and --video.
+
+A smoke run proves the harness works and its numbers are consistent with each other; it never asserts a speed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cliplit.runtime.cli import main
+
+RECORD_FIELDS = {
+    "backend",
+    "size",
+    "batch",
+    "median_ms",
+    "p95_ms",
+    "fps",
+    "speedup_vs_torch",
+    "psnr_vs_fp32",
+    "gflops_per_frame",
+    "achieved_gflops",
+    "percent_of_peak",
+    "status",
+}
+BACKENDS = "onnxruntime,torch-channels-last,onnxruntime-uint8,torch-fp16,tensorrt"  # torch is added first
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory, cliplit_home: Path) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("bench") / "results"
+    argv = ["bench", "--backends", BACKENDS, "--sizes", "96x64", "--batch", "1,2", "--repeats", "2"]
+    argv += ["--warmup", "0", "--scale", "0.5", "--video", "--video-frames", "6", "--peak-size", "64"]
+    argv += ["--out", str(out)]
+    assert main(argv) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def records_of(results: dict, backend: str) -> list[dict]:
+    return [r for r in results["records"] if r["backend"] == backend]
+
+
+def test_every_backend_and_batch_has_a_complete_record(smoke):
+    _, results = smoke
+    assert results["schema"] == "cliplit-bench/1"
+    assert [r["backend"] for r in results["records"][:2]] == ["torch", "torch"], "the baseline runs first"
+    expected = {"torch", "onnxruntime", "torch-channels-last", "onnxruntime-uint8", "onnxruntime@scale0.5"}
+    assert {r["backend"] for r in results["records"]} == expected
+    for record in results["records"]:
+        assert record.keys() >= RECORD_FIELDS
+        assert record["status"] == "ok", record["reason"]
+        assert (record["width"], record["height"]) == (96, 64) and record["batch"] in (1, 2)
+        assert record["repeats"] == 2 and 0 < record["median_ms"] <= record["p95_ms"]
+    assert len(results["records"]) == 2 * len(expected)
+
+
+def test_derived_numbers_come_from_the_same_run(smoke):
+    _, results = smoke
+    baseline = {r["batch"]: r["median_ms"] for r in records_of(results, "torch")}
+    for record in results["records"]:
+        batch, median = record["batch"], record["median_ms"]
+        assert record["speedup_vs_torch"] == pytest.approx(baseline[batch] / median)
+        assert record["fps"] == pytest.approx(batch * 1000 / median)
+        assert record["achieved_gflops"] == pytest.approx(record["gflops_per_frame"] * batch / (median / 1000))
+        peak = max(p["gflops"] for p in results["peak"] if p["device"] == "cpu" and p["error"] is None)
+        assert record["percent_of_peak"] == pytest.approx(100 * record["achieved_gflops"] / peak)
+    # ~555 kFLOP per pixel at full resolution; the --scale 0.5 network sees a quarter of the pixels
+    full = records_of(results, "onnxruntime")[0]["gflops_per_frame"]
+    assert full == pytest.approx(96 * 64 * 555e3 / 1e9, rel=0.01)
+    scaled = records_of(results, "onnxruntime@scale0.5")[0]
+    assert (scaled["network_width"], scaled["network_height"]) == (48, 32)
+    assert scaled["gflops_per_frame"] == pytest.approx(full / 4, rel=0.02)
+
+
+def test_fidelity_against_the_fp32_reference(smoke):
+    _, results = smoke
+    (torch,) = {r["psnr_vs_fp32"] for r in records_of(results, "torch")}
+    assert torch is None and all(r["max_abs_diff_vs_fp32"] == 0.0 for r in records_of(results, "torch"))
+    for name in ("onnxruntime", "torch-channels-last"):  # FP32 backends: rounding-level differences only
+        for record in records_of(results, name):
+            assert record["psnr_vs_fp32"] is None or record["psnr_vs_fp32"] > 100, name
+    for record in records_of(results, "onnxruntime-uint8"):  # the same frames, rounded as the contract rounds
+        assert record["max_abs_diff_vs_fp32"] <= 1 and record["fidelity_unit"] == "uint8 levels"
+    scaled = records_of(results, "onnxruntime@scale0.5")[0]
+    assert 20 < scaled["psnr_vs_fp32"] < 60, "half resolution is an approximation, and the PSNR must show it"
+
+
+def test_backends_that_cannot_run_here_are_reported_with_the_reason(smoke):
+    _, results = smoke
+    skipped = {s["backend"]: s["reason"] for s in results["skipped"]}
+    assert "--engine" in skipped["tensorrt"]
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        assert "CUDA" in skipped["torch-fp16"]
+
+
+def test_end_to_end_video_through_the_runtime_pipeline(smoke):
+    _, results = smoke
+    assert [v["backend"] for v in results["video"]] == ["onnxruntime", "onnxruntime@scale0.5"]
+    for video in results["video"]:
+        assert video["status"] == "ok", video["reason"]
+        assert video["frames"] == 6 and video["encoded_frames"] == 6 and video["size"] == "96x64"
+        assert video["fps"] == pytest.approx(6 / video["seconds"])
+        assert set(video["stage_mean_ms"]) == {"decode", "inference", "encode"}
+
+
+def test_markdown_table_and_chart_are_written(smoke):
+    out, results = smoke
+    table = (out / "results.md").read_text()
+    for record in results["records"]:
+        assert f"| `{record['backend']}` | 96x64 | {record['median_ms']:,.1f} |" in table
+    assert "## Batch throughput (batch 2)" in table and "## End-to-end video" in table
+    assert f"`{results['command']}`" in table and results["command"].startswith("cliplit bench ")
+    assert "`torch-fp16`" in table  # listed under "Not run"
+    assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_existing_results_are_not_replaced_without_overwrite(smoke, capsys):
+    out, _ = smoke
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["bench", "--sizes", "96x64", "--repeats", "1", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--backends", "torch,fastest"], "unknown backend(s) fastest"),
+        (["--sizes", "1x1"], "too small"),
+        (["--batch", "0"], "--batch"),
+        (["--scale", "2"], "--scale"),
+        (["--backends", "torch", "--scale", "0.5"], "--scale needs one of the runtime backends"),
+        (["--video", "--video-size", "95x64"], "even width and height"),
+    ],
+)
+def test_bad_arguments_fail_with_a_clear_message(argv, message, tmp_path, capsys):
+    code = main(["bench", "--repeats", "1", "--peak-size", "16", "--sizes", "8x8", *argv, "--out", str(tmp_path)])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir()), "a refused run writes nothing"
