@@ -1,0 +1,161 @@
+"""Backend selection, the ONNX Runtime and torch backends, and the cached default model."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import types
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import SMALL_PHOTO, photo
+
+from cliplit.runtime import default_model
+from cliplit.runtime.backends import open_backend
+from cliplit.runtime.backends.onnxruntime import OnnxRuntimeBackend, default_providers
+from cliplit.runtime.contract import META_IO, META_WEIGHTS_SHA256
+from cliplit.runtime.errors import CliplitError
+from cliplit.runtime.images import read_image
+from cliplit.runtime.weights import RELEASED
+
+
+def rgb_batch(height: int = 64, width: int = 96) -> np.ndarray:
+    bgr = read_image(photo(SMALL_PHOTO))[300 : 300 + height, 200 : 200 + width]
+    return np.ascontiguousarray(bgr[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255
+
+
+def with_metadata(source, target, **changes: str):
+    model = onnx.load(str(source))
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(changes)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {k: v for k, v in props.items() if v})
+    onnx.save(model, str(target))
+    return target
+
+
+def test_onnx_model_runs_on_onnxruntime_with_its_metadata_io(float_onnx, uint8_onnx):
+    backend = open_backend(float_onnx, threads=1)
+    assert isinstance(backend, OnnxRuntimeBackend) and backend.io == "float"
+    assert backend.providers[-1] == "CPUExecutionProvider"
+    assert backend.session.get_session_options().intra_op_num_threads == 1
+    outputs = backend.run(rgb_batch())
+    assert outputs["enhanced"].shape == (1, 3, 64, 96) and outputs["light_map"].shape == (1, 1, 64, 96)
+    assert open_backend(uint8_onnx, "onnxruntime").io == "uint8"
+
+
+def test_model_without_cliplit_metadata_is_refused(float_onnx, tmp_path):
+    bare = with_metadata(float_onnx, tmp_path / "bare.onnx", **{META_IO: ""})
+    with pytest.raises(CliplitError, match="not exported by cliplit"):
+        OnnxRuntimeBackend(bare)
+
+
+def test_metadata_that_contradicts_the_graph_is_refused(float_onnx, tmp_path):
+    lying = with_metadata(float_onnx, tmp_path / "lying.onnx", **{META_IO: "uint8"})
+    with pytest.raises(CliplitError, match="says io=uint8"):
+        OnnxRuntimeBackend(lying)
+
+
+@pytest.mark.parametrize("content", [None, b"", b"\x08\x07garbage"], ids=["missing", "empty", "garbage"])
+def test_unloadable_model_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "model.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CliplitError, match=r"model\.onnx"):
+        open_backend(path)
+
+
+def test_bad_thread_count_is_a_clear_error(float_onnx):
+    with pytest.raises(CliplitError, match="--threads"):
+        OnnxRuntimeBackend(float_onnx, threads=0)
+
+
+def test_providers_prefer_tensorrt_then_cuda_then_cpu(monkeypatch, cliplit_home):
+    offered = ["CPUExecutionProvider", "AzureExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: offered)
+    providers = default_providers(device=1)
+    assert [p if isinstance(p, str) else p[0] for p in providers] == [
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
+    assert providers[0][1]["device_id"] == "1" and providers[1][1] == {"device_id": "1"}
+    assert providers[0][1]["trt_engine_cache_path"].startswith(str(cliplit_home))
+
+
+@pytest.mark.parametrize(
+    ("model", "backend", "message"),
+    [
+        ("x.engine", "onnxruntime", "only --backend tensorrt"),
+        ("x.onnx", "tensorrt", "needs a TensorRT engine"),
+        ("x.onnx", "openvino", "unknown backend"),
+    ],
+)
+def test_impossible_model_backend_pairs_are_clear_errors(model, backend, message):
+    with pytest.raises(CliplitError, match=message):
+        open_backend(model, backend)
+
+
+def test_engine_loads_the_tensorrt_backend_lazily(monkeypatch, tmp_path):
+    calls = []
+
+    class FakeTensorRTBackend:
+        def __init__(self, path, *, device):
+            calls.append((path, device))
+
+    fake = types.ModuleType("cliplit.runtime.backends.tensorrt")
+    fake.TensorRTBackend = FakeTensorRTBackend
+    monkeypatch.setitem(sys.modules, "cliplit.runtime.backends.tensorrt", fake)
+    engine = tmp_path / "model.engine"
+    assert isinstance(open_backend(engine, device=3), FakeTensorRTBackend)
+    assert calls == [(engine, 3)]
+
+
+def test_missing_tensorrt_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "cliplit.runtime.backends.tensorrt", None)  # import fails
+    with pytest.raises(CliplitError, match="cliplit\\[tensorrt\\]"):
+        open_backend(tmp_path / "model.engine")
+
+
+def test_torch_backend_runs_the_weights_an_onnx_was_exported_from(float_onnx):
+    from cliplit.runtime.backends.torch import TorchBackend
+
+    torch_backend = open_backend(float_onnx, "torch")
+    assert isinstance(torch_backend, TorchBackend) and torch_backend.checkpoint.name == "clip-lit"
+    batch = rgb_batch()
+    ours = torch_backend.run(batch)
+    theirs = open_backend(float_onnx).run(batch)
+    assert np.abs(ours["light_map"] - theirs["light_map"]).max() < 1e-4
+    torch_backend.close()
+
+
+def test_torch_backend_refuses_an_onnx_of_unknown_weights(float_onnx, tmp_path):
+    stranger = with_metadata(float_onnx, tmp_path / "stranger.onnx", **{META_WEIGHTS_SHA256: "0" * 64})
+    with pytest.raises(CliplitError, match=r"pass --model path/to/weights\.pth"):
+        open_backend(stranger, "torch")
+
+
+def test_default_model_is_exported_once_into_the_cache(monkeypatch, tmp_path, released_weights):
+    home = tmp_path / "home"
+    (home / "weights").mkdir(parents=True)
+    shutil.copyfile(released_weights, home / "weights" / "enhancement_model.pth")
+    monkeypatch.setenv("CLIPLIT_HOME", str(home))
+    backend = open_backend()  # no model: the released weights, exported to ONNX on first use
+    sha = RELEASED["clip-lit"].sha256
+    cached = home / "models" / f"clip-lit-{sha[:16]}-float.onnx"
+    assert backend.model_path == cached and backend.io == "float"
+    assert backend.metadata[META_WEIGHTS_SHA256] == sha
+
+    import cliplit.export.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda *a, **k: pytest.fail("exported a second time"))
+    assert default_model.ensure_onnx() == cached
+
+
+def test_weights_paths_get_their_own_cached_export(tmp_path, released_weights):
+    copy = tmp_path / "my_weights.pth"
+    shutil.copyfile(released_weights, copy)
+    path = default_model.cached_onnx_path(copy, "uint8")
+    assert path.name == f"my_weights-{RELEASED['clip-lit'].sha256[:16]}-uint8.onnx"
