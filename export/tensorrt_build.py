@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 import onnx
 
@@ -35,6 +36,9 @@ from cliplit.runtime.images import read_image
 from cliplit.runtime.sidecar import EngineSidecar, sidecar_path, write_sidecar
 from cliplit.runtime.version import cliplit_version
 from cliplit.runtime.weights import cliplit_home, sha256_of
+
+if TYPE_CHECKING:
+    from cliplit.export.onnx_export import ExportReport  # imports torch; only export-engine's run needs it loaded
 
 # FP16 keeps the enhanced image within about 1/100 of a uint8 level of FP32 (well above 40 dB); a graph or precision
 # error (an FP16 division, a wrong layout) lands far below.
@@ -78,8 +82,8 @@ def check_engine_args(args: argparse.Namespace) -> ProfileShapes | None:
     return profile_from_args(args.io, args.min_shape, args.opt_shape, args.max_shape)
 
 
-def build_engine_from_args(args: argparse.Namespace, report: Any) -> EngineSidecar:
-    """Build, verify and write the engine of ``args`` from the ONNX model of ``report`` (an ``ExportReport``)."""
+def build_engine_from_args(args: argparse.Namespace, report: ExportReport) -> EngineSidecar:
+    """Build, verify and write the engine of ``args`` from the ONNX model ``report`` describes."""
     profile = check_engine_args(args)
     assert profile is not None  # export-engine only calls this with --engine
     try:
@@ -250,8 +254,6 @@ def synthetic_backlit(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def fit_to_profile(rgb: np.ndarray, profile: ProfileShapes) -> np.ndarray:
     """Resize ``rgb`` (keeping its aspect ratio where the profile allows) to a size inside the profile."""
-    import cv2
-
     _, min_h, min_w = batch_height_width(profile.io, profile.min)
     _, max_h, max_w = batch_height_width(profile.io, profile.max)
     height, width = rgb.shape[:2]

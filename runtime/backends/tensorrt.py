@@ -135,16 +135,20 @@ class TensorRTBackend(Backend):
         super().__init__(self.sidecar.io if self.sidecar is not None else _io_from_input(self.input_name, path))
         self.dtypes = {name: _numpy_dtype(trt, engine.get_tensor_dtype(name)) for name in self._tensor_names}
         self._check_contract(path)
+        self.output_names = list(io_spec(self.io).output_names)  # the contract's order, whatever the engine's
         low, opt, high = (tuple(dims) for dims in engine.get_tensor_profile_shape(self.input_name, 0))
         self.profile = ProfileShapes(io=self.io, min=low, opt=opt, max=high)
         self._tickets = itertools.count()
         self._slots: list[_Slot] = []
-        for _ in range(in_flight):
-            context = engine.create_execution_context()
-            if context is None:
-                self.close()
-                raise CliplitError(f"TensorRT could not create an execution context for {path} (out of GPU memory?)")
-            self._slots.append(_Slot(context=context, stream=self.cuda.stream_create()))
+        try:
+            for _ in range(in_flight):  # each context holds activation memory for the profile's largest input
+                context = engine.create_execution_context()
+                if context is None:
+                    raise CliplitError(f"TensorRT could not create an execution context for {path} (GPU memory?)")
+                self._slots.append(_Slot(context=context, stream=self.cuda.stream_create()))
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def _tensor_names(self) -> list[str]:
@@ -228,7 +232,6 @@ class TensorRTBackend(Backend):
             raise CliplitError(
                 f"{path} takes {self.dtypes[self.input_name]} input; the {self.io} contract needs {expected_dtype}"
             )
-        self.output_names = list(spec.output_names)
 
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
         spec = io_spec(self.io)
@@ -286,7 +289,7 @@ def _io_from_input(input_name: str, path: Path) -> str:
 
 
 def _numpy_dtype(trt: ModuleType, dtype: Any) -> np.dtype:
-    table = {"FLOAT": np.float32, "HALF": np.float16, "UINT8": np.uint8, "INT8": np.int8, "INT32": np.int32}
+    table = {"FLOAT": np.float32, "HALF": np.float16, "UINT8": np.uint8}
     for member, numpy_type in table.items():
         if dtype == getattr(trt.DataType, member, None):
             return np.dtype(numpy_type)
