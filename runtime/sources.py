@@ -126,14 +126,14 @@ class CaptureSource(FrameSource):
         self.reconnect = reconnect
         self.retry_delay = retry_delay
         self._open = open_capture
-        self.description = f"camera {spec}" if isinstance(spec, int) else _redact(spec)
+        self.description = f"camera {spec}" if isinstance(spec, int) else f"stream {_redact(spec)}"
         #: why the source stopped early (a disconnect), or None
         self.ended_by: str | None = None
         self.capture = self._open(spec)
         if not self.capture.isOpened():
             self.capture.release()
-            what = "camera" if isinstance(spec, int) else "stream"
-            raise CliplitError(f"cannot open {what} {self.description}: no device at that index, or it is unreachable")
+            why = "no such device, or it is in use" if isinstance(spec, int) else "unreachable or not a video stream"
+            raise CliplitError(f"cannot open {self.description}: {why}")
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.fps = Fraction(fps).limit_denominator(1001) if 0 < fps < 1000 else None
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
