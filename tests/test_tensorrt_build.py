@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -53,7 +54,8 @@ PROFILE_AND_BUILD_CALLS = [
 
 
 @pytest.fixture(autouse=True)
-def cliplit_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def trt_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty $CLIPLIT_HOME per test, so default timing caches start empty and are inspectable."""
     home = tmp_path / "home"
     monkeypatch.setenv("CLIPLIT_HOME", str(home))
     return home
@@ -146,8 +148,6 @@ def test_tensorrt11_builds_a_strongly_typed_network_from_the_fp16_onnx(
     assert (sidecar.tensorrt_version, sidecar.gpu_name, sidecar.compute_capability) == ("11.0.0.5", GPU_NAME, "8.9")
     assert sidecar.profile == {"min": [1, 3, 16, 16], "opt": [1, 3, 48, 64], "max": [1, 3, 96, 128]}
     assert sidecar.io == "float" and sidecar.input_name == "image" and not sidecar.version_compatible
-    import hashlib
-
     assert sidecar.onnx_sha256 == hashlib.sha256(args.onnx.read_bytes()).hexdigest()
     assert json.loads(sidecar_path(args.engine).read_text())["parity_psnr_db"] == sidecar.parity_psnr_db
 
@@ -190,11 +190,11 @@ def test_timing_cache_is_loaded_and_saved_back(
 
 
 def test_default_timing_cache_is_per_tensorrt_version_and_gpu(
-    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, cliplit_home: Path
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, trt_home: Path
 ) -> None:
     install(monkeypatch, "11.0.0.5")
     build(tmp_path, tmp_path_factory, "float", "--no-fp16")
-    expected = cliplit_home / "tensorrt" / "timing-trt11.0.0.5-NVIDIA-Fake-GPU-sm8.9.cache"
+    expected = trt_home / "tensorrt" / "timing-trt11.0.0.5-NVIDIA-Fake-GPU-sm8.9.cache"
     assert expected.read_bytes() == b"FAKECACHE:11.0.0.5:1"
 
 

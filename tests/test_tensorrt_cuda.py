@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import numpy as np
 import pytest
@@ -64,8 +65,6 @@ def test_no_driver_and_no_gpu_are_explained() -> None:
 
 
 def test_missing_cuda_python_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
     monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)
     monkeypatch.setitem(sys.modules, "cuda.cudart", None)
     with pytest.raises(CliplitError, match=r"cuda-python is not installed.*pip install 'cuda-python"):
