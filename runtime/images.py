@@ -63,5 +63,5 @@ def write_image(path: str | os.PathLike[str], image_bgr: np.ndarray, *, overwrit
         ok, encoded = cv2.imencode(path.suffix.lower() or ".png", image_bgr)
         if not ok:
             raise CliplitError(f"{path}: OpenCV cannot encode this format")
-        encoded.tofile(tmp)
+        tmp.write_bytes(encoded.tobytes())  # unlike ndarray.tofile, reports a full disk as ENOSPC
     return path

@@ -1,0 +1,113 @@
+"""`cliplit enhance` on images: references, names, formats, bad inputs, existing outputs, a full disk."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from conftest import SMALL_PHOTO, photo, reference
+from runtime_helpers import enhance_on_small_disk
+
+from cliplit.runtime.cli import main
+from cliplit.runtime.enhancer import Enhancer
+from cliplit.runtime.images import read_image
+from cliplit.runtime.metrics import psnr
+
+
+def enhance(*argv: object) -> int:
+    return main(["enhance", *map(str, argv), "--no-progress"])
+
+
+@pytest.fixture
+def crops(tmp_path):
+    """A folder of small images in every awkward form: grey, alpha, 16-bit, plus a corrupt and a too-small one."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bgr = read_image(photo(SMALL_PHOTO))[300:396, 200:328]
+    cv2.imwrite(str(folder / "colour.jpg"), bgr)
+    cv2.imwrite(str(folder / "grey.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "alpha.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(folder / "deep.tif"), bgr.astype(np.uint16) * 257)
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    cv2.imwrite(str(folder / "tiny.png"), bgr[:1, :5])
+    (folder / "notes.txt").write_text("not an image; ignored in a folder")
+    return folder
+
+
+def test_image_mode_reproduces_the_official_output(float_onnx, tmp_path):
+    out = tmp_path / "out"
+    assert enhance(photo(SMALL_PHOTO), "-o", out, "--model", float_onnx) == 0
+    assert psnr(read_image(out / f"{SMALL_PHOTO}.png"), read_image(reference(SMALL_PHOTO))) >= 50.0
+
+
+def test_folder_writes_what_it_can_and_lists_what_failed(crops, float_onnx, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert enhance(crops, "-o", out, "--model", float_onnx) == 2
+    err = capsys.readouterr().err
+    assert "2 of 6 images failed (the others were written)" in err
+    assert "corrupt.jpg: not a readable image" in err and "tiny.png" in err and "too small" in err
+    assert sorted(p.name for p in out.iterdir()) == ["alpha.png", "colour.png", "deep.png", "grey.png"]
+    with Enhancer.from_onnx(float_onnx) as enhancer:
+        for name in ("alpha", "colour", "deep", "grey"):
+            source = next(crops.glob(f"{name}.*"))
+            assert np.array_equal(read_image(out / f"{name}.png"), enhancer.enhance(read_image(source))), name
+
+
+def test_single_image_to_a_file_in_another_format(crops, float_onnx, tmp_path):
+    out = tmp_path / "result.jpg"
+    assert enhance(crops / "colour.jpg", "-o", out, "--model", float_onnx, "--scale", "0.5") == 0
+    assert read_image(out).shape == (96, 128, 3)
+
+
+def test_ext_option_and_existing_outputs(crops, float_onnx, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "colour.webp").write_bytes(b"keep me")
+    args = (crops / "colour.jpg", crops / "grey.png", "-o", out, "--model", float_onnx, "--ext", "webp")
+    assert enhance(*args) == 2
+    assert "colour.webp exists; pass --overwrite" in capsys.readouterr().err
+    assert (out / "colour.webp").read_bytes() == b"keep me" and not (out / "grey.webp").exists()
+    assert enhance(*args, "--overwrite") == 0
+    assert read_image(out / "colour.webp").shape == (96, 128, 3) and (out / "grey.webp").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "nothing to enhance"),
+        (["missing.jpg", "-o", "out"], "missing.jpg: no such file"),
+        (["{in}/colour.jpg"], "give an output folder with -o"),
+        (["{in}/colour.jpg", "{in}/grey.png", "-o", "{in}/colour.jpg"], "is a file"),
+        (["{in}/colour.jpg", "-o", "{in}", "--ext", "jpg"], "would replace its own input"),
+        (["{in}/colour.jpg", "-o", "out", "--ext", "docx"], "not an image format"),
+        (["{in}/colour.jpg", "-o", "out", "--temporal-smoothing", "0.5"], "not images"),
+        (["{in}/colour.jpg", "-o", "out", "--scale", "2"], "--scale must be in"),
+        (["{in}/colour.jpg", "-o", "out", "--backend", "tensorrt"], "needs a TensorRT engine"),
+        (["--camera", "0", "{in}/colour.jpg"], "either --camera or INPUT"),
+        (["{in}/notes.txt", "-o", "x.mp4"], "not a readable video"),
+    ],
+)
+def test_bad_invocations_are_clear_errors(crops, float_onnx, tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("{in}", str(crops)) for a in argv]
+    assert enhance(*argv, "--model", float_onnx) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_same_stem_in_two_formats_is_refused(crops, float_onnx, tmp_path, capsys):
+    cv2.imwrite(str(crops / "colour.png"), read_image(crops / "colour.jpg"))
+    assert enhance(crops / "colour.jpg", crops / "colour.png", "-o", tmp_path / "out", "--model", float_onnx) == 2
+    assert "would both be written to" in capsys.readouterr().err
+
+
+def test_uint8_model_with_scale_is_refused(crops, uint8_onnx, tmp_path, capsys):
+    assert enhance(crops / "colour.jpg", "-o", tmp_path / "o", "--model", uint8_onnx, "--scale", "0.5") == 2
+    assert "float-I/O model" in capsys.readouterr().err
+
+
+def test_full_disk_while_writing_images(crops, float_onnx, tmp_path):
+    disk = tmp_path / "disk"
+    code, stderr, left = enhance_on_small_disk([crops / "colour.jpg", "-o", disk, "--model", float_onnx], disk, 8)
+    assert code == 2, stderr
+    assert f"cannot write {disk / 'colour.png'}: No space left on device" in stderr
+    assert left == []

@@ -1,0 +1,81 @@
+"""The lean runtime without PyTorch: every runtime module imports, and images are enhanced through the CLI and API.
+
+A child interpreter gets a meta-path finder that fails every import of torch, torchvision and open_clip, as on a
+machine where only the base package (numpy, opencv, onnxruntime, imageio-ffmpeg, tqdm) is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import cv2
+from conftest import SMALL_PHOTO, photo
+
+from cliplit.runtime.images import read_image
+
+CHILD = textwrap.dedent(
+    """
+    import importlib, importlib.abc, json, os, pkgutil, sys
+
+    BLOCKED = {"torch", "torchvision", "open_clip"}
+
+    class NoTorch(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"No module named {name!r} (blocked for this test)")
+            return None
+
+    sys.meta_path.insert(0, NoTorch())
+    image, model, out, fresh_home = sys.argv[1:5]
+
+    import cliplit.runtime
+    imported = []
+    for info in pkgutil.walk_packages(cliplit.runtime.__path__, "cliplit.runtime."):
+        if info.name != "cliplit.runtime.backends.torch":
+            importlib.import_module(info.name)
+            imported.append(info.name)
+
+    import numpy as np
+    from cliplit.runtime.cli import main
+    from cliplit.runtime.enhancer import Enhancer
+    from cliplit.runtime.images import read_image
+
+    report = {"imported": imported}
+    report["cli"] = main(["enhance", image, "-o", out, "--model", model, "--no-progress"])
+    with Enhancer.from_onnx(model, scale=0.5, temporal_smoothing=0.5) as enhancer:
+        enhancer.enhance(read_image(image))
+    with Enhancer.from_onnx(model) as enhancer:
+        written = read_image(os.path.join(out, os.path.basename(image)[:-4] + ".png"))
+        report["cli_equals_api"] = bool(np.array_equal(written, enhancer.enhance(read_image(image))))
+    os.environ["CLIPLIT_HOME"] = fresh_home
+    report["default_model"] = main(["enhance", image, "-o", out + "-default", "--no-progress"])
+    report["torch_backend"] = main(["enhance", image, "-o", out + "-torch", "--backend", "torch", "--no-progress"])
+    report["torch_loaded"] = "torch" in sys.modules
+    print(json.dumps(report))
+    """
+)
+
+
+def test_runtime_imports_and_runs_without_torch(float_onnx, tmp_path):
+    image = tmp_path / "crop.jpg"
+    cv2.imwrite(str(image), read_image(photo(SMALL_PHOTO))[300:380, 200:300])
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(image), str(float_onnx), str(tmp_path / "out"), str(tmp_path / "home")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = {"enhancer", "pipeline", "enhance_cli", "sources", "sinks", "video", "upsample", "temporal"}
+    assert {f"cliplit.runtime.{name}" for name in expected} <= set(report["imported"])
+    assert "cliplit.runtime.backends.onnxruntime" in report["imported"]
+    assert report["cli"] == 0 and report["cli_equals_api"]
+    # No cached model and no torch to export one: a clear error that says what to run instead.
+    assert report["default_model"] == 2
+    assert "exporting one needs PyTorch" in done.stderr and "export-engine --weights clip-lit" in done.stderr
+    assert report["torch_backend"] == 2 and "--backend torch needs PyTorch" in done.stderr
+    assert not report["torch_loaded"]
