@@ -42,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="IMAGE",
         help="also verify ONNX Runtime against PyTorch on this image (repeatable)",
     )
+    parser.add_argument(
+        "--opencv-static",
+        metavar="HxW",
+        default=None,
+        help="write a float model with a fixed 1x3xHxW input for OpenCV 4.x and OpenCV 5's classic DNN engine "
+        "(docs/opencv.md); the default dynamic model already runs in OpenCV 5's default engine",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_engine_arguments(parser)
 
@@ -85,16 +92,16 @@ def run(args: argparse.Namespace) -> int:
 
     check_writable(args.onnx, args.overwrite)
     check_engine_args(args)  # bad engine options fail before the export, not after it
+    static_size = _static_size(args)
     checkpoint = load_enhancer(args.weights, variant=args.variant)
     images = [read_image(path)[:, :, ::-1] for path in args.verify_image]
-    report = export_onnx(
-        checkpoint,
-        args.onnx,
-        io=args.io,
-        opset=args.opset or DEFAULT_OPSET,
-        verify_images=images,
-        overwrite=args.overwrite,
-    )
+    options = {"opset": args.opset or DEFAULT_OPSET, "verify_images": images, "overwrite": args.overwrite}
+    if static_size is None:
+        report = export_onnx(checkpoint, args.onnx, io=args.io, **options)
+    else:
+        from cliplit.export.opencv_compat import export_opencv_static
+
+        report = export_opencv_static(checkpoint, args.onnx, *static_size, **options)
     for label, diff in report.max_abs_diff.items():
         print(f"  verify {label}: max |ONNX Runtime - PyTorch| = {diff:.3g}")
     print(report.summary())
@@ -102,6 +109,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     build_engine_from_args(args, report)
     return 0
+
+
+def _static_size(args: argparse.Namespace) -> tuple[int, int] | None:
+    """The validated ``--opencv-static`` size, or None; it only makes sense for a float model without an engine."""
+    if args.opencv_static is None:
+        return None
+    if args.engine is not None or args.io != "float":
+        raise CliplitError("--opencv-static writes a float ONNX model for OpenCV; drop --engine and --io uint8")
+    from cliplit.export.opencv_compat import parse_static_size
+
+    return parse_static_size(args.opencv_static)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -146,7 +146,7 @@ def verify_against_torch(
     rng = np.random.default_rng(1234)
     cases = {f"random {h}x{w}": _random_inputs(io, 2, h, w, rng) for h, w in VERIFY_SIZES}
     for i, rgb in enumerate(images):
-        cases[f"image {i} {rgb.shape[1]}x{rgb.shape[0]}"] = _from_rgb(io, rgb)
+        cases[f"image {i} {rgb.shape[1]}x{rgb.shape[0]}"] = model_input_from_rgb(io, rgb)
     diffs: dict[str, float] = {}
     for label, array in cases.items():
         ours = session.run(None, {session.get_inputs()[0].name: array})
@@ -172,7 +172,7 @@ def _random_inputs(io: str, batch: int, height: int, width: int, rng: np.random.
     return rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
 
 
-def _from_rgb(io: str, rgb: np.ndarray) -> np.ndarray:
+def model_input_from_rgb(io: str, rgb: np.ndarray) -> np.ndarray:
     """An RGB uint8 H×W×3 image as the model input of variant ``io`` (batch of one)."""
     if io == "float":
         return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)

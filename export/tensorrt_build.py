@@ -13,7 +13,6 @@ written atomically; the timing cache (which makes rebuilds on the same GPU much 
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import time
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from cliplit.runtime.contract import io_spec
 from cliplit.runtime.cuda import CudaRuntime, GpuInfo
 from cliplit.runtime.errors import CliplitError
 from cliplit.runtime.images import read_image
+from cliplit.runtime.metrics import psnr
 from cliplit.runtime.sidecar import EngineSidecar, sidecar_path, write_sidecar
 from cliplit.runtime.version import cliplit_version
 from cliplit.runtime.weights import cliplit_home, sha256_of
@@ -272,7 +272,7 @@ def measure_parity(
     """PSNR of the engine's enhanced image against ONNX Runtime FP32 on the same ONNX file, per image."""
     import onnxruntime as ort
 
-    from cliplit.export.onnx_export import _from_rgb
+    from cliplit.export.onnx_export import model_input_from_rgb
 
     spec = io_spec(sidecar.io)
     min_batch = sidecar.profile["min"][0]
@@ -280,17 +280,11 @@ def measure_parity(
     results = []
     with TensorRTBackend(engine_path, sidecar=sidecar) as backend:
         for label, rgb in images:
-            batch = np.repeat(_from_rgb(sidecar.io, rgb), min_batch, axis=0)
+            batch = np.repeat(model_input_from_rgb(sidecar.io, rgb), min_batch, axis=0)
             (reference,) = session.run(["enhanced"], {spec.input_name: batch})
             ours = backend.run(batch)["enhanced"]
-            results.append({"input": label, "psnr_db": psnr(reference, ours, PSNR_PEAK[sidecar.io])})
+            results.append({"input": label, "psnr_db": psnr(reference, ours, peak=PSNR_PEAK[sidecar.io])})
     return results
-
-
-def psnr(reference: np.ndarray, candidate: np.ndarray, peak: float) -> float:
-    """Peak signal-to-noise ratio in dB (infinite for identical arrays)."""
-    mse = float(np.mean((reference.astype(np.float64) - candidate.astype(np.float64)) ** 2))
-    return math.inf if mse == 0.0 else 10.0 * math.log10(peak * peak / mse)
 
 
 def _fp16_note(method: str | None, major: int) -> str:

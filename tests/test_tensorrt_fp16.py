@@ -11,9 +11,10 @@ from onnx import TensorProto
 from tensorrt_fakes import PHOTO, exported_onnx
 
 from cliplit.export.fp16 import NETWORK_SCOPE, convert_to_fp16, split_nodes
-from cliplit.export.onnx_export import _from_rgb
-from cliplit.export.tensorrt_build import PSNR_PEAK, PSNR_THRESHOLD_DB, psnr
+from cliplit.export.onnx_export import model_input_from_rgb
+from cliplit.export.tensorrt_build import PSNR_PEAK, PSNR_THRESHOLD_DB
 from cliplit.runtime.errors import CliplitError
+from cliplit.runtime.metrics import psnr
 
 
 @pytest.fixture(scope="module", params=["float", "uint8"])
@@ -78,7 +79,7 @@ def test_matches_fp32_onnx_runtime_on_a_real_photo(models, tmp_path_factory: pyt
     bgr = cv2.imread(str(PHOTO))
     height = round(bgr.shape[0] * 256 / bgr.shape[1])
     rgb = cv2.resize(bgr, (256, height), interpolation=cv2.INTER_AREA)[:, :, ::-1]
-    batch = _from_rgb(io, rgb)
+    batch = model_input_from_rgb(io, rgb)
     name = "image" if io == "float" else "frame"
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
