@@ -111,3 +111,12 @@ def test_the_cli_module_imports_without_torch() -> None:
         "assert not {'torch', 'open_clip', 'yaml'} & set(sys.modules), sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_training_guide_documents_every_option() -> None:
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text(encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    flags = [f for action in parser._actions for f in action.option_strings if f.startswith("--") and f != "--help"]
+    missing = [flag for flag in flags if f"`{flag}" not in guide]
+    assert not missing, f"docs/training.md does not document {missing}"
