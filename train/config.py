@@ -87,7 +87,7 @@ class TrainConfig:
     rounds: int = _opt(14, "rounds of enhancer training + prompt refinement (stages 3 and 4)")
     prompt_init_iters: int = _opt(8000, "stage 1: prompt initialisation iterations")
     warmup_iters: int = _opt(1000, "stage 2: enhancer warm-up iterations (only with --init-enhancer none)")
-    warmup_check_iters: int = _opt(100, "stage 2: iterations after which the warm-up PSNR is checked")
+    warmup_check_iters: int = _opt(100, "stage 2: iterations after which the warm-up PSNR is checked (0: never)")
     warmup_min_psnr: float = _opt(8.0, "stage 2: re-initialise the enhancer if its PSNR is below this (dB)")
     warmup_max_restarts: int = _opt(5, "stage 2: give up re-initialising after this many restarts")
     enhance_iters: int = _opt(2100, "stage 3: enhancer iterations per round")

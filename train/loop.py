@@ -55,7 +55,6 @@ from cliplit.train.prompts import PromptPair, TextEncoder, check_prompts_fit, lo
 from cliplit.train.state import Progress, load_state, restore_rng, save_state
 
 PROMPT_INIT, WARMUP, ENHANCE, REFINE = "prompt_init", "warmup", "enhance", "refine"
-STAGES = (PROMPT_INIT, WARMUP, ENHANCE, REFINE)
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
 StepFn = Callable[[dict[str, torch.Tensor]], dict[str, float]]
@@ -360,7 +359,7 @@ class Trainer:
 
     def _prepare_prompt_init(self, common: dict[str, Any]) -> tuple[StepFn, StepBatches]:
         c = self.config
-        labels = torch.tensor([0] * len(self.backlit) + [1] * len(self.well_lit), device=self.device)
+        labels = self._labels()
         cached = c.prompt_augment != "full"
         table = torch.cat([self._table(BACKLIT), self._table(WELL_LIT)]) if cached else None
         batches = StepBatches(
@@ -492,11 +491,15 @@ class Trainer:
     def _prompt_accuracy(self) -> float:
         """Accuracy of the best prompts on the un-augmented training images (features cached once per run)."""
         features = torch.cat([self._table(BACKLIT)[:, 0], self._table(WELL_LIT)[:, 0]])
-        labels = torch.tensor([0] * len(self.backlit) + [1] * len(self.well_lit), device=features.device)
+        labels = self._labels()
         with self._autocast():
             text = self.text_encoder(self.best_prompts, self.prompts.eot_index)
         predictions = prompt_logits(features, text, self.config.logit_scale).argmax(dim=1)
         return float((predictions == labels).float().mean())
+
+    def _labels(self) -> torch.Tensor:
+        """Labels of the backlit-then-well-lit image list, from the folders alone: 0 = backlit, 1 = well-lit."""
+        return torch.tensor([0] * len(self.backlit) + [1] * len(self.well_lit), device=self.device)
 
     def _enhancer_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
