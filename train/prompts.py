@@ -20,7 +20,7 @@ from torch import nn
 from cliplit.runtime.atomic import atomic_output
 from cliplit.runtime.errors import CliplitError
 
-NEGATIVE, POSITIVE = 0, 1
+NEGATIVE = 0  # index of the backlit prompt; the well-lit one is 1
 PROMPTS_FORMAT = "cliplit-prompts"
 
 
