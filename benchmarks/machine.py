@@ -106,6 +106,45 @@ def load_snapshot() -> dict[str, object]:
     return snapshot
 
 
+class OtherLoad:
+    """How many CPU cores other processes kept busy between ``start()`` and ``stop()`` (Linux; else None).
+
+    The whole machine's busy time (``/proc/stat``: user, nice, system, irq, softirq and steal, which is time the
+    hypervisor gave to other guests) minus this process's own CPU time, divided by the wall time. On a shared
+    machine this says, per measurement, how much of the hardware the numbers did not have.
+    """
+
+    def __init__(self) -> None:
+        self._start: tuple[float, float, float] | None = None
+
+    def start(self) -> None:
+        busy = _machine_busy_seconds()
+        self._start = None if busy is None else (busy, time.process_time(), time.perf_counter())
+
+    def stop(self) -> float | None:
+        busy = _machine_busy_seconds()
+        if self._start is None or busy is None:
+            return None
+        machine0, own0, wall0 = self._start
+        wall = time.perf_counter() - wall0
+        if wall <= 0:
+            return None
+        others = (busy - machine0) - (time.process_time() - own0)
+        return max(0.0, others / wall)
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU-seconds all cores have spent busy since boot, from the first line of /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def _other_busy_processes(min_cpu_percent: float = 20.0, interval_s: float = 0.5) -> list[str]:
     """Other processes using at least ``min_cpu_percent`` of a core over ``interval_s`` (Linux /proc; else empty)."""
     before = _cpu_ticks()

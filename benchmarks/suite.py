@@ -23,7 +23,7 @@ import numpy as np
 from cliplit.benchmarks.fidelity import Fidelity, check_frame, compare, frame_as_input
 from cliplit.benchmarks.flops import flops_per_frame, flops_per_pixel
 from cliplit.benchmarks.harness import Clock, CudaEventClock, HostClock, measure, random_batch, time_once
-from cliplit.benchmarks.machine import load_snapshot, machine_info
+from cliplit.benchmarks.machine import OtherLoad, load_snapshot, machine_info
 from cliplit.benchmarks.peak import PeakMeasurement, best_peak, measure_peaks
 from cliplit.benchmarks.registry import (
     BACKENDS,
@@ -95,6 +95,7 @@ class Record:
     achieved_gflops: float | None = None
     peak_gflops: float | None = None
     percent_of_peak: float | None = None
+    other_load_cores: float | None = None  # CPU cores other processes kept busy while this was timed
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -194,9 +195,12 @@ def _run_videos(
             label = name if scale == 1.0 else f"{name}@scale{scale:g}"
             result: dict[str, Any] = {"backend": label, "size": size.label, "width": size.width}
             result.update(height=size.height, scale=scale, status="ok", reason=None)
+            contention = OtherLoad()
             try:
                 with Enhancer(BACKENDS[name].build(context), scale=scale, upsample=config.upsample) as enhancer:
+                    contention.start()
                     result.update(measure_video(enhancer, clip, workdir / "enhanced.mp4"))
+                    result["other_load_cores"] = contention.stop()
             except Exception as error:  # one backend's failure is its result, not the run's
                 result.update(status="error", reason=_reason(error))
                 log(f"video {label}: error {error}")
@@ -244,6 +248,8 @@ def _run_backend(
     for batch in config.batches:
         record = Record(**base, batch=batch, first_call_ms=first_ms, details=details)
         _set_fidelity(record, fidelity, entry.name == BASELINE)
+        contention = OtherLoad()
+        contention.start()
         try:
             timing = measure(
                 backend.run,
@@ -257,13 +263,15 @@ def _run_backend(
             log(f"error {entry.name} {size.label} batch {batch}: {error}")
             record.status, record.reason = "error", _reason(error)
         else:
+            record.other_load_cores = contention.stop()
             record.median_ms, record.p95_ms, record.min_ms = timing.median_ms, timing.p95_ms, timing.min_ms
             record.repeats, record.warmup, record.clock = timing.repeats, timing.warmup, timing.clock
             record.fps = batch * 1000.0 / timing.median_ms
             psnr = "reference" if entry.name == BASELINE else _db(record.psnr_vs_fp32)
             log(
                 f"{size.label:>9} {entry.name:<24} batch {batch}: median {timing.median_ms:9.1f} ms, "
-                f"p95 {timing.p95_ms:9.1f} ms ({timing.repeats} repeats), PSNR {psnr}"
+                f"p95 {timing.p95_ms:9.1f} ms ({timing.repeats} repeats), PSNR {psnr}, "
+                f"other processes busy: {_cores(record.other_load_cores)}"
             )
         records.append(record)
     return records, output
@@ -334,6 +342,10 @@ def _config_dict(config: SuiteConfig) -> dict[str, Any]:
 
 def _peak_text(peak: PeakMeasurement) -> str:
     return f"{peak.gflops:.1f} GFLOP/s (n={peak.n})" if peak.error is None else f"not measured ({peak.error})"
+
+
+def _cores(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.1f} cores"
 
 
 def _db(value: float | None) -> str:

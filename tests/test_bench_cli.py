@@ -54,6 +54,7 @@ def test_every_backend_and_batch_has_a_complete_record(smoke):
         assert record["status"] == "ok", record["reason"]
         assert (record["width"], record["height"]) == (96, 64) and record["batch"] in (1, 2)
         assert record["repeats"] == 2 and 0 < record["median_ms"] <= record["p95_ms"]
+        assert record["other_load_cores"] >= 0.0, "the load of other processes is recorded with each measurement"
     assert len(results["records"]) == 2 * len(expected)
 
 

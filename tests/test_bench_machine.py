@@ -64,3 +64,39 @@ def test_load_snapshot_reports_load_and_busy_processes_but_not_itself():
     snapshot = load_snapshot()
     assert len(snapshot["load_average"]) == 3
     assert all(f"pid {os.getpid()}," not in line for line in snapshot["other_busy_processes"])
+
+
+def test_other_load_is_machine_busy_time_minus_our_own_over_wall_time(monkeypatch):
+    from types import SimpleNamespace
+
+    from cliplit.benchmarks import machine
+
+    busy = iter([100.0, 106.0])  # the whole machine: 6 CPU-seconds busy ...
+    own = iter([10.0, 12.0])  # ... of which 2 were ours ...
+    wall = iter([50.0, 54.0])  # ... in 4 seconds: others kept one core busy on average
+    monkeypatch.setattr(machine, "_machine_busy_seconds", lambda: next(busy))
+    monkeypatch.setattr(
+        machine, "time", SimpleNamespace(process_time=lambda: next(own), perf_counter=lambda: next(wall))
+    )
+    meter = machine.OtherLoad()
+    meter.start()
+    assert meter.stop() == pytest.approx(1.0)
+
+
+def test_other_load_is_unknown_without_proc_stat(monkeypatch):
+    from cliplit.benchmarks import machine
+
+    monkeypatch.setattr(machine, "_machine_busy_seconds", lambda: None)
+    meter = machine.OtherLoad()
+    meter.start()
+    assert meter.stop() is None
+
+
+def test_other_load_reads_this_machine():
+    from cliplit.benchmarks.machine import OtherLoad
+
+    meter = OtherLoad()
+    meter.start()
+    sum(range(200_000))
+    value = meter.stop()
+    assert value is None or value >= 0.0
