@@ -1,7 +1,7 @@
 """Test clips for the runtime: moving crops of the released photos, with audio, written by ffmpeg directly.
 
-The clips are made with a plain ffmpeg command (not the runtime's own writer), so the tests of the runtime's video
-path do not depend on the code under test to make their input.
+The clips are encoded with a plain ffmpeg command (not the runtime's own writer) and decoded with OpenCV (not the
+runtime's reader), so the tests of the runtime's video path do not use the code under test to make or read clips.
 """
 
 from __future__ import annotations
@@ -20,29 +20,13 @@ import numpy as np
 import pytest
 from conftest import photo
 
+from cliplit.runtime import measure
+from cliplit.runtime.images import read_image
 
-def moving_crops(
-    names: Sequence[str], size: tuple[int, int] = (160, 120), frames_per_photo: int = 12, gains: Sequence[float] = ()
-) -> list[np.ndarray]:
-    """BGR frames panning across each photo in turn (a cut between photos); ``gains`` multiplies frame i's
-    brightness by ``gains[i % len(gains)]`` (simulated exposure flicker)."""
-    width, height = size
-    frames = []
-    for name in names:
-        image = cv2.imread(str(photo(name)))
-        scale = 2.5 * height / image.shape[0]
-        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        travel_x, travel_y = image.shape[1] - width, image.shape[0] - height
-        for step in range(frames_per_photo):
-            t = step / max(1, frames_per_photo - 1)
-            x, y = round(t * travel_x * 0.5), round(t * travel_y * 0.3)
-            frames.append(np.ascontiguousarray(image[y : y + height, x : x + width]))
-    if gains:
-        frames = [
-            np.clip(frame.astype(np.float32) * gains[i % len(gains)], 0, 255).astype(np.uint8)
-            for i, frame in enumerate(frames)
-        ]
-    return frames
+
+def moving_crops(names: Sequence[str], **options: object) -> list[np.ndarray]:
+    """Frames panning across the named released photos (see :func:`cliplit.runtime.measure.moving_crops`)."""
+    return measure.moving_crops([read_image(photo(name)) for name in names], **options)
 
 
 def write_clip(

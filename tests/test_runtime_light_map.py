@@ -70,6 +70,19 @@ def test_smoother_averages_and_resets_on_size_change():
     assert np.allclose(smoother.update(np.full((18, 32), 0.1, np.float32), frame), 0.1)
 
 
+def test_moving_regions_take_the_new_light_map_at_once():
+    """The motion gate: where the picture changed, no trail of the old light map; elsewhere, the average."""
+    frame = read_image(photo(SMALL_PHOTO))[:90, :160]
+    moved = frame.copy()
+    moved[:, :60] = 255 - moved[:, :60]  # the left part changes completely
+    smoother = LightMapSmoother(0.5)
+    smoother.update(np.full((90, 160), 0.2, np.float32), frame)
+    average = smoother.update(np.full((90, 160), 0.6, np.float32), moved)
+    assert smoother.cuts == 0
+    assert np.allclose(average[:, 70:], 0.4)  # static: A·0.2 + (1-A)·0.6
+    assert np.mean(np.isclose(average[:, :55], 0.6)) > 0.9  # moved (a few unchanged mid-grey pixels may average)
+
+
 def test_exposure_change_is_not_a_cut_but_new_content_is():
     frame = read_image(photo(SMALL_PHOTO))
     view = frame[100:280, 100:420]

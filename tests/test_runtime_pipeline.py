@@ -214,7 +214,7 @@ def test_http_stream_through_the_cli(http_server, float_onnx, tmp_path):
     with Enhancer.from_onnx(float_onnx) as enhancer:
         expected = [enhancer.enhance(frame) for frame in decode_all(clip)]
     assert len(frames) == len(expected) == 10
-    assert min(psnr(a, b) for a, b in zip(frames, expected, strict=True)) >= 34.0  # the codec bound of the video tests
+    assert min(psnr(a, b) for a, b in zip(frames, expected, strict=True)) >= 33.0  # the codec bound of the video tests
 
 
 def test_live_input_needs_an_output_or_a_window(capsys):
