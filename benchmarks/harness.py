@@ -71,6 +71,23 @@ class CudaEventClock:
         return float(self._begin.elapsed_time(self._end))
 
 
+class LoadMeter(Protocol):
+    """Measures how busy other processes kept the machine between ``start()`` and ``stop()`` (cores, or None)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> float | None: ...
+
+
+@dataclass
+class Workload:
+    """One thing to time: the call, where its fresh inputs come from (never timed), and the clock that times it."""
+
+    run: Callable[[Any], object]
+    make_input: Callable[[], Any]
+    clock: Clock
+
+
 @dataclass
 class Timing:
     """The timed repeats of one workload, in milliseconds, and how they were taken."""
@@ -78,6 +95,8 @@ class Timing:
     samples_ms: list[float]
     warmup: int
     clock: str
+    #: mean number of CPU cores other processes kept busy during the timed calls (None: not measured)
+    other_load_cores: float | None = None
 
     @property
     def repeats(self) -> int:
@@ -103,6 +122,56 @@ def time_once(run: Callable[[Any], T], argument: Any, clock: Clock) -> tuple[T, 
     return result, clock.stop()
 
 
+def measure_interleaved(
+    workloads: dict[str, Workload],
+    *,
+    warmup: int,
+    repeats: int,
+    budget_s: float | None = None,
+    load_meter: LoadMeter | None = None,
+) -> dict[str, Timing | Exception]:
+    """Time several workloads in rounds, one call of each per round, so that a change in the machine's load (other
+    jobs starting or ending on a shared machine) hits all of them alike instead of whichever ran at the time.
+
+    Each workload gets ``warmup`` untimed calls, then up to ``repeats`` timed ones, each on a fresh input; with
+    ``budget_s`` a workload stops once its timed calls add up to that long, after at least two, so a slow backend
+    at a large size cannot hold a run hostage (``Timing.repeats`` says how many were taken). A workload that raises
+    leaves the rotation with its exception as its result; the others go on.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    results: dict[str, Timing | Exception] = {}
+    samples: dict[str, list[float]] = {name: [] for name in workloads}
+    loads: dict[str, list[float | None]] = {name: [] for name in workloads}
+    for name, workload in workloads.items():
+        try:
+            for _ in range(warmup):
+                workload.run(workload.make_input())
+        except Exception as error:  # the workload's result, not the run's end
+            results[name] = error
+    for _ in range(repeats):
+        active = [name for name in workloads if name not in results and not _spent(samples[name], budget_s)]
+        if not active:
+            break
+        for name in active:
+            workload = workloads[name]
+            batch = workload.make_input()
+            if load_meter is not None:
+                load_meter.start()
+            try:
+                samples[name].append(time_once(workload.run, batch, workload.clock)[1])
+            except Exception as error:
+                results[name] = error
+                continue
+            finally:
+                loads[name].append(load_meter.stop() if load_meter is not None else None)
+    for name, workload in workloads.items():
+        if name not in results:
+            load = _weighted_mean(loads[name], samples[name])
+            results[name] = Timing(samples[name], warmup, workload.clock.name, load)
+    return results
+
+
 def measure(
     run: Callable[[Any], object],
     make_input: Callable[[], Any],
@@ -112,22 +181,25 @@ def measure(
     clock: Clock,
     budget_s: float | None = None,
 ) -> Timing:
-    """Time ``run`` on fresh inputs from ``make_input`` (never timed themselves): ``warmup`` untimed calls, then up
-    to ``repeats`` timed ones.
+    """``measure_interleaved`` for a single workload; its exception, if any, is raised."""
+    result = measure_interleaved(
+        {"": Workload(run, make_input, clock)}, warmup=warmup, repeats=repeats, budget_s=budget_s
+    )[""]
+    if isinstance(result, Exception):
+        raise result
+    return result
 
-    With ``budget_s`` the repeats stop once that much time has been spent on them, after at least two, so a slow
-    backend at a large size cannot hold a run hostage; ``Timing.repeats`` says how many were taken.
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    for _ in range(warmup):
-        run(make_input())
-    samples: list[float] = []
-    for _ in range(repeats):
-        samples.append(time_once(run, make_input(), clock)[1])
-        if budget_s is not None and len(samples) >= 2 and sum(samples) >= budget_s * 1000.0:
-            break
-    return Timing(samples_ms=samples, warmup=warmup, clock=clock.name)
+
+def _spent(samples: list[float], budget_s: float | None) -> bool:
+    return budget_s is not None and len(samples) >= 2 and sum(samples) >= budget_s * 1000.0
+
+
+def _weighted_mean(values: list[float | None], weights: list[float]) -> float | None:
+    """Mean of ``values`` weighted by the matching ``weights`` (None if any value is unknown)."""
+    known = [(v, w) for v, w in zip(values, weights, strict=False) if v is not None]
+    if not known or len(known) != len(values) or sum(w for _, w in known) <= 0:
+        return None
+    return sum(v * w for v, w in known) / sum(w for _, w in known)
 
 
 def random_batch(io: str, batch: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:

@@ -110,8 +110,9 @@ class OtherLoad:
     """How many CPU cores other processes kept busy between ``start()`` and ``stop()`` (Linux; else None).
 
     The whole machine's busy time (``/proc/stat``: user, nice, system, irq, softirq and steal, which is time the
-    hypervisor gave to other guests) minus this process's own CPU time, divided by the wall time. On a shared
-    machine this says, per measurement, how much of the hardware the numbers did not have.
+    hypervisor gave to other guests) minus the CPU time of this process and of its finished children (the video
+    benchmark's ffmpeg), divided by the wall time. On a shared machine this says, per measurement, how much of the
+    hardware the numbers did not have.
     """
 
     def __init__(self) -> None:
@@ -119,7 +120,7 @@ class OtherLoad:
 
     def start(self) -> None:
         busy = _machine_busy_seconds()
-        self._start = None if busy is None else (busy, time.process_time(), time.perf_counter())
+        self._start = None if busy is None else (busy, _own_cpu_seconds(), time.perf_counter())
 
     def stop(self) -> float | None:
         busy = _machine_busy_seconds()
@@ -129,8 +130,14 @@ class OtherLoad:
         wall = time.perf_counter() - wall0
         if wall <= 0:
             return None
-        others = (busy - machine0) - (time.process_time() - own0)
+        others = (busy - machine0) - (_own_cpu_seconds() - own0)
         return max(0.0, others / wall)
+
+
+def _own_cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all threads) and of its children that have finished."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def _machine_busy_seconds() -> float | None:

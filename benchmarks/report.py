@@ -116,6 +116,7 @@ _COLUMNS = (
     "size",
     "median ms",
     "p95 ms",
+    "min ms",
     "fps",
     "speedup vs torch",
     "PSNR vs FP32",
@@ -139,6 +140,7 @@ def _table(records: list[dict[str, Any]]) -> list[str]:
                 _size(r),
                 _num(r["median_ms"]),
                 _num(r["p95_ms"]),
+                _num(r.get("min_ms")),
                 _num(r["fps"], 2),
                 "1.00 (baseline)" if r["backend"] == "torch" else _num(r["speedup_vs_torch"], 2, "×"),
                 _psnr(r),
@@ -171,7 +173,7 @@ def _video_table(videos: list[dict[str, Any]]) -> list[str]:
 
 def _legend() -> list[str]:
     return [
-        "Columns: median/p95 are per batch; fps = batch × 1000 / median; speedup = the baseline's median at the same "
+        "Columns: median/p95/min are per batch (min: the best case, least disturbed by other processes); fps = batch × 1000 / median; speedup = the baseline's median at the same "
         "size and batch in this run divided by this median; PSNR compares the backend's output on a shared check "
         "frame with the PyTorch FP32 output (8-bit backends against the FP32 output rounded to 8 bits; 'identical' "
         "means bit-equal); GFLOP/s = network FLOPs × batch / median; % of peak = GFLOP/s over the measured "

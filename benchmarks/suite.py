@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,16 @@ import numpy as np
 
 from cliplit.benchmarks.fidelity import Fidelity, check_frame, compare, frame_as_input
 from cliplit.benchmarks.flops import flops_per_frame, flops_per_pixel
-from cliplit.benchmarks.harness import Clock, CudaEventClock, HostClock, measure, random_batch, time_once
+from cliplit.benchmarks.harness import (
+    Clock,
+    CudaEventClock,
+    HostClock,
+    Timing,
+    Workload,
+    measure_interleaved,
+    random_batch,
+    time_once,
+)
 from cliplit.benchmarks.machine import OtherLoad, load_snapshot, machine_info
 from cliplit.benchmarks.peak import PeakMeasurement, best_peak, measure_peaks
 from cliplit.benchmarks.registry import (
@@ -141,22 +151,7 @@ def run_suite(config: SuiteConfig, *, log: Callable[[str], None] | None = None) 
         context = BenchContext(config.weights, device, config.engine, config.threads)
         rng = np.random.default_rng(config.seed)
         for size in config.sizes:
-            reference: np.ndarray | None = None
-            for entry in entries:
-                base_name = entry.name.split("@", 1)[0]
-                if entry.name in skipped or base_name in skipped:
-                    continue
-                try:
-                    backend = entry.build(context)
-                except BackendUnavailable as error:
-                    skipped[entry.name] = str(error)
-                    log(f"skip {entry.name}: {error}")
-                    continue
-                with backend:
-                    size_records, output = _run_backend(entry, backend, size, config, context, reference, rng, log)
-                records += size_records
-                if entry.name == BASELINE:
-                    reference = output
+            records += _run_size(entries, size, config, context, skipped, rng, log)
         videos = _run_videos(config, context, entries, skipped, Path(workdir), log) if config.video else []
     machine["load_at_end"] = load_snapshot()
     _fill_derived(records, model, peaks)
@@ -210,20 +205,82 @@ def _run_videos(
     return results
 
 
-def _run_backend(
-    entry: BackendEntry,
-    backend: Backend,
+@dataclass
+class _Loaded:
+    """A backend loaded for one frame size, with what its check-frame call told."""
+
+    entry: BackendEntry
+    backend: Backend
+    clock: Clock
+    base: dict[str, Any]
+    first_call_ms: float
+    output: np.ndarray  # ``enhanced`` on the check frame: the baseline's is the reference
+    fidelity: Fidelity | None
+
+
+def _run_size(
+    entries: list[BackendEntry],
     size: FrameSize,
     config: SuiteConfig,
     context: BenchContext,
-    reference: np.ndarray | None,
+    skipped: dict[str, str],
     rng: np.random.Generator,
     log: Callable[[str], None],
-) -> tuple[list[Record], np.ndarray | None]:
-    """Check frame, then each batch size; returns the records and the backend's check-frame output."""
+) -> list[Record]:
+    """Load every backend for ``size``, run the check frame on each, then time them interleaved per batch size."""
+    records: list[Record] = []
+    with ExitStack() as stack:
+        loaded: list[_Loaded] = []
+        reference: np.ndarray | None = None
+        for entry in entries:
+            if entry.name in skipped or entry.name.split("@", 1)[0] in skipped:
+                continue
+            try:
+                backend = stack.enter_context(entry.build(context))
+            except BackendUnavailable as error:
+                skipped[entry.name] = str(error)
+                log(f"skip {entry.name}: {error}")
+                continue
+            item = _check(entry, backend, size, context, reference, config.batches, records, log)
+            if item is not None:
+                loaded.append(item)
+                if entry.name == BASELINE:
+                    reference = item.output
+        for batch in config.batches:
+            workloads = {
+                item.entry.name: Workload(
+                    item.backend.run,
+                    lambda item=item, batch=batch: random_batch(item.backend.io, batch, size.height, size.width, rng),
+                    item.clock,
+                )
+                for item in loaded
+            }
+            timings = measure_interleaved(
+                workloads,
+                warmup=config.warmup,
+                repeats=config.repeats,
+                budget_s=config.budget_s,
+                load_meter=OtherLoad(),
+            )
+            for item in loaded:
+                records.append(_record(item, batch, timings[item.entry.name], log))
+    return records
+
+
+def _check(
+    entry: BackendEntry,
+    backend: Backend,
+    size: FrameSize,
+    context: BenchContext,
+    reference: np.ndarray | None,
+    batches: list[int],
+    records: list[Record],
+    log: Callable[[str], None],
+) -> _Loaded | None:
+    """The first call, on the shared check frame: its time, its fidelity; None (and error records) if it fails."""
     peak_device = entry.peak_device(context)
     clock = _clock_for(entry, peak_device)
-    base = {
+    base: dict[str, Any] = {
         "backend": entry.name,
         "description": entry.description,
         "size": size.label,
@@ -231,50 +288,40 @@ def _run_backend(
         "height": size.height,
         "precision": _precision_of(entry, backend),
         "device": peak_device,
+        "details": _details_of(backend),
     }
-    details = _details_of(backend)
+    check = frame_as_input(check_frame(size.height, size.width), backend.io)
     try:
-        outputs, first_ms = time_once(
-            backend.run, frame_as_input(check_frame(size.height, size.width), backend.io), clock
-        )
+        outputs, first_ms = time_once(backend.run, check, clock)
     except Exception as error:  # any failure (out of memory, compiler error) is this record's result, not the run's
         log(f"error {entry.name} {size.label}: {error}")
-        return [Record(**base, batch=b, status="error", reason=_reason(error)) for b in config.batches], None
-    output = outputs["enhanced"]
+        records += [Record(**base, batch=b, status="error", reason=_reason(error)) for b in batches]
+        return None
     network_height, network_width = getattr(backend, "network_size", None) or (size.height, size.width)
     base.update(network_width=network_width, network_height=network_height)
+    output = outputs["enhanced"]
     fidelity = compare(output, reference) if reference is not None and entry.name != BASELINE else None
-    records = []
-    for batch in config.batches:
-        record = Record(**base, batch=batch, first_call_ms=first_ms, details=details)
-        _set_fidelity(record, fidelity, entry.name == BASELINE)
-        contention = OtherLoad()
-        contention.start()
-        try:
-            timing = measure(
-                backend.run,
-                lambda batch=batch: random_batch(backend.io, batch, size.height, size.width, rng),
-                warmup=config.warmup,
-                repeats=config.repeats,
-                clock=clock,
-                budget_s=config.budget_s,
-            )
-        except Exception as error:
-            log(f"error {entry.name} {size.label} batch {batch}: {error}")
-            record.status, record.reason = "error", _reason(error)
-        else:
-            record.other_load_cores = contention.stop()
-            record.median_ms, record.p95_ms, record.min_ms = timing.median_ms, timing.p95_ms, timing.min_ms
-            record.repeats, record.warmup, record.clock = timing.repeats, timing.warmup, timing.clock
-            record.fps = batch * 1000.0 / timing.median_ms
-            psnr = "reference" if entry.name == BASELINE else _db(record.psnr_vs_fp32)
-            log(
-                f"{size.label:>9} {entry.name:<24} batch {batch}: median {timing.median_ms:9.1f} ms, "
-                f"p95 {timing.p95_ms:9.1f} ms ({timing.repeats} repeats), PSNR {psnr}, "
-                f"other processes busy: {_cores(record.other_load_cores)}"
-            )
-        records.append(record)
-    return records, output
+    return _Loaded(entry, backend, clock, base, first_ms, output, fidelity)
+
+
+def _record(item: _Loaded, batch: int, timing: Timing | Exception, log: Callable[[str], None]) -> Record:
+    record = Record(**item.base, batch=batch, first_call_ms=item.first_call_ms)
+    _set_fidelity(record, item.fidelity, item.entry.name == BASELINE)
+    label = f"{record.size:>9} {record.backend:<24} batch {batch}"
+    if isinstance(timing, Exception):
+        log(f"{label}: error {timing}")
+        record.status, record.reason = "error", _reason(timing)
+        return record
+    record.median_ms, record.p95_ms, record.min_ms = timing.median_ms, timing.p95_ms, timing.min_ms
+    record.repeats, record.warmup, record.clock = timing.repeats, timing.warmup, timing.clock
+    record.other_load_cores = timing.other_load_cores
+    record.fps = batch * 1000.0 / timing.median_ms
+    psnr = "reference" if item.entry.name == BASELINE else _db(record.psnr_vs_fp32)
+    log(
+        f"{label}: median {timing.median_ms:9.1f} ms, p95 {timing.p95_ms:9.1f} ms ({timing.repeats} repeats), "
+        f"PSNR {psnr}, other processes busy: {_cores(record.other_load_cores)}"
+    )
+    return record
 
 
 def _set_fidelity(record: Record, fidelity: Fidelity | None, is_baseline: bool) -> None:

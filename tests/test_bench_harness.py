@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cliplit.benchmarks.harness import CudaEventClock, HostClock, Timing, measure, random_batch, time_once
+from cliplit.benchmarks.harness import (
+    CudaEventClock,
+    HostClock,
+    Timing,
+    Workload,
+    measure,
+    measure_interleaved,
+    random_batch,
+    time_once,
+)
 from cliplit.benchmarks.workloads import parse_positive_ints, parse_scales, parse_size, parse_sizes
 from cliplit.runtime.errors import CliplitError
 
@@ -52,6 +61,45 @@ def test_budget_stops_repeats_but_keeps_at_least_two():
     assert slow.repeats == 2
     fast = measure(lambda _: None, lambda: 0, warmup=0, repeats=10, clock=ScriptedClock([300.0] * 10), budget_s=1)
     assert fast.repeats == 4  # 4 × 300 ms is the first total reaching 1 s
+
+
+def test_interleaved_workloads_take_turns_and_a_failing_one_leaves_the_rotation():
+    calls: list[str] = []
+
+    def runner(name: str, fail_on: int | None = None):
+        def run(_batch: object) -> None:
+            calls.append(name)
+            if fail_on is not None and calls.count(name) == fail_on:
+                raise RuntimeError(f"{name} broke")
+
+        return run
+
+    workloads = {
+        "a": Workload(runner("a"), lambda: 0, ScriptedClock([1.0] * 4)),
+        "b": Workload(runner("b", fail_on=3), lambda: 0, ScriptedClock([2.0] * 4)),
+        "c": Workload(runner("c"), lambda: 0, ScriptedClock([3.0] * 4)),
+    }
+    results = measure_interleaved(workloads, warmup=1, repeats=3)
+    # warm-up of each, then rounds a, b, c; b fails in round 2 and drops out
+    assert calls == ["a", "b", "c", "a", "b", "c", "a", "b", "c", "a", "c"]
+    assert results["a"].samples_ms == [1.0, 1.0, 1.0] and results["c"].samples_ms == [3.0, 3.0, 3.0]
+    assert isinstance(results["b"], RuntimeError) and str(results["b"]) == "b broke"
+
+
+def test_load_meter_readings_are_averaged_by_call_duration():
+    class Meter:
+        readings = iter([0.0, 2.0])
+
+        def start(self) -> None:
+            pass
+
+        def stop(self) -> float:
+            return next(self.readings)
+
+    workloads = {"x": Workload(lambda _: None, lambda: 0, ScriptedClock([1.0, 3.0]))}
+    timing = measure_interleaved(workloads, warmup=0, repeats=2, load_meter=Meter())["x"]
+    assert timing.other_load_cores == pytest.approx((0.0 * 1.0 + 2.0 * 3.0) / 4.0)
+    assert measure(lambda _: None, lambda: 0, warmup=0, repeats=1, clock=HostClock()).other_load_cores is None
 
 
 def test_bad_counts_are_refused():

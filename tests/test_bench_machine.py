@@ -75,9 +75,8 @@ def test_other_load_is_machine_busy_time_minus_our_own_over_wall_time(monkeypatc
     own = iter([10.0, 12.0])  # ... of which 2 were ours ...
     wall = iter([50.0, 54.0])  # ... in 4 seconds: others kept one core busy on average
     monkeypatch.setattr(machine, "_machine_busy_seconds", lambda: next(busy))
-    monkeypatch.setattr(
-        machine, "time", SimpleNamespace(process_time=lambda: next(own), perf_counter=lambda: next(wall))
-    )
+    monkeypatch.setattr(machine, "_own_cpu_seconds", lambda: next(own))
+    monkeypatch.setattr(machine, "time", SimpleNamespace(perf_counter=lambda: next(wall)))
     meter = machine.OtherLoad()
     meter.start()
     assert meter.stop() == pytest.approx(1.0)

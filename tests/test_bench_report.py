@@ -24,6 +24,7 @@ def record(backend: str, size: str, width: int, height: int, median: float | Non
         "reason": None if median is not None else "RuntimeError: out of memory",
         "median_ms": median,
         "p95_ms": None if median is None else median * 1.1,
+        "min_ms": None if median is None else median - 100,
         "fps": None if median is None else 1000.0 / median,
         "speedup_vs_torch": None,
         "psnr_vs_fp32": None,
@@ -101,7 +102,7 @@ def test_markdown_has_the_table_the_failures_and_the_machine(results):
     text = render_markdown(results)
     assert "`cliplit bench --sizes 480p`" in text
     assert "Test CPU" in text and "pytest (pid 1, 99% of a core)" in text
-    assert "| `onnxruntime` | 480p (854x480) | 1,600.0 |" in text
+    assert "| `onnxruntime` | 480p (854x480) | 1,600.0 | 1,760.0 | 1,500.0 | 0.62 |" in text
     assert "2.50×" in text and "131.2 dB" in text  # speedup and PSNR as recorded
     assert "| 1.2 cores |" in text  # the load other processes put on the machine meanwhile
     assert "onnxruntime cpu float32" not in text and "numpy cpu float32 100 (n=64)" in text
