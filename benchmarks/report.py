@@ -173,8 +173,9 @@ def _video_table(videos: list[dict[str, Any]]) -> list[str]:
 
 def _legend() -> list[str]:
     return [
-        "Columns: median/p95/min are per batch (min: the best case, least disturbed by other processes); fps = batch × 1000 / median; speedup = the baseline's median at the same "
-        "size and batch in this run divided by this median; PSNR compares the backend's output on a shared check "
+        "Columns: median/p95/min are per batch (min: the best case, least disturbed by other processes); "
+        "fps = batch × 1000 / median; speedup = the baseline's median at the same size and batch in this run "
+        "divided by this median; PSNR compares the backend's output on a shared check "
         "frame with the PyTorch FP32 output (8-bit backends against the FP32 output rounded to 8 bits; 'identical' "
         "means bit-equal); GFLOP/s = network FLOPs × batch / median; % of peak = GFLOP/s over the measured "
         "matrix-product peak of the same device and precision; others' load = CPU cores that other processes kept "
