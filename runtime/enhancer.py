@@ -204,10 +204,16 @@ class Pending:
 
 
 def apply_light_map(frame_bgr: np.ndarray, light_map: np.ndarray) -> np.ndarray:
-    """The contract's output, clamp(x / max(L, eps), 0, 1) rounded to 8 bits, for a uint8 BGR frame and an H×W map."""
-    x = frame_bgr.astype(np.float32) / np.float32(255.0)
+    """The contract's output for a uint8 BGR frame and an H×W light map: floor(255·clamp(x / max(L, eps), 0, 1) + 0.5).
+
+    Computed in 8-bit levels (255·x = the frame itself) in four passes over the image; the same value as the
+    contract's formula up to float rounding (one level, in about one pixel in a million).
+    """
     divisor = np.maximum(light_map, np.float32(LIGHT_MAP_EPS))[:, :, None]
-    return _to_uint8(np.minimum(x / divisor, np.float32(1.0)))
+    levels = np.divide(frame_bgr, divisor, dtype=np.float32)
+    levels += np.float32(0.5)
+    np.minimum(levels, np.float32(255.0), out=levels)
+    return levels.astype(np.uint8)  # truncation of a non-negative value: the floor
 
 
 def _bgr8_to_rgb_float(batch: np.ndarray) -> np.ndarray:
@@ -218,10 +224,8 @@ def _bgr8_to_rgb_float(batch: np.ndarray) -> np.ndarray:
 
 
 def _rgb_float_to_bgr8(image: np.ndarray) -> np.ndarray:
-    """3×H×W float RGB in [0, 1] → H×W×3 uint8 BGR."""
-    return _to_uint8(image[::-1].transpose(1, 2, 0))
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """Round as the reference does, floor(y·255 + 0.5), clamped to 0..255."""
-    return np.clip(np.floor(image * np.float32(255.0) + np.float32(0.5)), 0, 255).astype(np.uint8)
+    """3×H×W float RGB in [0, 1] → H×W×3 uint8 BGR, rounded as the reference does: floor(y·255 + 0.5)."""
+    levels = np.multiply(image[::-1].transpose(1, 2, 0), np.float32(255.0), dtype=np.float32)
+    levels += np.float32(0.5)
+    np.clip(levels, np.float32(0.0), np.float32(255.0), out=levels)
+    return levels.astype(np.uint8)  # truncation of a non-negative value: the floor
