@@ -143,8 +143,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
 
 
 def _image_plan(args: argparse.Namespace, paths: list[Path]) -> _Plan:
-    if args.temporal_smoothing or args.realtime:
-        raise CliplitError("--temporal-smoothing and --realtime are for videos, cameras and streams, not images")
+    if args.temporal_smoothing or args.realtime or args.show:
+        raise CliplitError("--temporal-smoothing, --realtime and --show are for videos and live sources, not images")
     images: list[Path] = []
     for path in paths:
         if path.is_dir():
