@@ -148,7 +148,7 @@ class Pipeline:
                 for worker in workers:
                     worker.start()
                 self._supervise(workers)
-        except KeyboardInterrupt:  # the second Ctrl-C: abort everything
+        except BaseException:  # the second Ctrl-C, or the preview window failing: abort every stage, then re-raise
             self._abort.set()
             for worker in workers:
                 worker.join()
@@ -163,13 +163,13 @@ class Pipeline:
 
     def _supervise(self, workers: list[threading.Thread]) -> None:
         shown = None
-        while any(worker.is_alive() for worker in workers):
+        while alive := [worker for worker in workers if worker.is_alive()]:
             latest = self._latest
             if self.preview is not None and latest is not None and latest is not shown:
                 shown = latest
                 if not self.preview(latest):
                     self.stop()
-            workers[-1].join(0.01 if self.preview is not None else _POLL_S)
+            alive[0].join(0.01 if self.preview is not None else _POLL_S)
 
     def _guard(self, stage: Callable[[], None]) -> None:
         """Run a stage; the first error anywhere aborts all stages and is re-raised by :meth:`run`."""
