@@ -103,6 +103,27 @@ def test_stop_request_ends_the_run_and_keeps_what_was_done():
     assert no_pipeline_threads_left()
 
 
+def test_preview_runs_on_the_main_thread_and_can_stop_the_run():
+    seen: list[str] = []
+
+    def preview(frame: np.ndarray) -> bool:
+        seen.append(threading.current_thread().name)
+        return len(seen) < 3  # the user presses q on the third frame shown
+
+    stats = run(Numbered(10_000, 0.001), Collect(), preview=preview)
+    assert stats.stopped and not stats.interrupted and stats.frames < 10_000
+    assert set(seen) == {threading.main_thread().name} and len(seen) >= 3
+
+
+def test_failing_preview_aborts_every_stage():
+    def preview(frame: np.ndarray) -> bool:
+        raise CliplitError("no display")
+
+    with pytest.raises(CliplitError, match="no display"):
+        run(Numbered(10_000), Collect(), preview=preview)
+    assert no_pipeline_threads_left()
+
+
 def test_max_frames():
     sink = Collect()
     assert run(Numbered(50), sink, max_frames=7).frames == 7
