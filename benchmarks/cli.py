@@ -61,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--video-frames", type=int, default=60, help="frames in the synthetic clip (default: 60)")
     parser.add_argument(
+        "--interleave",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time the backends of a size round by round, so load changes hit all alike; keeps them all loaded, "
+        "so on a machine low on memory groups are timed early, and --no-interleave loads one at a time "
+        "(default: on)",
+    )
+    parser.add_argument(
         "--weights", default=DEFAULT_WEIGHTS, help="released name or .pth to benchmark (default: %(default)s)"
     )
     parser.add_argument("--engine", type=Path, default=None, help="TensorRT engine for the tensorrt backend")
@@ -98,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         video=args.video,
         video_size=parse_size(args.video_size) if args.video_size else None,
         video_frames=args.video_frames,
+        interleave=args.interleave,
     )
     if config.video:
         from cliplit.benchmarks.video import check_clip_size

@@ -187,6 +187,22 @@ def _cpu_ticks() -> dict[int, tuple[str, int]]:
     return ticks
 
 
+def memory_low(min_fraction: float = 0.2, min_gib: float = 2.0) -> bool:
+    """Whether less than ``min_fraction`` of RAM, or less than ``min_gib``, is available (Linux; else False).
+
+    The benchmark keeps every backend of a frame size loaded so it can time them interleaved; ONNX Runtime's memory
+    arenas and PyTorch's caches at 1080p and 4K hold gigabytes each, so on a small or shared machine it times what it
+    has loaded and frees it before loading more.
+    """
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        total_kib = int(fields["MemTotal"].split()[0])
+        available_kib = int(fields["MemAvailable"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return False
+    return available_kib < max(min_fraction * total_kib, min_gib * 2**20)
+
+
 def _memory_gib() -> float | None:
     try:
         return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)

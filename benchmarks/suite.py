@@ -33,7 +33,7 @@ from cliplit.benchmarks.harness import (
     random_batch,
     time_once,
 )
-from cliplit.benchmarks.machine import OtherLoad, load_snapshot, machine_info
+from cliplit.benchmarks.machine import OtherLoad, load_snapshot, machine_info, memory_low
 from cliplit.benchmarks.peak import PeakMeasurement, best_peak, measure_peaks
 from cliplit.benchmarks.registry import (
     BACKENDS,
@@ -71,6 +71,7 @@ class SuiteConfig:
     video: bool = False
     video_size: FrameSize | None = None
     video_frames: int = 60
+    interleave: bool = True
 
 
 @dataclass
@@ -227,43 +228,57 @@ def _run_size(
     rng: np.random.Generator,
     log: Callable[[str], None],
 ) -> list[Record]:
-    """Load every backend for ``size``, run the check frame on each, then time them interleaved per batch size."""
+    """Load the backends for ``size`` one by one, run the check frame on each, and time them interleaved per batch
+    size in groups: a group is timed (and closed) early when memory runs low or ``config.interleave`` is off."""
     records: list[Record] = []
+    reference: np.ndarray | None = None
+    group: list[_Loaded] = []
     with ExitStack() as stack:
-        loaded: list[_Loaded] = []
-        reference: np.ndarray | None = None
         for entry in entries:
             if entry.name in skipped or entry.name.split("@", 1)[0] in skipped:
                 continue
             try:
                 backend = stack.enter_context(entry.build(context))
-            except BackendUnavailable as error:
-                skipped[entry.name] = str(error)
-                log(f"skip {entry.name}: {error}")
+            except Exception as error:  # unavailable here, or failing to load: reported, and the run goes on
+                skipped[entry.name] = str(error) if isinstance(error, BackendUnavailable) else _reason(error)
+                log(f"skip {entry.name}: {skipped[entry.name]}")
                 continue
             item = _check(entry, backend, size, context, reference, config.batches, records, log)
             if item is not None:
-                loaded.append(item)
-                if entry.name == BASELINE:
-                    reference = item.output
-        for batch in config.batches:
-            workloads = {
-                item.entry.name: Workload(
-                    item.backend.run,
-                    lambda item=item, batch=batch: random_batch(item.backend.io, batch, size.height, size.width, rng),
-                    item.clock,
-                )
-                for item in loaded
-            }
-            timings = measure_interleaved(
-                workloads,
-                warmup=config.warmup,
-                repeats=config.repeats,
-                budget_s=config.budget_s,
-                load_meter=OtherLoad(),
+                group.append(item)
+                reference = item.output if entry.name == BASELINE else reference
+            low = memory_low()
+            if group and (low or not config.interleave):
+                if low and config.interleave:
+                    log(f"memory is low: timing {', '.join(i.entry.name for i in group)} before loading more")
+                records += _time_group(group, size, config, rng, log)
+                stack.close()
+                group = []
+        records += _time_group(group, size, config, rng, log)
+    return records
+
+
+def _time_group(
+    group: list[_Loaded], size: FrameSize, config: SuiteConfig, rng: np.random.Generator, log: Callable[[str], None]
+) -> list[Record]:
+    """Time the loaded backends of ``group`` interleaved, for each batch size; one record each."""
+    records = []
+    for batch in config.batches:
+        workloads = {
+            item.entry.name: Workload(
+                item.backend.run,
+                lambda item=item, batch=batch: random_batch(item.backend.io, batch, size.height, size.width, rng),
+                item.clock,
             )
-            for item in loaded:
-                records.append(_record(item, batch, timings[item.entry.name], log))
+            for item in group
+        }
+        timings = measure_interleaved(
+            workloads, warmup=config.warmup, repeats=config.repeats, budget_s=config.budget_s, load_meter=OtherLoad()
+        )
+        for item in group:
+            record = _record(item, batch, timings[item.entry.name], log)
+            record.details = {**record.details, "timed_with": [i.entry.name for i in group if i is not item]}
+            records.append(record)
     return records
 
 

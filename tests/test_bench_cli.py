@@ -144,3 +144,21 @@ def test_bad_arguments_fail_with_a_clear_message(argv, message, tmp_path, capsys
     assert code == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir()), "a refused run writes nothing"
+
+
+@pytest.mark.parametrize(("interleave", "memory_low"), [(True, False), (True, True), (False, False)])
+def test_backends_are_timed_together_unless_memory_is_low_or_interleaving_is_off(interleave, memory_low, monkeypatch):
+    from cliplit.benchmarks import suite
+    from cliplit.benchmarks.workloads import parse_sizes
+
+    monkeypatch.setattr(suite, "memory_low", lambda: memory_low)
+    sizes = parse_sizes("24x16")
+    config = suite.SuiteConfig(["torch", "onnxruntime"], sizes, warmup=0, repeats=1, peak_n=16, interleave=interleave)
+    results = suite.run_suite(config, log=lambda _message: None)
+    together = {r["backend"]: r["details"]["timed_with"] for r in results["records"]}
+    if interleave and not memory_low:
+        assert together == {"torch": ["onnxruntime"], "onnxruntime": ["torch"]}
+    else:
+        assert together == {"torch": [], "onnxruntime": []}
+    assert all(r["status"] == "ok" for r in results["records"])
+    assert results["records"][1]["psnr_vs_fp32"] > 100, "the reference outlives the baseline's group"
