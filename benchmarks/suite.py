@@ -272,8 +272,11 @@ def _time_group(
             )
             for item in group
         }
+        # The check frame warmed every backend up at batch 1 only; a new batch shape needs its own first call
+        # (torch.compile recompiles, ONNX Runtime plans memory) before any timing.
+        warmup = config.warmup if batch == 1 else max(1, config.warmup)
         timings = measure_interleaved(
-            workloads, warmup=config.warmup, repeats=config.repeats, budget_s=config.budget_s, load_meter=OtherLoad()
+            workloads, warmup=warmup, repeats=config.repeats, budget_s=config.budget_s, load_meter=OtherLoad()
         )
         for item in group:
             record = _record(item, batch, timings[item.entry.name], log)

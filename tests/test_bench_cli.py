@@ -55,6 +55,7 @@ def test_every_backend_and_batch_has_a_complete_record(smoke):
         assert record["status"] == "ok", record["reason"]
         assert (record["width"], record["height"]) == (96, 64) and record["batch"] in (1, 2)
         assert record["repeats"] == 2 and 0 < record["median_ms"] <= record["p95_ms"]
+        assert record["warmup"] == (0 if record["batch"] == 1 else 1), "a new batch shape is warmed up first"
         assert record["other_load_cores"] >= 0.0, "the load of other processes is recorded with each measurement"
     assert len(results["records"]) == 2 * len(expected)
 
