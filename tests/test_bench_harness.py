@@ -86,6 +86,18 @@ def test_interleaved_workloads_take_turns_and_a_failing_one_leaves_the_rotation(
     assert isinstance(results["b"], RuntimeError) and str(results["b"]) == "b broke"
 
 
+def test_short_calls_are_rewarmed_before_each_timed_call_long_ones_are_not():
+    calls: list[str] = []
+    workloads = {
+        "short": Workload(lambda _: calls.append("short"), lambda: 0, ScriptedClock([10.0] * 3)),
+        "long": Workload(lambda _: calls.append("long"), lambda: 0, ScriptedClock([900.0] * 3)),
+    }
+    results = measure_interleaved(workloads, warmup=0, repeats=3, rewarm_below_ms=250)
+    # round 1 has no previous sample to judge by; afterwards "short" gets an untimed call before its timed one
+    assert calls == ["short", "long", "short", "short", "long", "short", "short", "long"]
+    assert results["short"].repeats == 3 and results["long"].repeats == 3
+
+
 def test_load_meter_readings_are_averaged_by_call_duration():
     class Meter:
         readings = iter([0.0, 2.0])
