@@ -74,7 +74,7 @@ class SuiteConfig:
     video: bool = False
     video_size: FrameSize | None = None
     video_frames: int = 60
-    interleave: bool = True
+    interleave: bool = False
 
 
 @dataclass
@@ -231,8 +231,14 @@ def _run_size(
     rng: np.random.Generator,
     log: Callable[[str], None],
 ) -> list[Record]:
-    """Load the backends for ``size`` one by one, run the check frame on each, and time them interleaved per batch
-    size in groups: a group is timed (and closed) early when memory runs low or ``config.interleave`` is off."""
+    """Load the backends for ``size`` one by one, run the check frame on each, and time them per batch size: each
+    on its own (the default), or with ``config.interleave`` all together round by round, in groups that are timed
+    and closed early when memory runs low.
+
+    Interleaving makes load drift on a shared machine hit every backend alike, but keeps every backend resident:
+    on the 2-core CPU that slowed eager PyTorch at 1080p from 11.8 s alone to 19.2 s (large fresh allocations
+    next to ONNX Runtime's arenas), which would have inflated every speedup. Timing alone is what a deployment sees.
+    """
     records: list[Record] = []
     reference: np.ndarray | None = None
     group: list[_Loaded] = []
@@ -284,7 +290,7 @@ def _time_group(
             repeats=config.repeats,
             budget_s=config.budget_s,
             load_meter=OtherLoad(),
-            rewarm_below_ms=REWARM_BELOW_MS,
+            rewarm_below_ms=REWARM_BELOW_MS if len(group) > 1 else None,  # alone, the previous call warmed it
         )
         for item in group:
             record = _record(item, batch, timings[item.entry.name], log)
