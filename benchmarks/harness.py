@@ -211,12 +211,3 @@ def _weighted_mean(values: list[float | None], weights: list[float]) -> float | 
     if not known or len(known) != len(values) or sum(w for _, w in known) <= 0:
         return None
     return sum(v * w for v, w in known) / sum(w for _, w in known)
-
-
-def random_batch(io: str, batch: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """A fresh random input in the layout of contract variant ``io`` (never zeros: noise over the full range)."""
-    if io == "float":
-        return rng.random((batch, 3, height, width), dtype=np.float32)
-    if io == "uint8":
-        return rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
-    raise ValueError(f"unknown I/O variant {io!r}")

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from cliplit.benchmarks.harness import HostClock, Timing, Workload, measure_interleaved, random_batch
+from cliplit.benchmarks.harness import HostClock, Timing, Workload, measure_interleaved
 from cliplit.benchmarks.workloads import parse_size
+from cliplit.runtime.contract import random_model_input
 
 #: name -> (graph optimisation level, intra-op threads or None for ONNX Runtime's default, allow spinning)
 SETTINGS: dict[str, tuple[ort.GraphOptimizationLevel, int | None, bool]] = {
@@ -76,7 +77,7 @@ def compare_settings(model: Path, image_shape: tuple[int, int], rounds: int) -> 
         name = s.get_inputs()[0].name
         workloads[label] = Workload(
             lambda image, s=s, name=name: s.run(None, {name: image}),
-            lambda: random_batch("float", 1, *image_shape, rng),
+            lambda: random_model_input("float", 1, *image_shape, rng),
             HostClock(),
         )
     return measure_interleaved(workloads, warmup=1, repeats=rounds)
@@ -92,7 +93,7 @@ def main() -> None:
 
     size = parse_size(args.size)
     model = ensure_onnx(args.weights, "float")
-    image = random_batch("float", 1, size.height, size.width, np.random.default_rng(1))
+    image = random_model_input("float", 1, size.height, size.width, np.random.default_rng(1))
     breakdown = op_breakdown(model, image)
     total = sum(breakdown.values())
     print(f"operator time, one run at {size.wxh} ({total:.0f} ms in kernels):")

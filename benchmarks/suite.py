@@ -30,7 +30,6 @@ from cliplit.benchmarks.harness import (
     Timing,
     Workload,
     measure_interleaved,
-    random_batch,
     time_once,
 )
 from cliplit.benchmarks.machine import OtherLoad, load_snapshot, machine_info, memory_low
@@ -46,6 +45,7 @@ from cliplit.benchmarks.registry import (
 )
 from cliplit.benchmarks.workloads import FrameSize
 from cliplit.runtime.backends.base import Backend
+from cliplit.runtime.contract import random_model_input
 from cliplit.runtime.errors import CliplitError
 
 SCHEMA = "cliplit-bench/1"
@@ -276,7 +276,7 @@ def _time_group(
         workloads = {
             item.entry.name: Workload(
                 item.backend.run,
-                lambda item=item, batch=batch: random_batch(item.backend.io, batch, size.height, size.width, rng),
+                lambda item=item, batch=batch: random_model_input(item.backend.io, batch, size.height, size.width, rng),
                 item.clock,
             )
             for item in group

@@ -20,7 +20,14 @@ from torch import nn
 
 from cliplit.export.opencv_compat import expand_single_pixel_resizes
 from cliplit.runtime.atomic import atomic_output
-from cliplit.runtime.contract import IO_VARIANTS, MIN_SIDE, io_spec, metadata_for
+from cliplit.runtime.contract import (
+    IO_VARIANTS,
+    MIN_SIDE,
+    io_spec,
+    metadata_for,
+    model_input_from_rgb,
+    random_model_input,
+)
 from cliplit.runtime.errors import CliplitError
 from cliplit.runtime.version import cliplit_version
 from cliplit.train.checkpoint import EnhancerCheckpoint
@@ -95,7 +102,7 @@ def export_onnx(
     spec = io_spec(io)
     model = checkpoint.model.eval()
     wrapper = FloatIO(model) if io == "float" else Uint8IO(model)
-    example = _random_inputs(io, 1, 67, 93, np.random.default_rng(0))
+    example = random_model_input(io, 1, 67, 93, np.random.default_rng(0))
     dims = {0: "batch", 1: "height", 2: "width"} if io == "uint8" else {0: "batch", 2: "height", 3: "width"}
     dynamic_axes = {name: dims for name in (spec.input_name, *spec.output_names)}
     report = ExportReport(path=Path(path), io=io, opset=opset)
@@ -144,7 +151,7 @@ def verify_against_torch(
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1234)
-    cases = {f"random {h}x{w}": _random_inputs(io, 2, h, w, rng) for h, w in VERIFY_SIZES}
+    cases = {f"random {h}x{w}": random_model_input(io, 2, h, w, rng) for h, w in VERIFY_SIZES}
     for i, rgb in enumerate(images):
         cases[f"image {i} {rgb.shape[1]}x{rgb.shape[0]}"] = model_input_from_rgb(io, rgb)
     diffs: dict[str, float] = {}
@@ -164,16 +171,3 @@ def verify_against_torch(
                 f"ONNX export failed verification on {label}: max |ONNX Runtime - PyTorch| = {diff:.3g} > {limit}"
             )
     return diffs
-
-
-def _random_inputs(io: str, batch: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    if io == "float":
-        return rng.random((batch, 3, height, width), dtype=np.float32)
-    return rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
-
-
-def model_input_from_rgb(io: str, rgb: np.ndarray) -> np.ndarray:
-    """An RGB uint8 H×W×3 image as the model input of variant ``io`` (batch of one)."""
-    if io == "float":
-        return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
-    return np.ascontiguousarray(rgb[None, :, :, ::-1])

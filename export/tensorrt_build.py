@@ -272,7 +272,7 @@ def measure_parity(
     """PSNR of the engine's enhanced image against ONNX Runtime FP32 on the same ONNX file, per image."""
     import onnxruntime as ort
 
-    from cliplit.export.onnx_export import model_input_from_rgb
+    from cliplit.runtime.contract import model_input_from_rgb
 
     spec = io_spec(sidecar.io)
     min_batch = sidecar.profile["min"][0]

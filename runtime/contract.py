@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from cliplit.runtime.errors import CliplitError
 
 IoVariant = Literal["float", "uint8"]
@@ -112,3 +114,17 @@ def check_frame_size(height: int, width: int) -> None:
             f"frame of {width}x{height} pixels is too small: CLIP-LIT needs at least {MIN_SIDE}x{MIN_SIDE} "
             "(its convolutions use reflect padding)"
         )
+
+
+def random_model_input(io: str, batch: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform noise over the full value range in variant ``io``'s input layout (never zeros, which flatter speed)."""
+    if io_spec(io).input_dtype == "float32":
+        return rng.random((batch, 3, height, width), dtype=np.float32)
+    return rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+
+
+def model_input_from_rgb(io: str, rgb: np.ndarray) -> np.ndarray:
+    """An RGB uint8 H×W×3 image as a batch of one in variant ``io``'s input layout."""
+    if io_spec(io).input_dtype == "float32":
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+    return np.ascontiguousarray(rgb[None, :, :, ::-1])

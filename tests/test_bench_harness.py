@@ -12,10 +12,10 @@ from cliplit.benchmarks.harness import (
     Workload,
     measure,
     measure_interleaved,
-    random_batch,
     time_once,
 )
 from cliplit.benchmarks.workloads import parse_positive_ints, parse_scales, parse_size, parse_sizes
+from cliplit.runtime.contract import random_model_input
 from cliplit.runtime.errors import CliplitError
 
 
@@ -169,15 +169,15 @@ def test_cuda_event_clock_records_on_the_stream_and_waits_for_the_end(monkeypatc
 
 
 @pytest.mark.parametrize("io", ["float", "uint8"])
-def test_random_batches_are_fresh_full_range_noise(io):
+def test_random_model_inputs_are_fresh_full_range_noise(io):
     rng = np.random.default_rng(0)
-    first, second = random_batch(io, 2, 8, 12, rng), random_batch(io, 2, 8, 12, rng)
+    first, second = random_model_input(io, 2, 8, 12, rng), random_model_input(io, 2, 8, 12, rng)
     expected = (2, 3, 8, 12) if io == "float" else (2, 8, 12, 3)
     assert first.shape == expected and first.dtype == (np.float32 if io == "float" else np.uint8)
     assert not np.array_equal(first, second)
     assert first.max() > 0.5 * (1 if io == "float" else 255) and np.count_nonzero(first) > first.size // 2
     with pytest.raises(ValueError):
-        random_batch("rgb", 1, 8, 8, rng)
+        random_model_input("rgb", 1, 8, 8, rng)
 
 
 def test_timing_statistics_on_one_sample():

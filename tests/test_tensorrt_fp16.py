@@ -11,8 +11,8 @@ from onnx import TensorProto
 from tensorrt_fakes import PHOTO, exported_onnx
 
 from cliplit.export.fp16 import NETWORK_SCOPE, convert_to_fp16, split_nodes
-from cliplit.export.onnx_export import model_input_from_rgb
 from cliplit.export.tensorrt_build import PSNR_PEAK, PSNR_THRESHOLD_DB
+from cliplit.runtime.contract import model_input_from_rgb
 from cliplit.runtime.errors import CliplitError
 from cliplit.runtime.metrics import psnr
 
