@@ -15,9 +15,10 @@ import pytest
 from tensorrt_fakes import PHOTO, exported_onnx
 
 from cliplit.export.cli import add_arguments
-from cliplit.export.onnx_export import ExportReport, _from_rgb
+from cliplit.export.onnx_export import ExportReport
 from cliplit.export.tensorrt_build import PSNR_PEAK, PSNR_THRESHOLD_DB, build_engine_from_args, psnr
 from cliplit.runtime.backends.tensorrt import TensorRTBackend
+from cliplit.runtime.contract import model_input_from_rgb
 from cliplit.runtime.cuda import CudaRuntime
 from cliplit.runtime.errors import CliplitError
 from cliplit.runtime.images import read_image
@@ -56,7 +57,7 @@ def test_fp16_engine_reaches_40_db_on_a_real_photo(
     args = parser.parse_args([*argv, "--min-shape", shapes.format(64, 64), "--max-shape", shapes.format(2160, 3840)])
     sidecar = build_engine_from_args(args, ExportReport(path=onnx_path, io=io, opset=17))
     assert sidecar.parity_psnr_db >= PSNR_THRESHOLD_DB
-    batch = _from_rgb(io, read_image(PHOTO)[:, :, ::-1])
+    batch = model_input_from_rgb(io, read_image(PHOTO)[:, :, ::-1])
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (reference,) = session.run(["enhanced"], {session.get_inputs()[0].name: batch})
     with TensorRTBackend(args.engine) as backend:
