@@ -31,15 +31,6 @@ def check_frame(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng([seed, height, width]).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
 
 
-def frame_as_input(frame_bgr: np.ndarray, io: str) -> np.ndarray:
-    """The check frame in the input layout of contract variant ``io``."""
-    if io == "uint8":
-        return frame_bgr
-    if io == "float":
-        return np.ascontiguousarray(frame_bgr[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
-    raise ValueError(f"unknown I/O variant {io!r}")
-
-
 def quantised_reference(enhanced_rgb: np.ndarray) -> np.ndarray:
     """The float reference (N×3×H×W RGB in [0, 1]) as the contract's uint8 N×H×W×3 BGR frames."""
     return np.stack([to_bgr8(np.ascontiguousarray(image.transpose(1, 2, 0)[..., ::-1])) for image in enhanced_rgb])

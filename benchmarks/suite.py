@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cliplit.benchmarks.fidelity import Fidelity, check_frame, compare, frame_as_input
+from cliplit.benchmarks.fidelity import Fidelity, check_frame, compare
 from cliplit.benchmarks.flops import flops_per_frame, flops_per_pixel
 from cliplit.benchmarks.harness import (
     Clock,
@@ -45,7 +45,7 @@ from cliplit.benchmarks.registry import (
 )
 from cliplit.benchmarks.workloads import FrameSize
 from cliplit.runtime.backends.base import Backend
-from cliplit.runtime.contract import random_model_input
+from cliplit.runtime.contract import model_input_from_bgr, random_model_input
 from cliplit.runtime.errors import CliplitError
 
 SCHEMA = "cliplit-bench/1"
@@ -322,7 +322,7 @@ def _check(
         "device": peak_device,
         "details": _details_of(backend),
     }
-    check = frame_as_input(check_frame(size.height, size.width), backend.io)
+    check = model_input_from_bgr(backend.io, check_frame(size.height, size.width))
     try:
         outputs, first_ms = time_once(backend.run, check, clock)
     except Exception as error:  # any failure (out of memory, compiler error) is this record's result, not the run's

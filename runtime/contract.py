@@ -123,8 +123,19 @@ def random_model_input(io: str, batch: int, height: int, width: int, rng: np.ran
     return rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
 
 
+def model_input_from_bgr(io: str, frames_bgr: np.ndarray) -> np.ndarray:
+    """N×H×W×3 uint8 BGR frames (what OpenCV and decoders give) in variant ``io``'s input layout.
+
+    ``uint8`` takes them as they are; ``float`` wants N×3×H×W RGB in [0, 1], computed as uint8 / 255 in float32 like
+    the official inference.
+    """
+    if io_spec(io).input_dtype != "float32":
+        return frames_bgr
+    rgb = np.ascontiguousarray(frames_bgr[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+    rgb /= np.float32(255.0)
+    return rgb
+
+
 def model_input_from_rgb(io: str, rgb: np.ndarray) -> np.ndarray:
     """An RGB uint8 H×W×3 image as a batch of one in variant ``io``'s input layout."""
-    if io_spec(io).input_dtype == "float32":
-        return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
-    return np.ascontiguousarray(rgb[None, :, :, ::-1])
+    return np.ascontiguousarray(model_input_from_bgr(io, rgb[None, :, :, ::-1]))

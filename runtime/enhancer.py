@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from cliplit.runtime.backends import Backend, open_backend
-from cliplit.runtime.contract import LIGHT_MAP_EPS, MIN_SIDE, check_frame_size
+from cliplit.runtime.contract import LIGHT_MAP_EPS, MIN_SIDE, check_frame_size, model_input_from_bgr
 from cliplit.runtime.errors import CliplitError
 from cliplit.runtime.images import to_bgr8
 from cliplit.runtime.temporal import SCENE_CUT_THRESHOLD, LightMapSmoother
@@ -170,7 +170,7 @@ class Enhancer:
                 frames_in = [cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames]
             else:
                 frames_in = frames
-            batch = _bgr8_to_rgb_float(np.stack(frames_in))
+            batch = model_input_from_bgr("float", np.stack(frames_in))
         submit = getattr(self.backend, "submit", None)
         if submit is not None:
             return Pending(frames, size, handle=submit(batch))
@@ -214,13 +214,6 @@ def apply_light_map(frame_bgr: np.ndarray, light_map: np.ndarray) -> np.ndarray:
     levels += np.float32(0.5)
     np.minimum(levels, np.float32(255.0), out=levels)
     return levels.astype(np.uint8)  # truncation of a non-negative value: the floor
-
-
-def _bgr8_to_rgb_float(batch: np.ndarray) -> np.ndarray:
-    """N×H×W×3 uint8 BGR → N×3×H×W float32 RGB in [0, 1], the float contract's input."""
-    rgb = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
-    rgb /= np.float32(255.0)
-    return rgb
 
 
 def _rgb_float_to_bgr8(image: np.ndarray) -> np.ndarray:

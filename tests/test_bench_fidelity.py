@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from cliplit.benchmarks.fidelity import check_frame, compare, frame_as_input, quantised_reference
+from cliplit.benchmarks.fidelity import check_frame, compare, quantised_reference
+from cliplit.runtime.contract import model_input_from_bgr, model_input_from_rgb
 
 
 def test_check_frame_is_random_deterministic_per_size_and_bgr_uint8():
@@ -20,13 +21,15 @@ def test_check_frame_is_random_deterministic_per_size_and_bgr_uint8():
 
 def test_float_input_is_the_same_frame_as_rgb_over_255():
     frame = check_frame(4, 6)
-    image = frame_as_input(frame, "float")
+    image = model_input_from_bgr("float", frame)
     assert image.shape == (1, 3, 4, 6) and image.dtype == np.float32
     # pixel (2, 3): channels reversed (BGR → RGB) and scaled
     assert image[0, :, 2, 3].tolist() == pytest.approx((frame[0, 2, 3, ::-1] / 255.0).tolist(), abs=1e-7)
-    assert frame_as_input(frame, "uint8") is frame
+    assert model_input_from_bgr("uint8", frame) is frame
+    assert np.array_equal(model_input_from_rgb("float", frame[0, :, :, ::-1]), image)
+    assert np.array_equal(model_input_from_rgb("uint8", frame[0, :, :, ::-1]), frame)
     with pytest.raises(ValueError):
-        frame_as_input(frame, "nv12")
+        model_input_from_bgr("nv12", frame)
 
 
 def test_quantised_reference_rounds_half_up_and_returns_bgr():
