@@ -12,8 +12,8 @@ import shlex
 from pathlib import Path
 
 from cliplit.benchmarks.registry import BACKENDS
+from cliplit.core.weights import DEFAULT_WEIGHTS
 from cliplit.runtime.upsample import UPSAMPLE_METHODS
-from cliplit.runtime.weights import DEFAULT_WEIGHTS
 
 # No torch, onnxruntime or matplotlib at import time: `cliplit --help` imports this module (the registry is light).
 KNOWN_BACKENDS: tuple[str, ...] = tuple(BACKENDS)
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from cliplit.benchmarks.report import check_outputs, write_results
     from cliplit.benchmarks.suite import SuiteConfig, run_suite
     from cliplit.benchmarks.workloads import parse_positive_ints, parse_scales, parse_size, parse_sizes
-    from cliplit.runtime.errors import CliplitError
+    from cliplit.core.errors import CliplitError
 
     if args.repeats < 1 or args.warmup < 0 or args.video_frames < 1 or args.peak_size < 16 or args.budget < 0:
         raise CliplitError("need --repeats >= 1, --warmup >= 0, --video-frames >= 1, --peak-size >= 16, --budget >= 0")

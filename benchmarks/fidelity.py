@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cliplit.runtime.images import to_bgr8
-from cliplit.runtime.metrics import psnr
+from cliplit.core.images import to_bgr8
+from cliplit.core.metrics import psnr
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from cliplit.runtime.version import cliplit_version
+from cliplit.core.version import cliplit_version
 
 SIMD_FLAGS = frozenset(
     {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16"}

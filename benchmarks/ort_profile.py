@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from cliplit.benchmarks.harness import HostClock, Timing, Workload, measure_interleaved
 from cliplit.benchmarks.workloads import parse_size
-from cliplit.runtime.contract import random_model_input
+from cliplit.core.contract import random_model_input
 
 #: name -> (graph optimisation level, intra-op threads or None for ONNX Runtime's default, allow spinning)
 SETTINGS: dict[str, tuple[ort.GraphOptimizationLevel, int | None, bool]] = {

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cliplit.core.weights import cliplit_home
 from cliplit.runtime.backends.base import Backend
-from cliplit.runtime.weights import cliplit_home
 
 
 class BackendUnavailable(Exception):

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cliplit.runtime.atomic import atomic_output, check_writable
+from cliplit.core.atomic import atomic_output, check_writable
 
 RESULT_FILES = ("results.json", "results.md", "latency.png")
 

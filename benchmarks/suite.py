@@ -44,9 +44,9 @@ from cliplit.benchmarks.registry import (
     scaled_entries,
 )
 from cliplit.benchmarks.workloads import FrameSize
+from cliplit.core.contract import model_input_from_bgr, random_model_input
+from cliplit.core.errors import CliplitError
 from cliplit.runtime.backends.base import Backend
-from cliplit.runtime.contract import model_input_from_bgr, random_model_input
-from cliplit.runtime.errors import CliplitError
 
 SCHEMA = "cliplit-bench/1"
 # Calls shorter than this get an untimed call of their own just before each timed one (see measure_interleaved):

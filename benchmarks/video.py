@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from cliplit.benchmarks.workloads import FrameSize
+from cliplit.core.errors import CliplitError
 from cliplit.runtime.enhancer import Enhancer
-from cliplit.runtime.errors import CliplitError
 from cliplit.runtime.pipeline import Pipeline
 from cliplit.runtime.sinks import VideoSink
 from cliplit.runtime.sources import VideoFileSource

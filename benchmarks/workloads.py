@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cliplit.runtime.contract import MIN_SIDE
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.contract import MIN_SIDE
+from cliplit.core.errors import CliplitError
 
 PRESETS: dict[str, tuple[int, int]] = {
     "480p": (854, 480),

@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cliplit.runtime.atomic import check_writable
-from cliplit.runtime.contract import IO_VARIANTS
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.weights import DEFAULT_WEIGHTS
+from cliplit.core.atomic import check_writable
+from cliplit.core.contract import IO_VARIANTS
+from cliplit.core.errors import CliplitError
+from cliplit.core.weights import DEFAULT_WEIGHTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,9 +85,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cliplit.core.images import read_image
     from cliplit.export.onnx_export import DEFAULT_OPSET, export_onnx
     from cliplit.export.tensorrt_build import build_engine_from_args, check_engine_args
-    from cliplit.runtime.images import read_image
     from cliplit.train.checkpoint import load_enhancer
 
     check_writable(args.onnx, args.overwrite)

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.errors import CliplitError
 
 # FloatIO and Uint8IO (cliplit.export.onnx_export) hold the network as their ``enhancer`` attribute, and the
 # TorchScript exporter names every node after the module path it came from.

@@ -18,9 +18,8 @@ import onnx
 import torch
 from torch import nn
 
-from cliplit.export.opencv_compat import expand_single_pixel_resizes
-from cliplit.runtime.atomic import atomic_output
-from cliplit.runtime.contract import (
+from cliplit.core.atomic import atomic_output
+from cliplit.core.contract import (
     IO_VARIANTS,
     MIN_SIDE,
     io_spec,
@@ -28,10 +27,11 @@ from cliplit.runtime.contract import (
     model_input_from_rgb,
     random_model_input,
 )
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.version import cliplit_version
+from cliplit.core.errors import CliplitError
+from cliplit.core.version import cliplit_version
+from cliplit.export.opencv_compat import expand_single_pixel_resizes
 from cliplit.train.checkpoint import EnhancerCheckpoint
-from cliplit.train.network import Enhancer, apply_light_map
+from cliplit.train.network import LightMapNet, apply_light_map
 
 DEFAULT_OPSET = 17
 # The light map of ONNX Runtime and PyTorch agree to ~1e-7 in FP32 (different summation orders); 1e-4 leaves room
@@ -44,7 +44,7 @@ VERIFY_SIZES: tuple[tuple[int, int], ...] = ((MIN_SIDE, MIN_SIDE), (7, 9), (67, 
 class FloatIO(nn.Module):
     """``image`` f32 N×3×H×W RGB [0,1] → ``enhanced`` (same layout) and ``light_map`` N×1×H×W."""
 
-    def __init__(self, enhancer: Enhancer) -> None:
+    def __init__(self, enhancer: LightMapNet) -> None:
         super().__init__()
         self.enhancer = enhancer
 
@@ -56,7 +56,7 @@ class FloatIO(nn.Module):
 class Uint8IO(nn.Module):
     """``frame`` u8 N×H×W×3 BGR → ``enhanced`` u8 N×H×W×3 BGR, rounded as floor(y·255 + 0.5)."""
 
-    def __init__(self, enhancer: Enhancer) -> None:
+    def __init__(self, enhancer: LightMapNet) -> None:
         super().__init__()
         self.enhancer = enhancer
 

@@ -31,9 +31,9 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
-from cliplit.runtime.atomic import atomic_output, check_writable
-from cliplit.runtime.contract import check_frame_size, io_spec
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.atomic import atomic_output, check_writable
+from cliplit.core.contract import check_frame_size, io_spec
+from cliplit.core.errors import CliplitError
 
 if TYPE_CHECKING:
     from cliplit.export.onnx_export import ExportReport

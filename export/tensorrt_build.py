@@ -24,18 +24,17 @@ import cv2
 import numpy as np
 import onnx
 
+from cliplit.core.atomic import atomic_output, check_writable
+from cliplit.core.contract import io_spec
+from cliplit.core.cuda import CudaRuntime, GpuInfo
+from cliplit.core.errors import CliplitError
+from cliplit.core.images import read_image
+from cliplit.core.metrics import psnr
+from cliplit.core.shapes import ProfileShapes, batch_height_width, profile_from_args
+from cliplit.core.sidecar import EngineSidecar, sidecar_path, write_sidecar
+from cliplit.core.version import cliplit_version
+from cliplit.core.weights import cliplit_home, sha256_of
 from cliplit.export.fp16 import convert_to_fp16, split_nodes
-from cliplit.export.shapes import ProfileShapes, batch_height_width, profile_from_args
-from cliplit.runtime.atomic import atomic_output, check_writable
-from cliplit.runtime.backends.tensorrt import TensorRTBackend, import_tensorrt
-from cliplit.runtime.contract import io_spec
-from cliplit.runtime.cuda import CudaRuntime, GpuInfo
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.images import read_image
-from cliplit.runtime.metrics import psnr
-from cliplit.runtime.sidecar import EngineSidecar, sidecar_path, write_sidecar
-from cliplit.runtime.version import cliplit_version
-from cliplit.runtime.weights import cliplit_home, sha256_of
 
 if TYPE_CHECKING:
     from cliplit.export.onnx_export import ExportReport  # imports torch; only export-engine's run needs it loaded
@@ -87,6 +86,8 @@ def build_engine_from_args(args: argparse.Namespace, report: ExportReport) -> En
     profile = check_engine_args(args)
     assert profile is not None  # export-engine only calls this with --engine
     try:
+        from cliplit.runtime.backends.tensorrt import import_tensorrt
+
         trt = import_tensorrt(lean_ok=False)
         major = tensorrt_major(trt)
         gpu = CudaRuntime().gpu(0)
@@ -272,12 +273,14 @@ def measure_parity(
     """PSNR of the engine's enhanced image against ONNX Runtime FP32 on the same ONNX file, per image."""
     import onnxruntime as ort
 
-    from cliplit.runtime.contract import model_input_from_rgb
+    from cliplit.core.contract import model_input_from_rgb
 
     spec = io_spec(sidecar.io)
     min_batch = sidecar.profile["min"][0]
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     results = []
+    from cliplit.runtime.backends.tensorrt import TensorRTBackend
+
     with TensorRTBackend(engine_path, sidecar=sidecar) as backend:
         for label, rgb in images:
             batch = np.repeat(model_input_from_rgb(sidecar.io, rgb), min_batch, axis=0)

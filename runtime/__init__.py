@@ -1,3 +1,3 @@
-"""cliplit.runtime: the lean runtime (no torch): the ONNX I/O contract, the weights resolver, backends, and
-``cliplit enhance`` for images, video files, cameras and streams. Start with ``cliplit.runtime.enhancer.Enhancer``.
+"""cliplit.runtime: the lean runtime (no torch): backends, the ``Enhancer`` API, and ``cliplit enhance`` for images,
+video files, cameras and streams. Start with ``cliplit.runtime.enhancer.Enhancer``.
 """

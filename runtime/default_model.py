@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from cliplit.runtime.contract import IO_VARIANTS
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.weights import RELEASED, cliplit_home, resolve_weights, sha256_of
+from cliplit.core.contract import IO_VARIANTS
+from cliplit.core.errors import CliplitError
+from cliplit.core.weights import RELEASED, cliplit_home, resolve_weights, sha256_of
 
 
 def models_dir() -> Path:

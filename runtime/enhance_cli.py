@@ -16,10 +16,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cliplit.runtime.atomic import check_writable
+from cliplit.core.atomic import check_writable
+from cliplit.core.errors import CliplitError
+from cliplit.core.images import IMAGE_SUFFIXES, is_image_path
 from cliplit.runtime.backends import BACKEND_CHOICES
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.images import IMAGE_SUFFIXES, is_image_path
 from cliplit.runtime.sources import is_stream_url
 from cliplit.runtime.upsample import UPSAMPLE_METHODS
 from cliplit.runtime.video import DEFAULT_CRF, DEFAULT_PRESET

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from cliplit.core.contract import LIGHT_MAP_EPS, MIN_SIDE, check_frame_size, model_input_from_bgr
+from cliplit.core.errors import CliplitError
+from cliplit.core.images import to_bgr8
 from cliplit.runtime.backends import Backend, open_backend
-from cliplit.runtime.contract import LIGHT_MAP_EPS, MIN_SIDE, check_frame_size, model_input_from_bgr
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.images import to_bgr8
 from cliplit.runtime.temporal import SCENE_CUT_THRESHOLD, LightMapSmoother
 from cliplit.runtime.upsample import UPSAMPLE_METHODS, upsample_light_map
 

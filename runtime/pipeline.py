@@ -31,8 +31,8 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
+from cliplit.core.errors import CliplitError
 from cliplit.runtime.enhancer import Enhancer, Pending
-from cliplit.runtime.errors import CliplitError
 from cliplit.runtime.sources import FrameSource, Item
 
 _END = object()  # end-of-stream marker passed down the queues

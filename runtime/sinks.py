@@ -1,7 +1,7 @@
 """Where enhanced frames go: image files, a video file, a preview window.
 
 Every file is written under a temporary name and renamed into place only when complete
-(:func:`cliplit.runtime.atomic.atomic_output`), so a failed or aborted run never leaves a truncated file under the
+(:func:`cliplit.core.atomic.atomic_output`), so a failed or aborted run never leaves a truncated file under the
 final name. A video that is stopped on purpose (Ctrl-C, SIGTERM, a stream that went away) is finished properly and
 kept: it is a complete, playable file holding the frames enhanced so far.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cliplit.runtime.atomic import atomic_output, check_writable
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.images import write_image
+from cliplit.core.atomic import atomic_output, check_writable
+from cliplit.core.errors import CliplitError
+from cliplit.core.images import write_image
 from cliplit.runtime.sources import Item
 from cliplit.runtime.video import DEFAULT_CRF, DEFAULT_PRESET, VideoEncoder, remux_audio
 

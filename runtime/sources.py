@@ -21,8 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.images import read_image
+from cliplit.core.errors import CliplitError
+from cliplit.core.images import read_image
 from cliplit.runtime.video import VideoReader
 
 STREAM_URL = re.compile(r"^(rtsps?|rtmps?|https?|udp|tcp|srt)://", re.IGNORECASE)

@@ -28,7 +28,7 @@ from typing import IO
 import imageio_ffmpeg
 import numpy as np
 
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.errors import CliplitError
 
 #: default video codec per output suffix (anything else: libx264)
 CODEC_BY_SUFFIX = {".webm": "libvpx-vp9"}

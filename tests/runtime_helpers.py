@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from conftest import photo
 
+from cliplit.core.images import read_image
 from cliplit.runtime import measure
-from cliplit.runtime.images import read_image
 
 
 def moving_crops(names: Sequence[str], **options: object) -> list[np.ndarray]:
-    """Frames panning across the named released photos (see :func:`cliplit.runtime.measure.moving_crops`)."""
+    """Frames panning across the named released photos (see :func:`cliplit.benchmarks.scale_tables.moving_crops`)."""
     return measure.moving_crops([read_image(photo(name)) for name in names], **options)
 
 

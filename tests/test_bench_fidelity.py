@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cliplit.benchmarks.fidelity import check_frame, compare, quantised_reference
-from cliplit.runtime.contract import model_input_from_bgr, model_input_from_rgb
+from cliplit.core.contract import model_input_from_bgr, model_input_from_rgb
 
 
 def test_check_frame_is_random_deterministic_per_size_and_bgr_uint8():

@@ -39,17 +39,17 @@ def test_cost_per_pixel_is_the_architectures():
     # (32 + 4·8 = 64)→32; condx 32→64; 2 blocks of two 64→64; condy 64→32; 2 blocks of two 32→32; cond_add1 32→1;
     # all 3×3.
     macs = 9 * (3 * 32 + 4 * 32 * 32 + 64 * 32 + 32 * 64 + 4 * 64 * 64 + 64 * 32 + 4 * 32 * 32 + 32 * 1)
-    from cliplit.train.network import Enhancer
+    from cliplit.train.network import LightMapNet
 
-    assert flops_per_pixel(Enhancer()) == 2 * macs
+    assert flops_per_pixel(LightMapNet()) == 2 * macs
     # the figure: about 1.15 TFLOP for a 1080p frame
-    assert flops_per_frame(Enhancer(), 1080, 1920) / 1e12 == pytest.approx(1.15, abs=0.01)
+    assert flops_per_frame(LightMapNet(), 1080, 1920) / 1e12 == pytest.approx(1.15, abs=0.01)
 
 
 def test_pyramid_pooling_convolutions_run_on_the_pooled_maps():
-    from cliplit.train.network import Enhancer
+    from cliplit.train.network import LightMapNet
 
-    pooled = {cost.name: cost.pooled_side for cost in conv_costs(Enhancer()) if cost.pooled_side is not None}
+    pooled = {cost.name: cost.pooled_side for cost in conv_costs(LightMapNet()) if cost.pooled_side is not None}
     assert sorted(pooled.values()) == [1, 2, 3, 6]
     assert all(name.startswith("PPM1.features.") for name in pooled)
 

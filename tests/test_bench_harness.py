@@ -15,8 +15,8 @@ from cliplit.benchmarks.harness import (
     time_once,
 )
 from cliplit.benchmarks.workloads import parse_positive_ints, parse_scales, parse_size, parse_sizes
-from cliplit.runtime.contract import random_model_input
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.contract import random_model_input
+from cliplit.core.errors import CliplitError
 
 
 class ScriptedClock:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cliplit.benchmarks.report import check_outputs, plot_latency, render_markdown, write_results
-from cliplit.runtime.atomic import OutputExistsError
+from cliplit.core.atomic import OutputExistsError
 
 
 def record(backend: str, size: str, width: int, height: int, median: float | None, **extra: object) -> dict:

@@ -8,23 +8,23 @@ import torch
 import torch.nn.functional as F
 from conftest import PHOTO_NAMES, SMALL_PHOTO, photo, reference, shared_file
 
-from cliplit.runtime.contract import LIGHT_MAP_EPS
-from cliplit.runtime.images import read_image
-from cliplit.runtime.metrics import psnr
-from cliplit.train.network import Enhancer, adaptive_avg_pool2d_exportable, apply_light_map
+from cliplit.core.contract import LIGHT_MAP_EPS
+from cliplit.core.images import read_image
+from cliplit.core.metrics import psnr
+from cliplit.train.network import LightMapNet, adaptive_avg_pool2d_exportable, apply_light_map
 
 
 def test_released_state_dict_loads_strictly_with_expected_parameter_count(released_weights):
     state = torch.load(released_weights, map_location="cpu", weights_only=True)
     assert all(key.startswith("module.") for key in state)
-    model = Enhancer("test")
+    model = LightMapNet("test")
     model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
     assert sum(p.numel() for p in model.parameters()) == 278_790
     assert len(state) == 30
 
 
 def test_padding_variants_differ_only_on_the_four_outer_convolutions():
-    test, train = Enhancer("test"), Enhancer("train")
+    test, train = LightMapNet("test"), LightMapNet("train")
     modes = {name: m.padding_mode for name, m in test.named_modules() if isinstance(m, torch.nn.Conv2d)}
     train_modes = {name: m.padding_mode for name, m in train.named_modules() if isinstance(m, torch.nn.Conv2d)}
     differing = {name for name in modes if modes[name] != train_modes[name]}
@@ -32,7 +32,7 @@ def test_padding_variants_differ_only_on_the_four_outer_convolutions():
     assert all(train_modes[name] == "zeros" for name in differing)
     assert modes["PPM1.fuse.0"] == "zeros" and modes["ResidualBlock3.conv2"] == "reflect"
     with pytest.raises(ValueError, match="padding variant"):
-        Enhancer("valid")
+        LightMapNet("valid")
 
 
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 7), (6, 6), (7, 9), (13, 11), (67, 93), (100, 37)])
@@ -56,7 +56,7 @@ def test_light_map_guard_removes_nan_and_keeps_official_saturation():
     assert LIGHT_MAP_EPS <= 1e-6
 
 
-def _enhance_like_the_reference(model: Enhancer, rgb: np.ndarray, eps: float | None):
+def _enhance_like_the_reference(model: LightMapNet, rgb: np.ndarray, eps: float | None):
     x = torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     with torch.no_grad():
         light = model(x)

@@ -9,12 +9,12 @@ import pytest
 import torch
 from conftest import SMALL_PHOTO, photo
 
+from cliplit.core.atomic import OutputExistsError
+from cliplit.core.errors import CliplitError
+from cliplit.core.images import read_image
+from cliplit.core.weights import sha256_of
 from cliplit.export.onnx_export import FloatIO, Uint8IO, export_onnx, verify_against_torch
 from cliplit.runtime import contract
-from cliplit.runtime.atomic import OutputExistsError
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.images import read_image
-from cliplit.runtime.weights import sha256_of
 
 # The sizes: the minimum, odd sizes that give uneven pooling bins, and full HD.
 SIZES = [(contract.MIN_SIDE, contract.MIN_SIDE), (7, 9), (67, 93), (481, 643), (1001, 777), (1080, 1920)]

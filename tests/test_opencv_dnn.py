@@ -15,6 +15,10 @@ import pytest
 from conftest import SMALL_PHOTO, photo, reference, shared_file
 from onnx import TensorProto, helper, numpy_helper
 
+from cliplit.core.atomic import OutputExistsError
+from cliplit.core.contract import META_IO
+from cliplit.core.errors import CliplitError
+from cliplit.core.images import read_image
 from cliplit.export.opencv_compat import (
     STATIC_BATCH,
     expand_single_pixel_resizes,
@@ -23,10 +27,6 @@ from cliplit.export.opencv_compat import (
     parse_static_size,
     transpose_constant_left_matmuls,
 )
-from cliplit.runtime.atomic import OutputExistsError
-from cliplit.runtime.contract import META_IO
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.images import read_image
 
 LIGHT_MAP_TOLERANCE = 1e-4
 ENHANCED_TOLERANCE = 1e-3

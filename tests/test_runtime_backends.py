@@ -12,13 +12,13 @@ import onnxruntime as ort
 import pytest
 from conftest import SMALL_PHOTO, photo
 
+from cliplit.core.contract import META_IO, META_WEIGHTS_SHA256
+from cliplit.core.errors import CliplitError
+from cliplit.core.images import read_image
+from cliplit.core.weights import RELEASED
 from cliplit.runtime import default_model
 from cliplit.runtime.backends import open_backend
 from cliplit.runtime.backends.onnxruntime import OnnxRuntimeBackend, default_providers
-from cliplit.runtime.contract import META_IO, META_WEIGHTS_SHA256
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.images import read_image
-from cliplit.runtime.weights import RELEASED
 
 
 def rgb_batch(height: int = 64, width: int = 96) -> np.ndarray:

@@ -8,10 +8,10 @@ import pytest
 from conftest import SMALL_PHOTO, photo, reference
 from runtime_helpers import enhance_on_small_disk
 
+from cliplit.core.images import read_image
+from cliplit.core.metrics import psnr
 from cliplit.runtime.cli import main
 from cliplit.runtime.enhancer import Enhancer
-from cliplit.runtime.images import read_image
-from cliplit.runtime.metrics import psnr
 
 
 def enhance(*argv: object) -> int:

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from conftest import PHOTO_NAMES, SMALL_PHOTO, photo, reference
 
+from cliplit.core.contract import MIN_SIDE
+from cliplit.core.errors import CliplitError
+from cliplit.core.images import read_image, to_bgr8
+from cliplit.core.metrics import psnr
 from cliplit.runtime.backends.base import Backend
-from cliplit.runtime.contract import MIN_SIDE
 from cliplit.runtime.enhancer import Enhancer
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.images import read_image, to_bgr8
-from cliplit.runtime.metrics import psnr
 
 LARGE_PHOTOS = [name for name in PHOTO_NAMES if name != SMALL_PHOTO]  # 1427x2048 up to 2048x1536
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import SMALL_PHOTO, photo
 
-from cliplit.runtime.images import read_image
+from cliplit.core.images import read_image
 from cliplit.runtime.temporal import LightMapSmoother, normalised_thumbnail, scene_change
 from cliplit.runtime.upsample import luminance, upsample_light_map
 

@@ -14,7 +14,7 @@ import textwrap
 import cv2
 from conftest import SMALL_PHOTO, photo
 
-from cliplit.runtime.images import read_image
+from cliplit.core.images import read_image
 
 CHILD = textwrap.dedent(
     """
@@ -41,7 +41,7 @@ CHILD = textwrap.dedent(
     import numpy as np
     from cliplit.runtime.cli import main
     from cliplit.runtime.enhancer import Enhancer
-    from cliplit.runtime.images import read_image
+    from cliplit.core.images import read_image
 
     report = {"imported": imported}
     report["cli"] = main(["enhance", image, "-o", out, "--model", model, "--no-progress"])

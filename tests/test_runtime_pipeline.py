@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from runtime_helpers import decode_all, moving_crops, probe, write_clip
 
+from cliplit.core.errors import CliplitError
+from cliplit.core.metrics import psnr
 from cliplit.runtime.backends.base import Backend
 from cliplit.runtime.cli import main
 from cliplit.runtime.enhancer import Enhancer
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.metrics import psnr
 from cliplit.runtime.pipeline import Pipeline, PipelineStats
 from cliplit.runtime.sources import CaptureSource, FrameSource, Item
 

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from runtime_helpers import decode_all, enhance_on_small_disk, moving_crops, probe, write_clip
 
+from cliplit.core.errors import CliplitError
+from cliplit.core.metrics import psnr
 from cliplit.runtime.cli import main
 from cliplit.runtime.enhancer import Enhancer
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.metrics import psnr
 from cliplit.runtime.sinks import VideoSink
 from cliplit.runtime.sources import Item
 from cliplit.runtime.video import VideoReader, exact_rate

@@ -10,12 +10,12 @@ import onnxruntime as ort
 import pytest
 from tensorrt_fakes import cudaError_t, exported_onnx, install
 
-from cliplit.export.shapes import profile_from_args
+from cliplit.core.cuda import CudaError
+from cliplit.core.errors import CliplitError
+from cliplit.core.shapes import profile_from_args
+from cliplit.core.sidecar import EngineSidecar, write_sidecar
 from cliplit.export.tensorrt_build import BuildSettings, build_serialized_engine
 from cliplit.runtime.backends.tensorrt import TensorRTBackend
-from cliplit.runtime.cuda import CudaError
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.sidecar import EngineSidecar, write_sidecar
 
 PROFILES = {
     "float": ("1x3x8x8", "1x3x32x32", "2x3x64x96"),

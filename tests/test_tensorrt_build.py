@@ -15,9 +15,11 @@ import pytest
 from onnx import TensorProto
 from tensorrt_fakes import GPU_NAME, PHOTO, FakeParser, cudaError_t, exported_onnx, install
 
+from cliplit.core.errors import CliplitError
+from cliplit.core.shapes import profile_from_args
+from cliplit.core.sidecar import read_sidecar, sidecar_path
 from cliplit.export.cli import add_arguments
 from cliplit.export.onnx_export import ExportReport
-from cliplit.export.shapes import profile_from_args
 from cliplit.export.tensorrt_build import (
     GIB,
     PSNR_THRESHOLD_DB,
@@ -26,8 +28,6 @@ from cliplit.export.tensorrt_build import (
     fit_to_profile,
     synthetic_backlit,
 )
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.sidecar import read_sidecar, sidecar_path
 
 SHAPES = {
     "float": ("1x3x16x16", "1x3x48x64", "1x3x96x128"),

@@ -12,8 +12,8 @@ import cv2
 import pytest
 from tensorrt_fakes import PHOTO, WEIGHTS, install
 
+from cliplit.core.sidecar import read_sidecar
 from cliplit.export.cli import main
-from cliplit.runtime.sidecar import read_sidecar
 
 
 def _tensorrt_installed() -> bool:

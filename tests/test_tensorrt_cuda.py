@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from tensorrt_fakes import CallLog, FakeCudart, cudaError_t
 
-from cliplit.runtime.cuda import CudaError, CudaRuntime, host_array, load_cudart
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.cuda import CudaError, CudaRuntime, host_array, load_cudart
+from cliplit.core.errors import CliplitError
 
 
 def test_results_are_unwrapped_and_data_moves() -> None:

@@ -10,11 +10,11 @@ import pytest
 from onnx import TensorProto
 from tensorrt_fakes import PHOTO, exported_onnx
 
+from cliplit.core.contract import model_input_from_rgb
+from cliplit.core.errors import CliplitError
+from cliplit.core.metrics import psnr
 from cliplit.export.fp16 import NETWORK_SCOPE, convert_to_fp16, split_nodes
 from cliplit.export.tensorrt_build import PSNR_PEAK, PSNR_THRESHOLD_DB
-from cliplit.runtime.contract import model_input_from_rgb
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.metrics import psnr
 
 
 @pytest.fixture(scope="module", params=["float", "uint8"])

@@ -14,14 +14,14 @@ import onnxruntime as ort
 import pytest
 from tensorrt_fakes import PHOTO, exported_onnx
 
+from cliplit.core.contract import model_input_from_rgb
+from cliplit.core.cuda import CudaRuntime
+from cliplit.core.errors import CliplitError
+from cliplit.core.images import read_image
 from cliplit.export.cli import add_arguments
 from cliplit.export.onnx_export import ExportReport
 from cliplit.export.tensorrt_build import PSNR_PEAK, PSNR_THRESHOLD_DB, build_engine_from_args, psnr
 from cliplit.runtime.backends.tensorrt import TensorRTBackend
-from cliplit.runtime.contract import model_input_from_rgb
-from cliplit.runtime.cuda import CudaRuntime
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.images import read_image
 
 
 def _gpu_and_tensorrt() -> str | None:

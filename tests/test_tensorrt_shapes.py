@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cliplit.export.shapes import ProfileShapes, parse_shape, profile_from_args
-from cliplit.runtime.contract import MIN_SIDE
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.contract import MIN_SIDE
+from cliplit.core.errors import CliplitError
+from cliplit.core.shapes import ProfileShapes, parse_shape, profile_from_args
 
 
 def test_parses_both_layouts() -> None:

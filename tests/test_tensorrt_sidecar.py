@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cliplit.runtime.atomic import OutputExistsError
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.sidecar import EngineSidecar, check_compatible, read_sidecar, sidecar_path, write_sidecar
+from cliplit.core.atomic import OutputExistsError
+from cliplit.core.errors import CliplitError
+from cliplit.core.sidecar import EngineSidecar, check_compatible, read_sidecar, sidecar_path, write_sidecar
 
 
 def make_sidecar(**changes: object) -> EngineSidecar:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.errors import CliplitError
 from cliplit.train.data import (
     Augmentation,
     AugmentSpec,

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from test_train_support import TINY_RESNET, TINY_VIT, backlit_scene, make_dataset, well_lit_scene, write_tiny_clip
 
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.errors import CliplitError
 from cliplit.train import cli
 from cliplit.train.checkpoint import load_enhancer
 from cliplit.train.clip_models import ClipWeightsError, ImageEncoder, build_clip, resolve_clip

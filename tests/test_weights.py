@@ -8,10 +8,10 @@ import urllib.error
 import pytest
 import torch
 
+from cliplit.core.weights import RELEASED, WeightsError, resolve_weights, sha256_of
 from cliplit.runtime import weights
-from cliplit.runtime.weights import RELEASED, WeightsError, resolve_weights, sha256_of
 from cliplit.train.checkpoint import load_enhancer, save_enhancer
-from cliplit.train.network import Enhancer
+from cliplit.train.network import LightMapNet
 
 
 def test_released_names_are_pinned_to_the_shared_checksums(released_weights, init_weights):
@@ -106,4 +106,4 @@ def test_checkpoint_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="does not hold CLIP-LIT enhancer weights"):
         load_enhancer(tmp_path / "other.pth")
     with pytest.raises(ValueError, match="padding variant"):
-        save_enhancer(Enhancer(), tmp_path / "x.pth", variant="same")
+        save_enhancer(LightMapNet(), tmp_path / "x.pth", variant="same")

@@ -1,4 +1,4 @@
-"""Enhancer checkpoints: read the released ``.pth`` and cliplit's own format, write cliplit's format.
+"""Enhancement-network checkpoints: read the released ``.pth`` and cliplit's own format, write cliplit's format.
 
 The released files are bare state dicts saved from DataParallel (every key prefixed ``module.``). A cliplit checkpoint
 is a dict that also records what is needed to rebuild the network (padding variant, format version) and where the
@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from cliplit.runtime.atomic import atomic_output
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.weights import is_released_name, resolve_weights, sha256_of
-from cliplit.train.network import VARIANTS, Enhancer
+from cliplit.core.atomic import atomic_output
+from cliplit.core.errors import CliplitError
+from cliplit.core.weights import is_released_name, resolve_weights, sha256_of
+from cliplit.train.network import VARIANTS, LightMapNet
 
 FORMAT = "cliplit-enhancer"
 FORMAT_VERSION = 1
@@ -31,7 +31,7 @@ class CheckpointError(CliplitError, ValueError):
 class EnhancerCheckpoint:
     """A loaded enhancer with its provenance."""
 
-    model: Enhancer
+    model: LightMapNet
     name: str
     sha256: str
     source: dict[str, Any] = field(default_factory=dict)
@@ -63,7 +63,7 @@ def load_enhancer(
         recorded_variant = "test"
         source = {}
     state = {key.removeprefix("module."): value for key, value in state.items()}
-    model = Enhancer(variant or recorded_variant)
+    model = LightMapNet(variant or recorded_variant)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(
@@ -76,7 +76,7 @@ def load_enhancer(
 
 
 def save_enhancer(
-    model: Enhancer, path: str | os.PathLike[str], *, variant: str = "test", source: dict[str, Any] | None = None
+    model: LightMapNet, path: str | os.PathLike[str], *, variant: str = "test", source: dict[str, Any] | None = None
 ) -> Path:
     """Write a cliplit checkpoint atomically (temporary file, then rename).
 

@@ -13,7 +13,7 @@ import types
 import typing
 from pathlib import Path
 
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.errors import CliplitError
 from cliplit.train.config import (
     TrainConfig,
     from_mapping,

@@ -25,7 +25,7 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.pretrained import download_pretrained, get_pretrained_cfg, list_pretrained_tags_by_model
 from torch import nn
 
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.errors import CliplitError
 
 RANDOM_WEIGHTS = "none"
 # Keys of TorchScript CLIP archives that are no parameters: OpenAI's metadata, and the causal text mask that scripting

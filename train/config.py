@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.errors import CliplitError
 
 
 class ConfigError(CliplitError):
@@ -331,7 +331,7 @@ def write_config(config: TrainConfig, path: str | Path) -> Path:
     """Save the effective configuration as YAML, atomically."""
     import yaml
 
-    from cliplit.runtime.atomic import atomic_output
+    from cliplit.core.atomic import atomic_output
 
     with atomic_output(path) as tmp:
         tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.images import is_image_path, read_image
+from cliplit.core.errors import CliplitError
+from cliplit.core.images import is_image_path, read_image
 
 DIHEDRAL_VARIANTS = 8  # horizontal flip x rot90 by 0..3 quarter turns: the 8 symmetries of a square
 

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.errors import CliplitError
 
 
 @dataclass(frozen=True)

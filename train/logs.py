@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cliplit.runtime.atomic import atomic_output
+from cliplit.core.atomic import atomic_output
 
 COLUMNS = (
     "step",

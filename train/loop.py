@@ -24,10 +24,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.metrics import psnr
-from cliplit.runtime.version import cliplit_version
-from cliplit.runtime.weights import resolve_weights, sha256_of
+from cliplit.core.errors import CliplitError
+from cliplit.core.metrics import psnr
+from cliplit.core.version import cliplit_version
+from cliplit.core.weights import resolve_weights, sha256_of
 from cliplit.train.cache import image_feature_table, lookup
 from cliplit.train.checkpoint import load_enhancer, save_enhancer
 from cliplit.train.clip_models import IdentityFeatures, ImageEncoder, build_clip, resolve_clip
@@ -49,7 +49,7 @@ from cliplit.train.losses import (
     ranking_loss,
     ranking_terms,
 )
-from cliplit.train.network import Enhancer
+from cliplit.train.network import LightMapNet
 from cliplit.train.outputs import result_paths, write_results, write_sample_sheet
 from cliplit.train.prompts import PromptPair, TextEncoder, check_prompts_fit, load_prompts, save_prompts
 from cliplit.train.state import Progress, load_state, restore_rng, save_state
@@ -127,7 +127,7 @@ class Trainer:
         if identity_source is not None:
             self.identity = IdentityFeatures(build_clip(identity_source, self.device), identity_source)
         if init_path is None:
-            self.enhancer = Enhancer("train")
+            self.enhancer = LightMapNet("train")
             self.init_sha256 = None
         else:
             self.enhancer = load_enhancer(init_path, variant="train").model
@@ -271,7 +271,7 @@ class Trainer:
             quality = self.ctx.mean(metrics["psnr"])
             if quality < c.warmup_min_psnr and p.restarts < c.warmup_max_restarts:
                 self._say(f"warm-up PSNR {quality:.2f} dB < {c.warmup_min_psnr} dB: re-initialising the enhancer")
-                self.enhancer.load_state_dict(Enhancer("train").state_dict())
+                self.enhancer.load_state_dict(LightMapNet("train").state_dict())
                 self.enhancer_opt = self._enhancer_optimizer()
                 p.restarts += 1
                 p.attempt_start = p.iteration
@@ -299,7 +299,7 @@ class Trainer:
             record["best_loss"] = p.best_loss if p.window else None
         if stage == ENHANCE:
             if self.ctx.is_main:
-                best = Enhancer("train").to(self.device)
+                best = LightMapNet("train").to(self.device)
                 best.load_state_dict(self.best_enhancer)
                 size, eps = c.prompt_image_size, c.light_map_eps
                 outputs = write_results(best, self.backlit, self.run_dir, round_index, size=size, eps=eps)
@@ -532,7 +532,7 @@ class Trainer:
             source=self._source("final", round_index),
         )
         if best:
-            model = Enhancer("train")
+            model = LightMapNet("train")
             model.load_state_dict(self.best_enhancer)
             source = self._source("best", round_index)
             save_enhancer(model, self.run_dir / "enhancer_best.pth", variant=variant, source=source)

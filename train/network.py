@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cliplit.runtime.contract import LIGHT_MAP_EPS, PPM_BINS
+from cliplit.core.contract import LIGHT_MAP_EPS, PPM_BINS
 
 PaddingVariant = Literal["test", "train"]
 VARIANTS: tuple[str, ...] = ("test", "train")
@@ -91,7 +91,7 @@ class ResidualBlock(nn.Module):
         return self.act(self.conv2(self.act(self.conv1(x))) + x)
 
 
-class Enhancer(nn.Module):
+class LightMapNet(nn.Module):
     """Predicts the light map L (N x 1 x H x W) of an RGB image x (N x 3 x H x W in [0, 1])."""
 
     def __init__(self, variant: PaddingVariant = "test", channels: int = 32) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cliplit.runtime.images import write_image
+from cliplit.core.images import write_image
 from cliplit.train.data import load_rgb
-from cliplit.train.network import Enhancer
+from cliplit.train.network import LightMapNet
 
 RESULTS_KEPT = 2
 CHUNK = 8  # images per enhancer pass while writing results
@@ -40,7 +40,7 @@ def tensor_to_bgr8(image: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def write_results(
-    enhancer: Enhancer, backlit: Sequence[Path], run_dir: Path, round_index: int, *, size: int, eps: float
+    enhancer: LightMapNet, backlit: Sequence[Path], run_dir: Path, round_index: int, *, size: int, eps: float
 ) -> list[Path]:
     """Enhance every backlit image at ``size`` x ``size`` and save the outputs; older rounds beyond the last two go."""
     device = next(enhancer.parameters()).device

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cliplit.runtime.atomic import atomic_output
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.atomic import atomic_output
+from cliplit.core.errors import CliplitError
 
 NEGATIVE = 0  # index of the backlit prompt; the well-lit one is 1
 PROMPTS_FORMAT = "cliplit-prompts"

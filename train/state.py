@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cliplit.runtime.atomic import atomic_output
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.atomic import atomic_output
+from cliplit.core.errors import CliplitError
 
 STATE_FORMAT = "cliplit-train-state"
 STATE_VERSION = 1

@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cliplit.core.contract import META_WEIGHTS_SHA256
+from cliplit.core.errors import CliplitError
+from cliplit.core.weights import DEFAULT_WEIGHTS, RELEASED
 from cliplit.runtime.backends.base import Backend
-from cliplit.runtime.contract import META_WEIGHTS_SHA256
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.weights import DEFAULT_WEIGHTS, RELEASED
 
 BACKEND_CHOICES: tuple[str, ...] = ("auto", "onnxruntime", "tensorrt", "torch")
 ENGINE_SUFFIXES = frozenset({".engine", ".plan"})

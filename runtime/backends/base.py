@@ -1,6 +1,6 @@
 """The interface every inference backend implements (ONNX Runtime, TensorRT, the PyTorch baseline).
 
-A backend runs one model that follows the ONNX I/O contract (``cliplit.runtime.contract``): it takes a batch in the
+A backend runs one model that follows the ONNX I/O contract (``cliplit.core.contract``): it takes a batch in the
 model's input layout and returns the model's named outputs as NumPy arrays. Pre- and post-processing around it
 (scaling, temporal smoothing, colour conversions) lives in the enhancer, so every backend gets it for free.
 """

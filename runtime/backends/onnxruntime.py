@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from cliplit.core.contract import IO_VARIANTS, META_IO, io_spec
+from cliplit.core.errors import CliplitError
+from cliplit.core.weights import cliplit_home
 from cliplit.runtime.backends.base import Backend
-from cliplit.runtime.contract import IO_VARIANTS, META_IO, io_spec
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.weights import cliplit_home
 
 #: execution providers in order of preference; only those the installed package offers are used
 PREFERRED_PROVIDERS: tuple[str, ...] = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")

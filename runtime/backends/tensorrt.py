@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from cliplit.export.shapes import ProfileShapes, format_shape
+from cliplit.core.contract import IO_SPECS, io_spec
+from cliplit.core.cuda import CudaRuntime, host_array
+from cliplit.core.errors import CliplitError
+from cliplit.core.shapes import ProfileShapes, format_shape
+from cliplit.core.sidecar import LEAN_MODULE, EngineSidecar, check_compatible, read_sidecar
 from cliplit.runtime.backends.base import Backend
-from cliplit.runtime.contract import IO_SPECS, io_spec
-from cliplit.runtime.cuda import CudaRuntime, host_array
-from cliplit.runtime.errors import CliplitError
-from cliplit.runtime.sidecar import LEAN_MODULE, EngineSidecar, check_compatible, read_sidecar
 
 FULL_MODULE = "tensorrt"
 INSTALL_HINT = (

@@ -12,8 +12,8 @@ import os
 import numpy as np
 import torch
 
+from cliplit.core.errors import CliplitError
 from cliplit.runtime.backends.base import Backend
-from cliplit.runtime.errors import CliplitError
 from cliplit.train.checkpoint import load_enhancer
 from cliplit.train.network import apply_light_map
 

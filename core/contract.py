@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.errors import CliplitError
 
 IoVariant = Literal["float", "uint8"]
 IO_VARIANTS: tuple[str, ...] = ("float", "uint8")

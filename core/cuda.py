@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.errors import CliplitError
 
 INSTALL_HINT = "pip install 'cuda-python>=12.6' (or pip install 'cliplit[tensorrt]')"
 

@@ -1,7 +1,7 @@
 """Measure what ``--scale`` and ``--temporal-smoothing`` cost and buy; prints the Markdown tables of docs/runtime.md.
 
-    python -m cliplit.runtime.measure scale --photos ../shared/clip-lit/input [--model m.onnx] [--threads N]
-    python -m cliplit.runtime.measure flicker --photos ../shared/clip-lit/input [--model m.onnx]
+    python -m cliplit.benchmarks.scale_tables scale --photos ../shared/clip-lit/input [--model m.onnx] [--threads N]
+    python -m cliplit.benchmarks.scale_tables flicker --photos ../shared/clip-lit/input [--model m.onnx]
 
 ``scale``: for S in {1, 0.5, 0.25} and each upsampling method, the PSNR of every photo's output against its
 full-resolution output and the time of one ``enhance`` call (best of two, so the first run's allocations do not
@@ -24,10 +24,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cliplit.core.images import is_image_path, read_image
+from cliplit.core.metrics import psnr
 from cliplit.runtime.backends import Backend, open_backend
 from cliplit.runtime.enhancer import Enhancer
-from cliplit.runtime.images import is_image_path, read_image
-from cliplit.runtime.metrics import psnr
 from cliplit.runtime.upsample import UPSAMPLE_METHODS
 
 #: brightness gains cycled over the frames of the flickering clip (a light source beating with the shutter)
@@ -138,7 +138,9 @@ def flicker_table(backend: Backend, photos: dict[str, np.ndarray]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cliplit.runtime.measure", description=__doc__.split("\n")[0])
+    prog = "python -m cliplit.benchmarks.scale_tables"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("
+")[0])
     parser.add_argument("table", choices=("scale", "flicker"))
     parser.add_argument("--photos", type=Path, required=True, help="folder of test photos")
     parser.add_argument("--model", default=None, help="model to run (default: the released weights' ONNX)")

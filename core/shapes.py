@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cliplit.runtime.contract import MIN_SIDE, io_spec
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.contract import MIN_SIDE, io_spec
+from cliplit.core.errors import CliplitError
 
 Shape = tuple[int, int, int, int]
 

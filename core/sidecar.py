@@ -16,8 +16,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cliplit.runtime.atomic import atomic_output
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.atomic import atomic_output
+from cliplit.core.errors import CliplitError
 
 SIDECAR_FORMAT = "cliplit-tensorrt-engine"
 SIDECAR_VERSION = 1

@@ -15,8 +15,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from cliplit.runtime.atomic import atomic_output
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.atomic import atomic_output
+from cliplit.core.errors import CliplitError
 
 OFFICIAL_REPO = "ZhexinLiang/CLIP-LIT"
 OFFICIAL_COMMIT = "25ed5be6086cd34d2bc1020c6088ac3f9d3a9522"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.errors import CliplitError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cliplit.runtime.atomic import atomic_output
-from cliplit.runtime.errors import CliplitError
+from cliplit.core.atomic import atomic_output
+from cliplit.core.errors import CliplitError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".ppm", ".pgm"})
 

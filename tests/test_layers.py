@@ -1,0 +1,111 @@
+"""The package layers, enforced: core ← train / export / runtime ← benchmarks.
+
+Every import of a cliplit module is read from the source with ``ast`` (so nothing is imported, and a lazy import
+inside a function counts as much as one at the top). Module-level imports must follow the layer rules below; the few
+imports that cross a layer are allowed only inside functions (they load optional, heavy stages on demand) and only
+where this file names them with the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("core", "train", "export", "runtime", "benchmarks")
+
+#: what each package may import at module level (besides itself)
+MODULE_LEVEL: dict[str, tuple[str, ...]] = {
+    "core": (),
+    "train": ("core",),
+    "export": ("core", "train.network", "train.checkpoint"),
+    "runtime": ("core",),
+    "benchmarks": ("core", "train", "export", "runtime"),
+}
+
+#: imports allowed only inside a function, each for a stated reason: (importing file, imported module prefix)
+LAZY_ONLY: dict[tuple[str, str], str] = {
+    ("runtime/backends/torch.py", "train.network"): "the optional PyTorch baseline runs the network itself",
+    ("runtime/backends/torch.py", "train.checkpoint"): "the optional PyTorch baseline loads checkpoints",
+    ("runtime/default_model.py", "export.onnx_export"): "first use of released weights exports them to ONNX",
+    ("runtime/default_model.py", "train.checkpoint"): "first use of released weights exports them to ONNX",
+    ("export/tensorrt_build.py", "runtime.backends.tensorrt"): "a built engine is checked by running it",
+}
+
+
+def _cliplit_imports(path: Path) -> list[tuple[str, bool]]:
+    """(module relative to ``cliplit.``, imported at module level?) for every cliplit import in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: list[tuple[str, bool]] = []
+    top_level = {id(node) for node in tree.body}
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        for name in names:
+            if name == "cliplit" or name.startswith("cliplit."):
+                found.append(
+                    (name.removeprefix("cliplit").lstrip("."), id(node) in top_level or _in_type_check(tree, node))
+                )
+    return found
+
+
+def _in_type_check(tree: ast.Module, node: ast.AST) -> bool:
+    """Imports under ``if TYPE_CHECKING:`` at module level are module-level edges too (they shape the design)."""
+    for statement in tree.body:
+        if isinstance(statement, ast.If) and any(child is node for child in ast.walk(statement)):
+            return True
+    return False
+
+
+def _sources() -> list[Path]:
+    return sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
+
+
+def _allowed(package: str, module: str, targets: tuple[str, ...]) -> bool:
+    own = module == package or module.startswith(package + ".")
+    return own or any(module == t or module.startswith(t + ".") for t in targets)
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_follow_the_layers(path: Path) -> None:
+    relative = str(path.relative_to(ROOT))
+    package = relative.split("/")[0]
+    for module, module_level in _cliplit_imports(path):
+        if _allowed(package, module, MODULE_LEVEL[package]):
+            continue
+        lazy = next(
+            (
+                reason
+                for (file, prefix), reason in LAZY_ONLY.items()
+                if file == relative and (module == prefix or module.startswith(prefix + "."))
+            ),
+            None,
+        )
+        assert lazy is not None, f"{relative} imports cliplit.{module}, which the layer rules forbid for {package}/"
+        assert not module_level, f"{relative} imports cliplit.{module} at module level; only lazily ({lazy})"
+
+
+def test_the_rules_catch_a_violation(tmp_path: Path) -> None:
+    """The parser sees both kinds of import, so a forbidden edge cannot hide inside a function."""
+    source = tmp_path / "x.py"
+    source.write_text("from cliplit.runtime import enhancer\ndef f():\n    import cliplit.export.cli\n")
+    assert _cliplit_imports(source) == [("runtime", True), ("export.cli", False)]
+    assert not _allowed("train", "runtime.enhancer", MODULE_LEVEL["train"])
+    assert _allowed("export", "train.network", MODULE_LEVEL["export"])
+
+
+def test_every_lazy_exception_is_still_used() -> None:
+    """A stale exception would silently widen the rules; each must match an import that exists."""
+    used = {
+        (str(path.relative_to(ROOT)), prefix)
+        for path in _sources()
+        for module, _ in _cliplit_imports(path)
+        for (file, prefix) in LAZY_ONLY
+        if file == str(path.relative_to(ROOT)) and (module == prefix or module.startswith(prefix + "."))
+    }
+    assert set(LAZY_ONLY) == used
