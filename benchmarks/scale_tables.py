@@ -139,8 +139,7 @@ def flicker_table(backend: Backend, photos: dict[str, np.ndarray]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     prog = "python -m cliplit.benchmarks.scale_tables"
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("
-")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("table", choices=("scale", "flicker"))
     parser.add_argument("--photos", type=Path, required=True, help="folder of test photos")
     parser.add_argument("--model", default=None, help="model to run (default: the released weights' ONNX)")
