@@ -72,11 +72,11 @@ META_OPSET = "cliplit.opset"
 META_VERSION = "cliplit.version"
 META_MIN_SIDE = "cliplit.min_side"
 META_EPS = "cliplit.light_map_eps"
-META_VARIANT = "cliplit.padding_variant"
+META_PADDING = "cliplit.padding_variant"
 
 
 def metadata_for(
-    io: str, *, model_name: str, weights_sha256: str, opset: int, version: str, variant: str
+    io: str, *, model_name: str, weights_sha256: str, opset: int, version: str, padding: str
 ) -> dict[str, str]:
     """Return the metadata_props that describe a model of I/O variant ``io``."""
     spec = io_spec(io)
@@ -91,7 +91,7 @@ def metadata_for(
         META_VERSION: version,
         META_MIN_SIDE: str(MIN_SIDE),
         META_EPS: repr(LIGHT_MAP_EPS),
-        META_VARIANT: variant,
+        META_PADDING: padding,
     }
 
 

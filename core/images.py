@@ -16,6 +16,7 @@ import numpy as np
 
 from cliplit.core.atomic import atomic_output
 from cliplit.core.errors import CliplitError
+from cliplit.core.light_map import to_uint8
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".ppm", ".pgm"})
 
@@ -41,7 +42,7 @@ def to_bgr8(image: np.ndarray, name: str = "image") -> np.ndarray:
     if image.dtype == np.uint16:
         image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     elif image.dtype in (np.float32, np.float64):
-        image = np.clip(np.floor(image * 255.0 + 0.5), 0, 255).astype(np.uint8)
+        image = to_uint8(image)
     elif image.dtype != np.uint8:
         raise CliplitError(f"{name}: unsupported pixel type {image.dtype}")
     if image.ndim == 2:

@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--io", choices=IO_VARIANTS, default="float", help="ONNX I/O variant (default: %(default)s)")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17)")
     parser.add_argument(
+        "--padding",
         "--variant",
+        dest="padding",
         choices=("test", "train"),
         default=None,
         help="padding variant to export (default: the checkpoint's; 'test' for the released weights)",
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(args.onnx, args.overwrite)
     check_engine_args(args)  # bad engine options fail before the export, not after it
     static_size = _static_size(args)
-    checkpoint = load_enhancer(args.weights, variant=args.variant)
+    checkpoint = load_enhancer(args.weights, padding=args.padding)
     images = [read_image(path)[:, :, ::-1] for path in args.verify_image]
     options = {"opset": args.opset or DEFAULT_OPSET, "verify_images": images, "overwrite": args.overwrite}
     if static_size is None:

@@ -128,7 +128,7 @@ def export_onnx(
             weights_sha256=checkpoint.sha256,
             opset=opset,
             version=cliplit_version(),
-            variant=model.variant,
+            padding=model.padding,
         )
         onnx.helper.set_model_props(proto, meta)
         expand_single_pixel_resizes(proto)  # OpenCV 5.0 misreads Resize from 1×1 maps; see opencv_compat

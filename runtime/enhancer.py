@@ -27,9 +27,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from cliplit.core.contract import LIGHT_MAP_EPS, MIN_SIDE, check_frame_size, model_input_from_bgr
+from cliplit.core.contract import MIN_SIDE, check_frame_size, model_input_from_bgr
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import to_bgr8
+from cliplit.core.light_map import apply_light_map_bgr8, to_uint8
 from cliplit.runtime.backends import Backend, open_backend
 from cliplit.runtime.temporal import SCENE_CUT_THRESHOLD, LightMapSmoother
 from cliplit.runtime.upsample import UPSAMPLE_METHODS, upsample_light_map
@@ -183,13 +184,13 @@ class Enhancer:
             return list(outputs["enhanced"])
         full_size = network_size == (frames[0].shape[1], frames[0].shape[0])
         if full_size and self.smoother is None:
-            return [_rgb_float_to_bgr8(enhanced) for enhanced in outputs["enhanced"]]
+            return [to_uint8(enhanced[::-1].transpose(1, 2, 0)) for enhanced in outputs["enhanced"]]
         results = []
         for frame, light_map in zip(frames, outputs["light_map"][:, 0], strict=True):
             if self.smoother is not None:
                 light_map = self.smoother.update(light_map, frame)
             light_map = upsample_light_map(light_map, frame, self.upsample)
-            results.append(apply_light_map(frame, light_map))
+            results.append(apply_light_map_bgr8(frame, light_map))
         return results
 
 
@@ -201,24 +202,3 @@ class Pending:
     network_size: tuple[int, int]
     handle: object | None = None
     outputs: dict[str, np.ndarray] | None = None
-
-
-def apply_light_map(frame_bgr: np.ndarray, light_map: np.ndarray) -> np.ndarray:
-    """The contract's output for a uint8 BGR frame and an H×W light map: floor(255·clamp(x / max(L, eps), 0, 1) + 0.5).
-
-    Computed in 8-bit levels (255·x = the frame itself) in four passes over the image; the same value as the
-    contract's formula up to float rounding (one level, in about one pixel in a million).
-    """
-    divisor = np.maximum(light_map, np.float32(LIGHT_MAP_EPS))[:, :, None]
-    levels = np.divide(frame_bgr, divisor, dtype=np.float32)
-    levels += np.float32(0.5)
-    np.minimum(levels, np.float32(255.0), out=levels)
-    return levels.astype(np.uint8)  # truncation of a non-negative value: the floor
-
-
-def _rgb_float_to_bgr8(image: np.ndarray) -> np.ndarray:
-    """3×H×W float RGB in [0, 1] → H×W×3 uint8 BGR, rounded as the reference does: floor(y·255 + 0.5)."""
-    levels = np.multiply(image[::-1].transpose(1, 2, 0), np.float32(255.0), dtype=np.float32)
-    levels += np.float32(0.5)
-    np.clip(levels, np.float32(0.0), np.float32(255.0), out=levels)
-    return levels.astype(np.uint8)  # truncation of a non-negative value: the floor

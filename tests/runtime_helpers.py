@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from conftest import photo
 
+from cliplit.benchmarks import scale_tables as measure
 from cliplit.core.images import read_image
-from cliplit.runtime import measure
 
 
 def moving_crops(names: Sequence[str], **options: object) -> list[np.ndarray]:

@@ -9,12 +9,12 @@ import pytest
 import torch
 from conftest import SMALL_PHOTO, photo
 
+from cliplit.core import contract
 from cliplit.core.atomic import OutputExistsError
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import read_image
 from cliplit.core.weights import sha256_of
 from cliplit.export.onnx_export import FloatIO, Uint8IO, export_onnx, verify_against_torch
-from cliplit.runtime import contract
 
 # The sizes: the minimum, odd sizes that give uneven pooling bins, and full HD.
 SIZES = [(contract.MIN_SIDE, contract.MIN_SIDE), (7, 9), (67, 93), (481, 643), (1001, 777), (1080, 1920)]
@@ -76,7 +76,7 @@ def test_export_records_the_contract_in_metadata_and_dynamic_axes(io, float_onnx
     assert meta[contract.META_LAYOUT] == spec.input_layout
     assert meta[contract.META_WEIGHTS_SHA256] == sha256_of(released_weights)
     assert meta[contract.META_OPSET] == str(model.opset_import[0].version)
-    assert meta[contract.META_VARIANT] == "test"
+    assert meta[contract.META_PADDING] == "test"
     assert [i.name for i in model.graph.input] == [spec.input_name]
     assert [o.name for o in model.graph.output] == list(spec.output_names)
     dims = model.graph.input[0].type.tensor_type.shape.dim

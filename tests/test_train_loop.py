@@ -136,7 +136,7 @@ def test_end_to_end_learns_prompts_and_brightens_backlit_scenes(setup: dict[str,
         after = apply_light_map(backlit, trained.model(backlit)).mean(dim=1)[dark].mean()
         before = apply_light_map(backlit, initial.model(backlit)).mean(dim=1)[dark].mean()
     assert after > before + 0.1, (float(before), float(after))
-    assert trained.model.variant == "test" and trained.source["kind"] == "best"
+    assert trained.model.padding == "test" and trained.source["kind"] == "best"
     assert trained.source["init_enhancer_sha256"] == initial.sha256 and trained.source["config"]["rounds"] == 2
 
     # Everything a user relies on is in the run directory.

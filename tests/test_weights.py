@@ -8,8 +8,8 @@ import urllib.error
 import pytest
 import torch
 
+from cliplit.core import weights
 from cliplit.core.weights import RELEASED, WeightsError, resolve_weights, sha256_of
-from cliplit.runtime import weights
 from cliplit.train.checkpoint import load_enhancer, save_enhancer
 from cliplit.train.network import LightMapNet
 
@@ -85,14 +85,14 @@ def test_paths_must_exist(tmp_path):
 
 def test_released_and_cliplit_checkpoints_load_into_the_same_network(released_weights, tmp_path):
     released = load_enhancer(released_weights)
-    assert released.model.variant == "test" and not released.model.training
+    assert released.model.padding == "test" and not released.model.training
     assert released.sha256 == RELEASED["clip-lit"].sha256
-    saved = save_enhancer(released.model, tmp_path / "mine.pth", variant="test", source={"trained_from": "x"})
+    saved = save_enhancer(released.model, tmp_path / "mine.pth", padding="test", source={"trained_from": "x"})
     mine = load_enhancer(saved)
     assert mine.source == {"trained_from": "x"} and mine.name == "mine"
     for key, value in released.model.state_dict().items():
         assert torch.equal(value, mine.model.state_dict()[key])
-    assert load_enhancer(saved, variant="train").model.variant == "train"
+    assert load_enhancer(saved, padding="train").model.padding == "train"
 
 
 def test_checkpoint_errors_name_the_problem(tmp_path):
@@ -106,4 +106,4 @@ def test_checkpoint_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="does not hold CLIP-LIT enhancer weights"):
         load_enhancer(tmp_path / "other.pth")
     with pytest.raises(ValueError, match="padding variant"):
-        save_enhancer(LightMapNet(), tmp_path / "x.pth", variant="same")
+        save_enhancer(LightMapNet(), tmp_path / "x.pth", padding="same")

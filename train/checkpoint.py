@@ -17,10 +17,10 @@ import torch
 from cliplit.core.atomic import atomic_output
 from cliplit.core.errors import CliplitError
 from cliplit.core.weights import is_released_name, resolve_weights, sha256_of
-from cliplit.train.network import VARIANTS, LightMapNet
+from cliplit.train.network import PADDINGS, LightMapNet
 
 FORMAT = "cliplit-enhancer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the padding is stored as "padding" (format 1 called it "variant")
 
 
 class CheckpointError(CliplitError, ValueError):
@@ -38,11 +38,11 @@ class EnhancerCheckpoint:
 
 
 def load_enhancer(
-    weights: str | os.PathLike[str] = "clip-lit", *, variant: str | None = None, download: bool = True
+    weights: str | os.PathLike[str] = "clip-lit", *, padding: str | None = None, download: bool = True
 ) -> EnhancerCheckpoint:
     """Build the enhancer from a released name, a released ``.pth`` or a cliplit checkpoint, in eval mode.
 
-    ``variant`` overrides the padding variant; by default released weights run as the official test code does
+    ``padding`` overrides the padding variant; by default released weights run as the official test code does
     ("test") and cliplit checkpoints in the variant they recorded.
     """
     path = resolve_weights(weights, download=download)
@@ -56,14 +56,14 @@ def load_enhancer(
         if blob.get("format_version", 0) > FORMAT_VERSION:
             raise CheckpointError(f"{path} was written by a newer cliplit (format {blob['format_version']})")
         state = blob["state_dict"]
-        recorded_variant = blob.get("variant", "test")
+        recorded_padding = blob.get("padding", blob.get("variant", "test"))  # "variant": format 1 files
         source = dict(blob.get("source", {}))
     else:
         state = blob
-        recorded_variant = "test"
+        recorded_padding = "test"
         source = {}
     state = {key.removeprefix("module."): value for key, value in state.items()}
-    model = LightMapNet(variant or recorded_variant)
+    model = LightMapNet(padding or recorded_padding)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(
@@ -76,20 +76,20 @@ def load_enhancer(
 
 
 def save_enhancer(
-    model: LightMapNet, path: str | os.PathLike[str], *, variant: str = "test", source: dict[str, Any] | None = None
+    model: LightMapNet, path: str | os.PathLike[str], *, padding: str = "test", source: dict[str, Any] | None = None
 ) -> Path:
     """Write a cliplit checkpoint atomically (temporary file, then rename).
 
-    ``variant`` is the padding variant to run the weights with; CLIP-LIT trains with zero outer padding and runs with
+    ``padding`` is the padding variant to run the weights with; CLIP-LIT trains with zero outer padding and runs with
     reflect padding, so trained weights are saved as "test" unless asked otherwise.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown padding variant {variant!r}; expected one of {VARIANTS}")
+    if padding not in PADDINGS:
+        raise ValueError(f"unknown padding variant {padding!r}; expected one of {PADDINGS}")
     path = Path(path)
     blob = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "variant": variant,
+        "padding": padding,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "source": source or {},
     }

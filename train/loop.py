@@ -130,7 +130,7 @@ class Trainer:
             self.enhancer = LightMapNet("train")
             self.init_sha256 = None
         else:
-            self.enhancer = load_enhancer(init_path, variant="train").model
+            self.enhancer = load_enhancer(init_path, padding="train").model
             self.init_sha256 = sha256_of(init_path)
         self.enhancer.to(self.device).train()
         if config.init_prompts:
@@ -524,19 +524,19 @@ class Trainer:
     def _save_enhancers(self, round_index: int, *, best: bool) -> None:
         if not self.ctx.is_main:
             return
-        variant = self.config.export_variant
+        padding = self.config.export_variant
         save_enhancer(
             self.enhancer,
             self.run_dir / "enhancer_final.pth",
-            variant=variant,
+            padding=padding,
             source=self._source("final", round_index),
         )
         if best:
             model = LightMapNet("train")
             model.load_state_dict(self.best_enhancer)
             source = self._source("best", round_index)
-            save_enhancer(model, self.run_dir / "enhancer_best.pth", variant=variant, source=source)
-            save_enhancer(model, self.run_dir / f"enhancer_round_{round_index:03d}.pth", variant=variant, source=source)
+            save_enhancer(model, self.run_dir / "enhancer_best.pth", padding=padding, source=source)
+            save_enhancer(model, self.run_dir / f"enhancer_round_{round_index:03d}.pth", padding=padding, source=source)
 
     def _save_prompt_files(self, stage: str, round_index: int) -> None:
         if not self.ctx.is_main:

@@ -18,8 +18,8 @@ from torch import nn
 
 from cliplit.core.contract import LIGHT_MAP_EPS, PPM_BINS
 
-PaddingVariant = Literal["test", "train"]
-VARIANTS: tuple[str, ...] = ("test", "train")
+Padding = Literal["test", "train"]
+PADDINGS: tuple[str, ...] = ("test", "train")
 
 
 def adaptive_avg_pool2d_exportable(x: torch.Tensor, bins: int) -> torch.Tensor:
@@ -94,12 +94,12 @@ class ResidualBlock(nn.Module):
 class LightMapNet(nn.Module):
     """Predicts the light map L (N x 1 x H x W) of an RGB image x (N x 3 x H x W in [0, 1])."""
 
-    def __init__(self, variant: PaddingVariant = "test", channels: int = 32) -> None:
+    def __init__(self, padding: Padding = "test", channels: int = 32) -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown padding variant {variant!r}; expected one of {VARIANTS}")
-        self.variant = variant
-        outer = "reflect" if variant == "test" else "zeros"
+        if padding not in PADDINGS:
+            raise ValueError(f"unknown padding variant {padding!r}; expected one of {PADDINGS}")
+        self.padding = padding
+        outer = "reflect" if padding == "test" else "zeros"
         wide = channels * 2
         self.cond1 = nn.Conv2d(3, channels, 3, padding=1, padding_mode=outer)
         self.ResidualBlock1 = ResidualBlock(channels)

@@ -29,7 +29,7 @@ class TorchBackend(Backend):
         *,
         device: str | None = None,
         threads: int | None = None,
-        variant: str | None = None,
+        padding: str | None = None,
     ) -> None:
         """``device`` is a torch device ("cpu", "cuda:0"; default: the first GPU if any); ``threads`` sets torch's
         intra-op thread count for the whole process."""
@@ -39,7 +39,7 @@ class TorchBackend(Backend):
                 raise CliplitError(f"--threads must be at least 1, got {threads}")
             torch.set_num_threads(threads)
         self.device = torch.device(device or ("cuda:0" if torch.cuda.is_available() else "cpu"))
-        self.checkpoint = load_enhancer(weights, variant=variant)
+        self.checkpoint = load_enhancer(weights, padding=padding)
         self.model = self.checkpoint.model.to(self.device).eval()
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
