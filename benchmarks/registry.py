@@ -8,7 +8,6 @@ that reason and goes on with the others.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +65,10 @@ def _torch_variant(name: str) -> Callable[[BenchContext], Backend]:
 
 
 def _torch_baseline(context: BenchContext) -> Backend:
-    from cliplit.runtime.backends.torch import TorchBackend
+    from cliplit.runtime.backends.torch import TorchBackend, TorchOptions
 
-    device = f"cuda:{context.gpu_index}" if context.device == "cuda" else "cpu"
-    return TorchBackend(context.weights, device=device, threads=context.threads)
+    options = TorchOptions(device=context.gpu_index, cpu_only=context.device == "cpu", threads=context.threads)
+    return TorchBackend(context.weights, options)
 
 
 def _onnxruntime(io: str, provider: str | None) -> Callable[[BenchContext], Backend]:
@@ -78,7 +77,7 @@ def _onnxruntime(io: str, provider: str | None) -> Callable[[BenchContext], Back
     def build(context: BenchContext) -> Backend:
         import onnxruntime as ort
 
-        from cliplit.runtime.backends.onnxruntime import OnnxRuntimeBackend
+        from cliplit.runtime.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeOptions
 
         providers: list[str | tuple[str, dict[str, str]]] = ["CPUExecutionProvider"]
         if provider is not None:
@@ -88,7 +87,8 @@ def _onnxruntime(io: str, provider: str | None) -> Callable[[BenchContext], Back
                     "(install onnxruntime-gpu and the CUDA/TensorRT libraries)"
                 )
             providers.insert(0, (provider, _provider_options(provider, context)))
-        backend = OnnxRuntimeBackend(context.onnx(io), threads=context.threads, providers=providers)
+        options = OnnxRuntimeOptions(threads=context.threads, providers=tuple(providers))
+        backend = OnnxRuntimeBackend(context.onnx(io), options)
         if provider is not None and backend.providers[0] != provider:
             raise BackendUnavailable(f"{provider} failed to initialise; ONNX Runtime fell back to {backend.providers}")
         return backend
@@ -115,9 +115,9 @@ def _tensorrt(context: BenchContext) -> Backend:
         raise BackendUnavailable("no engine given: pass --engine model.engine (build one with export-engine --engine)")
     if not Path(context.engine).is_file():
         raise BackendUnavailable(f"engine {context.engine} does not exist")
-    from cliplit.runtime.backends import open_backend
+    from cliplit.runtime.backends.tensorrt import TensorRTBackend, TensorRTOptions
 
-    return open_backend(os.fspath(context.engine), "tensorrt", device=context.gpu_index)
+    return TensorRTBackend(context.engine, TensorRTOptions(device=context.gpu_index))
 
 
 BACKENDS: dict[str, BackendEntry] = {

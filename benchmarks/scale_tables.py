@@ -26,7 +26,7 @@ import numpy as np
 
 from cliplit.core.images import is_image_path, read_image
 from cliplit.core.metrics import psnr
-from cliplit.runtime.backends import Backend, open_backend
+from cliplit.runtime.backends import Backend, open_backend, options_for, select_backend
 from cliplit.runtime.enhancer import Enhancer
 from cliplit.runtime.upsample import UPSAMPLE_METHODS
 
@@ -147,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     photos = {p.stem: read_image(p) for p in sorted(args.photos.iterdir()) if is_image_path(p)}
     table = scale_table if args.table == "scale" else flicker_table
-    with open_backend(args.model, threads=args.threads) as backend:
+    options = options_for(select_backend(args.model), threads=args.threads)
+    with open_backend(args.model, options) as backend:
         print(table(backend, photos))
     print(f"\nmachine: {platform.processor() or platform.machine()}, {_cpu_count()} CPU threads, ONNX Runtime on CPU")
     return 0

@@ -8,6 +8,8 @@ recorder between the enhancer and the inner backend notes the size the network a
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from cliplit.runtime.backends.base import Backend
@@ -15,7 +17,8 @@ from cliplit.runtime.enhancer import Enhancer
 
 
 class _ShapeRecorder(Backend):
-    """Passes batches to ``inner`` unchanged and remembers the last batch's height and width."""
+    """Passes batches to ``inner`` unchanged (synchronously or not, as ``inner`` does) and remembers the last batch's
+    height and width."""
 
     def __init__(self, inner: Backend) -> None:
         super().__init__(inner.io)
@@ -24,8 +27,20 @@ class _ShapeRecorder(Backend):
         self.last_size: tuple[int, int] | None = None
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return self.wait(self.submit(batch))
+
+    def submit(self, batch: np.ndarray) -> object:
         self.last_size = tuple(batch.shape[-2:]) if self.io == "float" else tuple(batch.shape[1:3])
-        return self.inner.run(batch)
+        return self.inner.submit(batch)
+
+    def wait(self, handle: object) -> dict[str, np.ndarray]:
+        return self.inner.wait(handle)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def details(self) -> dict[str, Any]:
+        return self.inner.details()
 
     def close(self) -> None:
         self.inner.close()
@@ -39,12 +54,13 @@ class ScaledBackend(Backend):
         self.name = name
         self._recorder = _ShapeRecorder(inner)
         self.enhancer = Enhancer(self._recorder, scale=scale, upsample=upsample)
-        self.providers = getattr(inner, "providers", None)
 
-    @property
-    def network_size(self) -> tuple[int, int] | None:
-        """(height, width) the network ran at in the last call."""
-        return self._recorder.last_size
+    def describe(self) -> str:
+        return self.enhancer.describe()
+
+    def details(self) -> dict[str, Any]:
+        """The inner backend's details and ``network_size``: (height, width) the network ran at in the last call."""
+        return {**self._recorder.details(), "network_size": self._recorder.last_size}
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return {"enhanced": np.stack(self.enhancer.enhance_batch(list(batch)))}

@@ -329,7 +329,7 @@ def _check(
         log(f"error {entry.name} {size.label}: {error}")
         records += [Record(**base, batch=b, status="error", reason=_reason(error)) for b in batches]
         return None
-    network_height, network_width = getattr(backend, "network_size", None) or (size.height, size.width)
+    network_height, network_width = backend.details().get("network_size") or (size.height, size.width)
     base.update(network_width=network_width, network_height=network_height)
     output = outputs["enhanced"]
     fidelity = compare(output, reference) if reference is not None and entry.name != BASELINE else None
@@ -398,18 +398,13 @@ def _clock_for(entry: BackendEntry, device: str) -> Clock:
 
 
 def _precision_of(entry: BackendEntry, backend: Backend) -> str:
-    """The entry's precision, or what a TensorRT engine's sidecar says it was built with."""
-    sidecar = getattr(backend, "sidecar", None)
-    built = getattr(sidecar, "precision", None)
-    return {"fp16": "float16", "fp32": "float32"}.get(built, entry.precision)
+    """The entry's precision, or what the backend says it runs in (a TensorRT engine's build precision)."""
+    return {"fp16": "float16", "fp32": "float32"}.get(backend.details().get("precision"), entry.precision)
 
 
 def _details_of(backend: Backend) -> dict[str, Any]:
-    details: dict[str, Any] = {}
-    providers = getattr(backend, "providers", None)
-    if isinstance(providers, list):
-        details["providers"] = providers
-    return details
+    providers = backend.details().get("providers")
+    return {"providers": providers} if providers else {}
 
 
 def _config_dict(config: SuiteConfig) -> dict[str, Any]:

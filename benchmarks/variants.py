@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from cliplit.export.onnx_export import FloatIO
-from cliplit.runtime.backends.torch import TorchBackend
+from cliplit.runtime.backends.torch import TorchBackend, TorchOptions
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class TorchVariant(TorchBackend):
     def __init__(self, weights: str | os.PathLike[str], name: str, device: str, *, threads: int | None = None) -> None:
         if name not in TORCH_VARIANTS:
             raise ValueError(f"unknown PyTorch variant {name!r}; expected one of {', '.join(TORCH_VARIANTS)}")
-        super().__init__(weights, device=device, threads=threads)
+        super().__init__(weights, TorchOptions(cpu_only=device == "cpu", threads=threads))
         self.name = name
         self.spec = TORCH_VARIANTS[name]
         self._format = torch.channels_last if self.spec.channels_last else torch.contiguous_format

@@ -8,13 +8,11 @@ module must stay importable without torch (the runtime imports it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from cliplit.core.errors import CliplitError
 
-IoVariant = Literal["float", "uint8"]
 IO_VARIANTS: tuple[str, ...] = ("float", "uint8")
 
 # The released model divides by L with no guard; where L == 0 that gives inf (clamped to 1) or NaN (0/0). We divide

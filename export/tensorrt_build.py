@@ -279,9 +279,9 @@ def measure_parity(
     min_batch = sidecar.profile["min"][0]
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     results = []
-    from cliplit.runtime.backends.tensorrt import TensorRTBackend
+    from cliplit.runtime.backends.tensorrt import TensorRTBackend, TensorRTOptions
 
-    with TensorRTBackend(engine_path, sidecar=sidecar) as backend:
+    with TensorRTBackend(engine_path, TensorRTOptions(sidecar=sidecar)) as backend:
         for label, rgb in images:
             batch = np.repeat(model_input_from_rgb(sidecar.io, rgb), min_batch, axis=0)
             (reference,) = session.run(["enhanced"], {spec.input_name: batch})

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from cliplit.core.atomic import check_writable
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import IMAGE_SUFFIXES, is_image_path
-from cliplit.runtime.backends import BACKEND_CHOICES
+from cliplit.runtime.backends import BACKEND_CHOICES, options_for, select_backend
 from cliplit.runtime.sources import is_stream_url
 from cliplit.runtime.upsample import UPSAMPLE_METHODS
 from cliplit.runtime.video import DEFAULT_CRF, DEFAULT_PRESET
@@ -103,11 +103,10 @@ def run(args: argparse.Namespace) -> int:
     plan = _plan(args)
     from cliplit.runtime.enhancer import Enhancer
 
+    backend = options_for(select_backend(args.model, args.backend), threads=args.threads, device=args.device)
     with Enhancer.open(
         args.model,
-        args.backend,
-        threads=args.threads,
-        device=args.device,
+        backend,
         scale=args.scale,
         upsample=args.upsample,
         temporal_smoothing=args.temporal_smoothing,

@@ -4,7 +4,7 @@ It is meant to drop into someone else's OpenCV loop::
 
     from cliplit.runtime.enhancer import Enhancer
 
-    with Enhancer.from_onnx("clip-lit.onnx") as enhancer:      # or from_engine("x.engine"), from_weights("clip-lit")
+    with Enhancer.open("clip-lit.onnx") as enhancer:      # or "x.engine", "clip-lit" (weights), None (default)
         while True:
             ok, frame = capture.read()
             if not ok:
@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -31,7 +32,7 @@ from cliplit.core.contract import MIN_SIDE, check_frame_size, model_input_from_b
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import to_bgr8
 from cliplit.core.light_map import apply_light_map_bgr8, to_uint8
-from cliplit.runtime.backends import Backend, open_backend
+from cliplit.runtime.backends import Backend, BackendOptions, open_backend
 from cliplit.runtime.temporal import SCENE_CUT_THRESHOLD, LightMapSmoother
 from cliplit.runtime.upsample import UPSAMPLE_METHODS, upsample_light_map
 
@@ -67,47 +68,24 @@ class Enhancer:
         self.smoother = LightMapSmoother(temporal_smoothing, scene_cut_threshold) if temporal_smoothing else None
 
     @classmethod
-    def from_onnx(
-        cls, path: str | os.PathLike[str], backend: str = "auto", *, threads: int | None = None, **options: object
-    ) -> Enhancer:
-        """An exported ONNX model on ONNX Runtime (``auto``/``onnxruntime``), or its released weights on ``torch``."""
-        return cls(open_backend(path, backend, threads=threads), **options)
-
-    @classmethod
-    def from_engine(cls, path: str | os.PathLike[str], *, device: int = 0, **options: object) -> Enhancer:
-        """A TensorRT engine built by ``export-engine --engine``, on the native TensorRT backend."""
-        return cls(open_backend(path, "tensorrt", device=device), **options)
-
-    @classmethod
-    def from_weights(
-        cls, weights: str | os.PathLike[str] = "clip-lit", *, threads: int | None = None, **options: object
-    ) -> Enhancer:
-        """The PyTorch baseline (needs torch): released name or ``.pth``, run by the plain eager network."""
-        return cls(open_backend(weights, "torch", threads=threads), **options)
-
-    @classmethod
     def open(
         cls,
         model: str | os.PathLike[str] | None = None,
-        backend: str = "auto",
-        *,
-        threads: int | None = None,
-        device: int = 0,
-        **options: object,
+        backend: str | BackendOptions = "auto",
+        **options: Any,
     ) -> Enhancer:
-        """Whatever ``--model``/``--backend`` name (see :func:`cliplit.runtime.backends.open_backend`)."""
-        return cls(open_backend(model, backend, threads=threads, device=device), **options)
+        """Load ``model`` (.onnx, .engine, weights, or None for the released CLIP-LIT) on ``backend`` — a name or a
+        backend's options, e.g. ``OnnxRuntimeOptions(threads=2)`` (see :func:`cliplit.runtime.backends.open_backend`)
+        — with the enhancer's ``options`` (``scale``, ``upsample``, ``temporal_smoothing``)."""
+        return cls(open_backend(model, backend), **options)
 
     @property
     def io(self) -> str:
         return self.backend.io
 
     def describe(self) -> str:
-        """One line for logs: backend, providers, options."""
-        parts = [self.backend.name]
-        providers = getattr(self.backend, "providers", None)
-        if providers:
-            parts.append("/".join(p.removesuffix("ExecutionProvider") for p in providers))
+        """One line for logs: the backend's own description, then the enhancer's options."""
+        parts = [self.backend.describe()]
         if self.scale != 1.0:
             parts.append(f"scale {self.scale:g} ({self.upsample})")
         if self.temporal_smoothing:
@@ -124,7 +102,7 @@ class Enhancer:
         return self.collect(self.submit(frames))
 
     def submit(self, frames: Sequence[np.ndarray]) -> list[Pending]:
-        """Start enhancing ``frames`` and return at once where the backend can (TensorRT's ``submit``); pass the
+        """Start enhancing ``frames`` and return at once where the backend can (``Backend.submit``); pass the
         result to :meth:`collect`, in submission order. Lets a pipeline keep two batches in flight."""
         frames = [to_bgr8(frame) for frame in frames]
         pending: list[Pending] = []
@@ -141,7 +119,7 @@ class Enhancer:
         """The enhanced frames of a :meth:`submit`, in order."""
         results: list[np.ndarray] = []
         for group in pending:
-            outputs = group.outputs if group.handle is None else self.backend.wait(group.handle)
+            outputs = self.backend.wait(group.handle)
             results.extend(self._finish(group.frames, group.network_size, outputs))
         return results
 
@@ -172,10 +150,7 @@ class Enhancer:
             else:
                 frames_in = frames
             batch = model_input_from_bgr("float", np.stack(frames_in))
-        submit = getattr(self.backend, "submit", None)
-        if submit is not None:
-            return Pending(frames, size, handle=submit(batch))
-        return Pending(frames, size, outputs=self.backend.run(batch))
+        return Pending(frames, size, self.backend.submit(batch))
 
     def _finish(
         self, frames: list[np.ndarray], network_size: tuple[int, int], outputs: dict[str, np.ndarray]
@@ -196,9 +171,8 @@ class Enhancer:
 
 @dataclass
 class Pending:
-    """Frames of one size on their way through the backend: a backend handle, or the outputs of a synchronous run."""
+    """Frames of one size on their way through the backend, with the backend's handle for them."""
 
     frames: list[np.ndarray]
     network_size: tuple[int, int]
-    handle: object | None = None
-    outputs: dict[str, np.ndarray] | None = None
+    handle: object

@@ -31,7 +31,6 @@ class ImageSink:
         self.outputs = outputs
         self.overwrite = overwrite
         self.failures: list[str] = []
-        self.written = 0
 
     def write(self, item: Item) -> None:
         if item.error is not None:
@@ -42,7 +41,6 @@ class ImageSink:
             write_image(path, item.image, overwrite=self.overwrite)
         except OSError as error:  # a full disk, a read-only folder: every later image would fail the same way
             raise _write_error(path, error) from error
-        self.written += 1
 
 
 class VideoSink:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cliplit.benchmarks.variants import TORCH_VARIANTS, TorchVariant, unavailable_reason
-from cliplit.runtime.backends.torch import TorchBackend
+from cliplit.runtime.backends.torch import TorchBackend, TorchOptions
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU with CUDA")
 
@@ -30,7 +30,10 @@ def test_unknown_variant_is_refused(released_weights):
 
 def _compare_with_baseline(weights, name: str, device: str, tolerance: float) -> None:
     batch = np.random.default_rng(3).random((2, 3, 40, 56), dtype=np.float32)
-    with TorchBackend(weights, device=device) as baseline, TorchVariant(weights, name, device) as variant:
+    with (
+        TorchBackend(weights, TorchOptions(cpu_only=device == "cpu")) as baseline,
+        TorchVariant(weights, name, device) as variant,
+    ):
         expected, actual = baseline.run(batch), variant.run(batch)
     assert set(actual) == {"enhanced", "light_map"}
     for key in actual:

@@ -18,7 +18,8 @@ from cliplit.core.images import read_image
 from cliplit.core.weights import RELEASED
 from cliplit.runtime import default_model
 from cliplit.runtime.backends import open_backend
-from cliplit.runtime.backends.onnxruntime import OnnxRuntimeBackend, default_providers
+from cliplit.runtime.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeOptions, default_providers
+from cliplit.runtime.backends.tensorrt import TensorRTOptions
 
 
 def rgb_batch(height: int = 64, width: int = 96) -> np.ndarray:
@@ -37,7 +38,7 @@ def with_metadata(source, target, **changes: str):
 
 
 def test_onnx_model_runs_on_onnxruntime_with_its_metadata_io(float_onnx, uint8_onnx):
-    backend = open_backend(float_onnx, threads=1)
+    backend = open_backend(float_onnx, OnnxRuntimeOptions(threads=1))
     assert isinstance(backend, OnnxRuntimeBackend) and backend.io == "float"
     assert backend.providers[-1] == "CPUExecutionProvider"
     assert backend.session.get_session_options().intra_op_num_threads == 1
@@ -69,7 +70,7 @@ def test_unloadable_model_is_a_clear_error(tmp_path, content):
 
 def test_bad_thread_count_is_a_clear_error(float_onnx):
     with pytest.raises(CliplitError, match="--threads"):
-        OnnxRuntimeBackend(float_onnx, threads=0)
+        OnnxRuntimeBackend(float_onnx, OnnxRuntimeOptions(threads=0))
 
 
 def test_providers_prefer_tensorrt_then_cuda_then_cpu(monkeypatch, cliplit_home):
@@ -102,15 +103,16 @@ def test_engine_loads_the_tensorrt_backend_lazily(monkeypatch, tmp_path):
     calls = []
 
     class FakeTensorRTBackend:
-        def __init__(self, path, *, device):
-            calls.append((path, device))
+        def __init__(self, path, options):
+            calls.append((path, options))
 
     fake = types.ModuleType("cliplit.runtime.backends.tensorrt")
-    fake.TensorRTBackend = FakeTensorRTBackend
+    fake.TensorRTBackend, fake.TensorRTOptions = FakeTensorRTBackend, TensorRTOptions
     monkeypatch.setitem(sys.modules, "cliplit.runtime.backends.tensorrt", fake)
     engine = tmp_path / "model.engine"
-    assert isinstance(open_backend(engine, device=3), FakeTensorRTBackend)
-    assert calls == [(engine, 3)]
+    assert isinstance(open_backend(engine, TensorRTOptions(device=3)), FakeTensorRTBackend)
+    assert calls == [(engine, TensorRTOptions(device=3))]
+    assert isinstance(open_backend(engine), FakeTensorRTBackend) and calls[-1] == (engine, TensorRTOptions())
 
 
 def test_missing_tensorrt_says_what_to_install(monkeypatch, tmp_path):

@@ -47,7 +47,7 @@ def test_folder_writes_what_it_can_and_lists_what_failed(crops, float_onnx, tmp_
     assert "2 of 6 images failed (the others were written)" in err
     assert "corrupt.jpg: not a readable image" in err and "tiny.png" in err and "too small" in err
     assert sorted(p.name for p in out.iterdir()) == ["alpha.png", "colour.png", "deep.png", "grey.png"]
-    with Enhancer.from_onnx(float_onnx) as enhancer:
+    with Enhancer.open(float_onnx) as enhancer:
         for name in ("alpha", "colour", "deep", "grey"):
             source = next(crops.glob(f"{name}.*"))
             assert np.array_equal(read_image(out / f"{name}.png"), enhancer.enhance(read_image(source))), name

@@ -19,7 +19,7 @@ LARGE_PHOTOS = [name for name in PHOTO_NAMES if name != SMALL_PHOTO]  # 1427x204
 
 @pytest.fixture(scope="module")
 def enhancer(float_onnx) -> Enhancer:
-    return Enhancer.from_onnx(float_onnx)
+    return Enhancer.open(float_onnx)
 
 
 def crop(name: str = SMALL_PHOTO, height: int = 96, width: int = 128) -> np.ndarray:
@@ -38,7 +38,7 @@ def test_reproduces_the_official_outputs_of_the_large_photos(enhancer, name):
 
 
 def test_uint8_model_reproduces_the_official_output(uint8_onnx):
-    enhancer = Enhancer.from_onnx(uint8_onnx)
+    enhancer = Enhancer.open(uint8_onnx)
     assert enhancer.io == "uint8"
     assert psnr(enhancer.enhance(read_image(photo(SMALL_PHOTO))), read_image(reference(SMALL_PHOTO))) >= 50.0
 
@@ -74,12 +74,12 @@ def test_smallest_frame_runs_and_smaller_is_a_clear_error(enhancer):
 )
 def test_bad_options_are_clear_errors(float_onnx, options):
     with pytest.raises(CliplitError):
-        Enhancer.from_onnx(float_onnx, **options)
+        Enhancer.open(float_onnx, **options)
 
 
 def test_uint8_model_refuses_light_map_options(uint8_onnx):
     with pytest.raises(CliplitError, match="float-I/O model"):
-        Enhancer.from_onnx(uint8_onnx, scale=0.5)
+        Enhancer.open(uint8_onnx, scale=0.5)
 
 
 class Recording(Backend):

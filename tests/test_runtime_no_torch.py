@@ -45,9 +45,9 @@ CHILD = textwrap.dedent(
 
     report = {"imported": imported}
     report["cli"] = main(["enhance", image, "-o", out, "--model", model, "--no-progress"])
-    with Enhancer.from_onnx(model, scale=0.5, temporal_smoothing=0.5) as enhancer:
+    with Enhancer.open(model, scale=0.5, temporal_smoothing=0.5) as enhancer:
         enhancer.enhance(read_image(image))
-    with Enhancer.from_onnx(model) as enhancer:
+    with Enhancer.open(model) as enhancer:
         written = read_image(os.path.join(out, os.path.basename(image)[:-4] + ".png"))
         report["cli_equals_api"] = bool(np.array_equal(written, enhancer.enhance(read_image(image))))
     os.environ["CLIPLIT_HOME"] = fresh_home

@@ -232,7 +232,7 @@ def test_http_stream_through_the_cli(http_server, float_onnx, tmp_path):
     info = probe(out)
     assert "160x120" in info and "10 fps" in info
     frames = decode_all(out)
-    with Enhancer.from_onnx(float_onnx) as enhancer:
+    with Enhancer.open(float_onnx) as enhancer:
         expected = [enhancer.enhance(frame) for frame in decode_all(clip)]
     assert len(frames) == len(expected) == 10
     assert min(psnr(a, b) for a, b in zip(frames, expected, strict=True)) >= 33.0  # the codec bound of the video tests

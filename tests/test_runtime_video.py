@@ -42,7 +42,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def expected(clip: Path, float_onnx: Path) -> list[np.ndarray]:
     """Per-frame enhancement of the decoded input, through the public API."""
-    with Enhancer.from_onnx(float_onnx) as enhancer:
+    with Enhancer.open(float_onnx) as enhancer:
         return [enhancer.enhance(frame) for frame in decode_all(clip)]
 
 

@@ -15,7 +15,7 @@ from cliplit.core.errors import CliplitError
 from cliplit.core.shapes import profile_from_args
 from cliplit.core.sidecar import EngineSidecar, write_sidecar
 from cliplit.export.tensorrt_build import BuildSettings, build_serialized_engine
-from cliplit.runtime.backends.tensorrt import TensorRTBackend
+from cliplit.runtime.backends.tensorrt import TensorRTBackend, TensorRTOptions
 
 PROFILES = {
     "float": ("1x3x8x8", "1x3x32x32", "2x3x64x96"),
@@ -164,7 +164,7 @@ def test_buffers_are_reallocated_only_when_a_frame_grows(
 ) -> None:
     stack = install(monkeypatch)
     engine = make_engine(tmp_path, tmp_path_factory, stack, "uint8")
-    with TensorRTBackend(engine, in_flight=1) as backend:
+    with TensorRTBackend(engine, TensorRTOptions(in_flight=1)) as backend:
         backend.run(frames("uint8", 1, 40, 60, seed=6))
         assert len(stack.log.of("cudaMalloc")) == 2  # frame and enhanced
         for height, width in ((40, 60), (20, 30), (40, 60)):
@@ -263,7 +263,7 @@ def test_lean_runtime_library_is_loaded_for_version_compatible_engines(
     stack = install(monkeypatch, "10.9.0.34")
     compatible = make_engine(tmp_path, tmp_path_factory, stack, "float", version_compatible=True)
     stack = install(monkeypatch, "11.0.0.5")
-    with TensorRTBackend(compatible, lean_runtime="/opt/trt/libnvinfer_lean.so.10") as backend:
+    with TensorRTBackend(compatible, TensorRTOptions(lean_runtime="/opt/trt/libnvinfer_lean.so.10")) as backend:
         backend.run(frames("float", 1, 16, 16, seed=10))
     names = stack.log.names()
     assert names.index("Runtime.load_runtime") < names.index("Runtime.deserialize_cuda_engine")
@@ -321,4 +321,4 @@ def test_sidecar_contract_mismatch_is_refused(
     profile = profile_from_args("uint8", *PROFILES["uint8"])
     wrong = make_sidecar(stack.trt.__version__, "uint8", profile, False)
     with pytest.raises(CliplitError, match="the uint8 contract needs 'frame'"):
-        TensorRTBackend(engine, sidecar=wrong)
+        TensorRTBackend(engine, TensorRTOptions(sidecar=wrong))

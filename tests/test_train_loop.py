@@ -154,13 +154,14 @@ def test_trained_checkpoint_exports_and_runs_in_the_runtime(trained: Path, tmp_p
     """export-engine turns the trained checkpoint into a verified ONNX model; the runtime's Enhancer runs it and
     matches the PyTorch network to one 8-bit level."""
     from cliplit.export.cli import main as export_engine
+    from cliplit.runtime.backends.onnxruntime import OnnxRuntimeOptions
     from cliplit.runtime.enhancer import Enhancer
 
     onnx_path = tmp_path / "trained.onnx"
     assert export_engine(["--weights", str(trained / "enhancer_best.pth"), "--onnx", str(onnx_path)]) == 0
     backlit, dark, _ = held_out(2, seed=7)
     frame = np.ascontiguousarray((backlit[0].permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8))
-    with Enhancer.from_onnx(onnx_path, "onnxruntime", threads=1) as enhancer:
+    with Enhancer.open(onnx_path, OnnxRuntimeOptions(threads=1)) as enhancer:
         enhanced = enhancer.enhance(frame)
     rgb = torch.from_numpy(frame[:, :, ::-1].astype(np.float32) / 255).permute(2, 0, 1)[None]
     with torch.no_grad():

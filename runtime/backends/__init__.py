@@ -1,4 +1,4 @@
-"""Backend selection: one call turns ``--model`` and ``--backend`` into a loaded :class:`Backend`.
+"""Backend registry and selection: one call turns ``--model`` and ``--backend`` into a loaded :class:`Backend`.
 
 What ``--model`` names decides what can run it:
 
@@ -6,90 +6,144 @@ What ``--model`` names decides what can run it:
   from, found by the SHA-256 in its metadata, so backends can be compared on one model;
 * ``.engine`` / ``.plan`` — the native TensorRT backend (``auto``, ``tensorrt``);
 * PyTorch weights (a released name such as ``clip-lit``, or a ``.pth``) — ``torch`` runs them directly; ``auto`` and
-  ``onnxruntime`` run their cached ONNX export (:mod:`cliplit.runtime.default_model`). No model means ``clip-lit``.
+  ONNX backends run their cached ONNX export (:mod:`cliplit.runtime.default_model`). No model means ``clip-lit``.
 
-Every backend module is imported only when chosen, so the runtime never loads torch (or TensorRT) unless asked to.
+Adding a backend is one module (a :class:`Backend` subclass and its options dataclass) plus one line in
+``REGISTRY``. Every backend module is imported only when chosen, so the runtime never loads torch (or TensorRT)
+unless asked to.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from cliplit.core.contract import META_WEIGHTS_SHA256
 from cliplit.core.errors import CliplitError
 from cliplit.core.weights import DEFAULT_WEIGHTS, RELEASED
-from cliplit.runtime.backends.base import Backend
+from cliplit.runtime.backends.base import Backend, BackendOptions
 
-BACKEND_CHOICES: tuple[str, ...] = ("auto", "onnxruntime", "tensorrt", "torch")
 ENGINE_SUFFIXES = frozenset({".engine", ".plan"})
 
-__all__ = ["BACKEND_CHOICES", "ENGINE_SUFFIXES", "Backend", "open_backend"]
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Where a backend lives, what kind of model file it runs and how to install what it needs."""
+
+    module: str
+    cls: str
+    options: str
+    runs: str  # "onnx", "engine" or "weights"
+    install: str
 
 
-def open_backend(
-    model: str | os.PathLike[str] | None = None,
-    backend: str = "auto",
-    *,
-    threads: int | None = None,
-    device: int = 0,
-) -> Backend:
-    """Load ``model`` (an .onnx, an .engine, weights, or None for the released CLIP-LIT) on ``backend``.
+REGISTRY: dict[str, BackendSpec] = {
+    "onnxruntime": BackendSpec(
+        "cliplit.runtime.backends.onnxruntime", "OnnxRuntimeBackend", "OnnxRuntimeOptions", "onnx", "the base install"
+    ),
+    "tensorrt": BackendSpec(
+        "cliplit.runtime.backends.tensorrt",
+        "TensorRTBackend",
+        "TensorRTOptions",
+        "engine",
+        "pip install 'cliplit[tensorrt]' (or only tensorrt_lean for engines built with --version-compatible)",
+    ),
+    "torch": BackendSpec(
+        "cliplit.runtime.backends.torch", "TorchBackend", "TorchOptions", "weights", "pip install 'cliplit[export]'"
+    ),
+}
+BACKEND_CHOICES: tuple[str, ...] = ("auto", *REGISTRY)
+#: what ``auto`` picks for each kind of model file
+AUTO: dict[str, str] = {"onnx": "onnxruntime", "engine": "tensorrt", "weights": "onnxruntime"}
 
-    ``threads`` is the CPU thread count (ONNX Runtime, torch); ``device`` the GPU index (TensorRT, CUDA).
-    """
+__all__ = [
+    "BACKEND_CHOICES",
+    "ENGINE_SUFFIXES",
+    "REGISTRY",
+    "Backend",
+    "BackendOptions",
+    "open_backend",
+    "options_for",
+    "select_backend",
+]
+
+
+def model_kind(model: str | os.PathLike[str]) -> str:
+    """ "engine", "onnx" or "weights" (a released name or a .pth), from the file's suffix."""
+    suffix = Path(model).suffix.lower()
+    if suffix in ENGINE_SUFFIXES:
+        return "engine"
+    return "onnx" if suffix == ".onnx" else "weights"
+
+
+def select_backend(model: str | os.PathLike[str] | None, backend: str = "auto") -> str:
+    """The registered backend that runs ``model`` for ``--backend backend``, or a clear error."""
     if backend not in BACKEND_CHOICES:
         raise CliplitError(f"unknown backend {backend!r}; expected one of {', '.join(BACKEND_CHOICES)}")
     model = DEFAULT_WEIGHTS if model is None else model
-    suffix = Path(model).suffix.lower()
-    if suffix in ENGINE_SUFFIXES:
-        if backend not in ("auto", "tensorrt"):
-            raise CliplitError(f"{model} is a TensorRT engine; only --backend tensorrt (or auto) can run it")
-        return _tensorrt(model, device)
-    if backend == "tensorrt":
+    kind = model_kind(model)
+    if backend == "auto":
+        return AUTO[kind]
+    runs = REGISTRY[backend].runs
+    if kind == "engine" and runs != "engine":
+        raise CliplitError(f"{model} is a TensorRT engine; only --backend tensorrt (or auto) can run it")
+    if runs == "engine" and kind != "engine":
         raise CliplitError(
-            f"--backend tensorrt needs a TensorRT engine (.engine), not {model}: build one with "
+            f"--backend {backend} needs a TensorRT engine (.engine), not {model}: build one with "
             "`export-engine --onnx model.onnx --engine model.engine`"
         )
-    if suffix == ".onnx":
-        if backend == "torch":
-            return _torch(_released_weights_of(model), threads, device)
-        return _onnxruntime(model, threads, device)
-    if backend == "torch":
-        return _torch(model, threads, device)
-    from cliplit.runtime.default_model import ensure_onnx
-
-    return _onnxruntime(ensure_onnx(model), threads, device)
+    return backend
 
 
-def _onnxruntime(path: str | os.PathLike[str], threads: int | None, device: int) -> Backend:
-    from cliplit.runtime.backends.onnxruntime import OnnxRuntimeBackend
+def options_class(backend: str) -> type[BackendOptions]:
+    """The options dataclass of a registered backend (its module is imported; none imports its engine eagerly)."""
+    return getattr(_module(backend), REGISTRY[backend].options)
 
-    return OnnxRuntimeBackend(path, threads=threads, device=device)
+
+def options_for(backend: str, **values: object) -> BackendOptions:
+    """``backend``'s options from command-line style values: fields it has are set (unless None), others ignored.
+
+    This is how the CLIs map their shared flags (``--threads``, ``--device``) onto each backend's own options.
+    """
+    cls = options_class(backend)
+    names = {field.name for field in dataclasses.fields(cls)}
+    return cls(**{name: value for name, value in values.items() if name in names and value is not None})
 
 
-def _tensorrt(path: str | os.PathLike[str], device: int) -> Backend:
+def open_backend(model: str | os.PathLike[str] | None = None, backend: str | BackendOptions = "auto") -> Backend:
+    """Load ``model`` (an .onnx, an .engine, weights, or None for the released CLIP-LIT).
+
+    ``backend`` is a name (``auto`` or a registered backend, with default options) or a backend's options object,
+    which selects that backend.
+    """
+    options = backend if isinstance(backend, BackendOptions) else None
+    name = select_backend(model, options.backend if options is not None else backend)
+    options = options if options is not None else options_class(name)()
+    model = DEFAULT_WEIGHTS if model is None else model
+    kind, runs = model_kind(model), REGISTRY[name].runs
+    if runs == "weights" and kind == "onnx":
+        model = _released_weights_of(model)
+    elif runs == "onnx" and kind == "weights":
+        from cliplit.runtime.default_model import ensure_onnx
+
+        model = ensure_onnx(model)
+    return _load(name, model, options)
+
+
+def _load(name: str, model: str | os.PathLike[str], options: BackendOptions) -> Backend:
+    return getattr(_module(name), REGISTRY[name].cls)(model, options)
+
+
+def _module(name: str) -> ModuleType:
+    spec = REGISTRY[name]
     try:
-        from cliplit.runtime.backends.tensorrt import TensorRTBackend
+        return importlib.import_module(spec.module)
     except ImportError as error:
-        raise CliplitError(
-            f"the TensorRT backend is not available ({error}); install it with pip install 'cliplit[tensorrt]' "
-            "(or only tensorrt_lean for engines built with --version-compatible), or run the .onnx with "
-            "--backend onnxruntime"
-        ) from error
-    return TensorRTBackend(path, device=device)
-
-
-def _torch(weights: str | os.PathLike[str], threads: int | None, device: int) -> Backend:
-    try:
-        import torch
-
-        from cliplit.runtime.backends.torch import TorchBackend
-    except ImportError as error:
-        raise CliplitError(
-            f"--backend torch needs PyTorch ({error}); install it with pip install 'cliplit[export]'"
-        ) from error
-    return TorchBackend(weights, device=f"cuda:{device}" if torch.cuda.is_available() else "cpu", threads=threads)
+        raise CliplitError(f"the {name} backend is not available ({error}); install it with {spec.install}") from error
 
 
 def _released_weights_of(onnx_path: str | os.PathLike[str]) -> str:

@@ -1,21 +1,43 @@
-"""The interface every inference backend implements (ONNX Runtime, TensorRT, the PyTorch baseline).
+"""The interface every inference backend implements, and the base of their typed options.
 
 A backend runs one model that follows the ONNX I/O contract (``cliplit.core.contract``): it takes a batch in the
 model's input layout and returns the model's named outputs as NumPy arrays. Pre- and post-processing around it
 (scaling, temporal smoothing, colour conversions) lives in the enhancer, so every backend gets it for free.
+
+Everything a caller may use is declared here — ``name``, ``io``, ``run``, the asynchronous ``submit``/``wait`` pair,
+``describe``, ``details`` and ``close`` — so callers never probe a backend for optional methods. Backends that
+cannot overlap work inherit the synchronous ``submit``/``wait``. Each backend has a frozen dataclass of options
+(``Options``), subclassing :class:`BackendOptions`, that names the backend it configures: passing one to
+:func:`cliplit.runtime.backends.open_backend` picks that backend, as vs-mlrt's ``backend=`` argument does.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Options of one backend; subclasses set ``backend`` to the registered name they configure."""
+
+    backend: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The handle of a batch that already ran (what the synchronous ``submit`` returns)."""
+
+    outputs: dict[str, np.ndarray]
 
 
 class Backend(ABC):
     """One loaded model on one engine."""
 
-    #: short name used on the command line and in benchmark tables
+    #: the registered name (or a benchmark configuration's), used on the command line and in benchmark tables
     name: str = ""
 
     def __init__(self, io: str) -> None:
@@ -25,6 +47,24 @@ class Backend(ABC):
     @abstractmethod
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run the model on ``batch`` (contract input layout) and return its outputs by contract name."""
+
+    def submit(self, batch: np.ndarray) -> object:
+        """Start running ``batch`` and return a handle for :meth:`wait`; backends that cannot overlap run it now."""
+        return Completed(self.run(batch))
+
+    def wait(self, handle: object) -> dict[str, np.ndarray]:
+        """The outputs of a submitted batch, blocking until they are ready."""
+        if not isinstance(handle, Completed):
+            raise TypeError(f"{type(self).__name__}.wait() got {type(handle).__name__}, not one of its handles")
+        return handle.outputs
+
+    def describe(self) -> str:
+        """One line for logs: the engine and how it runs (providers, device, precision)."""
+        return self.name
+
+    def details(self) -> dict[str, Any]:
+        """Machine-readable facts for benchmark records (providers, precision, ...); empty by default."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook: most backends free everything on garbage collection
         """Release device memory and other resources early."""

@@ -10,7 +10,9 @@ exporter, never from guessing at tensor shapes.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -18,7 +20,7 @@ import onnxruntime as ort
 from cliplit.core.contract import IO_VARIANTS, META_IO, io_spec
 from cliplit.core.errors import CliplitError
 from cliplit.core.weights import cliplit_home
-from cliplit.runtime.backends.base import Backend
+from cliplit.runtime.backends.base import Backend, BackendOptions
 
 #: execution providers in order of preference; only those the installed package offers are used
 PREFERRED_PROVIDERS: tuple[str, ...] = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -51,29 +53,35 @@ def default_providers(device: int = 0) -> list[str | tuple[str, dict[str, str]]]
     return providers
 
 
+@dataclass(frozen=True)
+class OnnxRuntimeOptions(BackendOptions):
+    """``threads``: intra-op threads (default: one per core); ``device``: GPU index for the CUDA/TensorRT providers;
+    ``providers``: overrides the TensorRT → CUDA → CPU preference."""
+
+    backend = "onnxruntime"
+    threads: int | None = None
+    device: int = 0
+    providers: tuple[str | tuple[str, dict[str, str]], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise CliplitError(f"--threads must be at least 1, got {self.threads}")
+
+
 class OnnxRuntimeBackend(Backend):
     """An exported cliplit model in an ONNX Runtime session."""
 
     name = "onnxruntime"
 
-    def __init__(
-        self,
-        model_path: str | os.PathLike[str],
-        *,
-        threads: int | None = None,
-        device: int = 0,
-        providers: list[str | tuple[str, dict[str, str]]] | None = None,
-    ) -> None:
-        """``threads`` sets ONNX Runtime's intra-op thread count (default: one per core); ``providers`` overrides
-        the TensorRT → CUDA → CPU preference."""
+    def __init__(self, model_path: str | os.PathLike[str], options: OnnxRuntimeOptions | None = None) -> None:
+        options = options or OnnxRuntimeOptions()
         path = Path(model_path)
-        options = ort.SessionOptions()
-        if threads is not None:
-            if threads < 1:
-                raise CliplitError(f"--threads must be at least 1, got {threads}")
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = _open_session(path, options, providers or default_providers(device))
+        session_options = ort.SessionOptions()
+        if options.threads is not None:
+            session_options.intra_op_num_threads = options.threads
+            session_options.inter_op_num_threads = 1
+        providers = list(options.providers) if options.providers else default_providers(options.device)
+        self.session = _open_session(path, session_options, providers)
         metadata = self.session.get_modelmeta().custom_metadata_map
         io = metadata.get(META_IO)
         if io not in IO_VARIANTS:
@@ -99,6 +107,12 @@ class OnnxRuntimeBackend(Backend):
     def providers(self) -> list[str]:
         """The execution providers the session actually uses, best first."""
         return list(self.session.get_providers())
+
+    def describe(self) -> str:
+        return f"{self.name} ({'/'.join(p.removesuffix('ExecutionProvider') for p in self.providers)})"
+
+    def details(self) -> dict[str, Any]:
+        return {"providers": self.providers}
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.session.run(self._output_names, {self._input_name: batch})

@@ -26,7 +26,7 @@ from cliplit.core.cuda import CudaRuntime, host_array
 from cliplit.core.errors import CliplitError
 from cliplit.core.shapes import ProfileShapes, format_shape
 from cliplit.core.sidecar import LEAN_MODULE, EngineSidecar, check_compatible, read_sidecar
-from cliplit.runtime.backends.base import Backend
+from cliplit.runtime.backends.base import Backend, BackendOptions
 
 FULL_MODULE = "tensorrt"
 INSTALL_HINT = (
@@ -50,6 +50,23 @@ def import_tensorrt(*, lean_ok: bool = True) -> ModuleType:
         "building a TensorRT engine needs the full TensorRT package and an NVIDIA GPU: pip install "
         "'cliplit[tensorrt]' (tensorrt and cuda-python) on a machine with an NVIDIA GPU and driver"
     )
+
+
+@dataclass(frozen=True)
+class TensorRTOptions(BackendOptions):
+    """``device``: GPU index; ``in_flight``: frames running at once (one execution context and CUDA stream each);
+    ``sidecar``: the engine's sidecar (default: read ``<engine>.json``); ``lean_runtime``: path of a TensorRT lean
+    runtime library to load with ``Runtime.load_runtime`` for a version-compatible engine."""
+
+    backend = "tensorrt"
+    device: int = 0
+    in_flight: int = DEFAULT_IN_FLIGHT
+    sidecar: EngineSidecar | None = None
+    lean_runtime: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.in_flight < 1:
+            raise ValueError("in_flight must be at least 1")
 
 
 @dataclass
@@ -83,29 +100,20 @@ class Handle:
 class TensorRTBackend(Backend):
     """A TensorRT engine on one GPU, running up to ``in_flight`` frames at once (one CUDA stream each).
 
-    ``sidecar`` defaults to ``<engine>.json`` (an engine without one, e.g. from trtexec, runs unchecked, its I/O
-    variant taken from its input name). ``lean_runtime`` is the path of a TensorRT lean runtime library to load
-    with ``Runtime.load_runtime`` for a version-compatible engine. Use one backend from one thread.
+    An engine without sidecar (e.g. from trtexec) runs unchecked, its I/O variant taken from its input name. Use
+    one backend from one thread.
     """
 
     name = "tensorrt"
 
-    def __init__(
-        self,
-        engine_path: str | os.PathLike[str],
-        *,
-        device: int = 0,
-        in_flight: int = DEFAULT_IN_FLIGHT,
-        sidecar: EngineSidecar | None = None,
-        lean_runtime: str | os.PathLike[str] | None = None,
-    ) -> None:
+    def __init__(self, engine_path: str | os.PathLike[str], options: TensorRTOptions | None = None) -> None:
+        options = options or TensorRTOptions()
+        device, in_flight, lean_runtime = options.device, options.in_flight, options.lean_runtime
         path = Path(engine_path)
         if not path.is_file():
             raise CliplitError(f"{path}: no such engine file; build one with export-engine --engine {path}")
-        if in_flight < 1:
-            raise ValueError("in_flight must be at least 1")
         trt = import_tensorrt()
-        self.sidecar = sidecar if sidecar is not None else read_sidecar(path)
+        self.sidecar = options.sidecar if options.sidecar is not None else read_sidecar(path)
         self.cuda = CudaRuntime()
         self.gpu = self.cuda.gpu(device)
         if self.sidecar is not None:
@@ -149,6 +157,13 @@ class TensorRTBackend(Backend):
         except BaseException:
             self.close()
             raise
+
+    def describe(self) -> str:
+        precision = self.sidecar.precision.upper() if self.sidecar is not None else "unknown precision"
+        return f"{self.name} ({self.gpu.name}, {precision}, {len(self._slots)} frames in flight)"
+
+    def details(self) -> dict[str, Any]:
+        return {"precision": self.sidecar.precision} if self.sidecar is not None else {}
 
     @property
     def _tensor_names(self) -> list[str]:
