@@ -69,11 +69,17 @@ def test_smallest_frame_runs_and_smaller_is_a_clear_error(enhancer):
 
 
 @pytest.mark.parametrize(
-    "options",
-    [{"scale": 0}, {"scale": 1.5}, {"temporal_smoothing": 1.0}, {"temporal_smoothing": -0.1}, {"upsample": "nn"}],
+    ("options", "message"),
+    [
+        ({"scale": 0}, r"--scale must be in \(0, 1\], got 0"),
+        ({"scale": 1.5}, r"--scale must be in \(0, 1\], got 1.5"),
+        ({"temporal_smoothing": 1.0}, r"--temporal-smoothing must be in \[0, 1\), got 1.0"),
+        ({"temporal_smoothing": -0.1}, r"--temporal-smoothing must be in \[0, 1\), got -0.1"),
+        ({"upsample": "nn"}, "unknown upsampling 'nn'; expected one of bilinear, guided"),
+    ],
 )
-def test_bad_options_are_clear_errors(float_onnx, options):
-    with pytest.raises(CliplitError):
+def test_bad_options_are_clear_errors(float_onnx, options, message):
+    with pytest.raises(CliplitError, match=message):
         Enhancer.open(float_onnx, **options)
 
 
