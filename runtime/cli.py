@@ -10,6 +10,7 @@ torch; heavy imports happen inside ``run``.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -43,9 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliplitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:  # a second Ctrl-C or SIGTERM during a run, or Ctrl-C outside one
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        print(f"aborted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":
