@@ -30,6 +30,7 @@ import av
 import numpy as np
 
 from cliplit.core.errors import CliplitError
+from cliplit.core.text import plural
 
 #: default video codec per output suffix (anything else: libx264)
 CODEC_BY_SUFFIX = {".webm": "libvpx-vp9"}
@@ -92,6 +93,7 @@ class VideoReader:
             raise CliplitError(f"{self.path}: not a readable video (it has no video stream)")
         self._stream = stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"  # frame and slice threads: same frames, several cores
+        self._errors = 0
         first = self._first_frame()
         rotation = _quarter_turns(first.rotation) * 90
         width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
@@ -109,7 +111,6 @@ class VideoReader:
         self.decoded = 0
         #: after iterating: what was wrong with the input (truncated, undecodable packets), or None
         self.damage: str | None = None
-        self._errors = 0
 
     def _first_frame(self) -> av.VideoFrame:
         """Decode the first frame now, so that an unreadable file fails before any work (and to learn its size)."""
@@ -134,6 +135,7 @@ class VideoReader:
             except av.FFmpegError:
                 self._errors += 1
                 return
+            self._errors += packet.is_corrupt  # the demuxer saw damage (MPEG-TS continuity, checksums)
             try:
                 yield from packet.decode()
             except av.FFmpegError:
@@ -182,7 +184,7 @@ class VideoReader:
     def _describe_damage(self, last_end: int | None) -> str | None:
         problems = []
         if self._errors:
-            problems.append(f"{self._errors} undecodable packet{'s' if self._errors != 1 else ''}")
+            problems.append(f"{plural(self._errors, 'damaged or undecodable packet')}")
         expected = self._expected_end()
         reached = float(last_end * self.info.time_base) if last_end is not None else 0.0
         if expected is not None and reached < expected - TRUNCATION_TOLERANCE_S:
@@ -242,7 +244,7 @@ def encoder_settings(
     except (av.FFmpegError, ValueError):
         raise CliplitError(f"--codec {codec}: no such video encoder in this FFmpeg build") from None
     if video_codec.type != "video":
-        raise CliplitError(f"--codec {codec}: a {video_codec.type} encoder, not a video one")
+        raise CliplitError(f"--codec {codec}: encodes {video_codec.type}, not video")
     if video_codec.name not in _supported_codecs(suffix):
         raise CliplitError(f"--codec {codec}: a {suffix} file cannot hold it; choose another codec or suffix")
     if crf is not None and codec not in CRF_RANGE:
