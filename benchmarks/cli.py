@@ -17,6 +17,8 @@ from cliplit.runtime.upsample import UPSAMPLE_METHODS
 
 # No torch, onnxruntime or matplotlib at import time: `cliplit --help` imports this module (the registry is light).
 KNOWN_BACKENDS: tuple[str, ...] = tuple(BACKENDS)
+#: the extra of pyproject.toml this command needs (the `cliplit` dispatcher names it when a module is missing)
+EXTRA = "bench"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from cliplit.runtime.pipeline import PipelineStats
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".avi", ".webm"})
+#: the base install runs this command (torch only for --backend torch or a first export, which say so themselves)
+EXTRA = None
 #: frame rate of a recording from a camera or stream that does not report one (and no --fps)
 FALLBACK_FPS = 30
 

@@ -24,6 +24,8 @@ from cliplit.train.config import (
 )
 
 _METAVARS = {int: "N", float: "X"}
+#: the extra of pyproject.toml this command needs (the `cliplit` dispatcher names it when a module is missing)
+EXTRA = "train"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
