@@ -156,17 +156,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
 def _image_plan(args: argparse.Namespace, paths: list[Path]) -> _Plan:
     if args.temporal_smoothing or args.realtime or args.show:
         raise CliplitError("--temporal-smoothing, --realtime and --show are for videos and live sources, not images")
-    images: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            # GIFs and videos in a folder are listed too, so that they are reported (as needing a run of their own)
-            # rather than skipped without a word.
-            found = sorted(p for p in path.iterdir() if p.is_file() and (is_image_path(p) or _is_motion(p)))
-            if not found:
-                raise CliplitError(f"{path}: no images in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            images += found
-        else:
-            images.append(path)
+    images = [image for path in paths for image in (_folder_images(path) if path.is_dir() else [path])]
     if args.output is None:
         raise CliplitError("give an output folder with -o")
     ext = "." + args.ext.lower().lstrip(".")
@@ -189,6 +179,15 @@ def _image_plan(args: argparse.Namespace, paths: list[Path]) -> _Plan:
         seen[output.resolve()] = image
         check_writable(output, args.overwrite)
     return _Plan("images", images=images, outputs=outputs)
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    """The images of ``folder``, and its GIFs and videos, so that they are reported (as needing a run of their own)
+    rather than skipped without a word."""
+    found = sorted(p for p in folder.iterdir() if p.is_file() and (is_image_path(p) or _is_motion(p)))
+    if not found:
+        raise CliplitError(f"{folder}: no images in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return found
 
 
 def _is_motion(path: Path) -> bool:
