@@ -2,8 +2,8 @@
 
 Every file is written under a temporary name and renamed into place only when complete
 (:func:`cliplit.core.atomic.atomic_output`), so a failed or aborted run never leaves a truncated file under the
-final name. A video that ends early (Ctrl-C, SIGTERM, a stream that went away, a truncated input) is finished properly and
-kept: it is a complete, playable file holding the frames enhanced so far.
+final name. A video that ends early (Ctrl-C, SIGTERM, a stream that went away, a truncated input) is finished
+properly and kept: it is a complete, playable file holding the frames enhanced so far.
 """
 
 from __future__ import annotations
