@@ -175,3 +175,16 @@ def test_encoder_options_are_checked_before_any_work(options, message, tmp_path,
     assert enhance(*argv) == 2
     assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_ffmpeg_failures_name_the_options(tmp_path):
+    """Should an encoder still refuse what the checks let through, the message names the options, not ffmpeg's
+    internals (here the checks are bypassed to make x264 refuse a preset)."""
+    from cliplit.core.errors import CliplitError
+    from cliplit.runtime.video import EncoderSettings, VideoWriter
+
+    settings = EncoderSettings(codec="libx264", crf=18, preset="nonsense", pix_fmt="yuv420p")
+    writer = VideoWriter(tmp_path / "x.mp4", 32, 24, time_base=Fraction(1, 10), rate=Fraction(10), settings=settings)
+    with pytest.raises(CliplitError, match=r"encoding failed with --codec libx264 --pix-fmt yuv420p --crf 18 "):
+        writer.write(np.zeros((24, 32, 3), np.uint8), 0)
+    writer.abort()
