@@ -17,26 +17,44 @@ from cliplit.runtime.upsample import UPSAMPLE_METHODS
 
 # No torch, onnxruntime or matplotlib at import time: `cliplit --help` imports this module (the registry is light).
 KNOWN_BACKENDS: tuple[str, ...] = tuple(BACKENDS)
+#: the extra of pyproject.toml this command needs (the `cliplit` dispatcher names it when a module is missing)
+EXTRA = "bench"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    what = parser.add_argument_group("what to measure")
+    what.add_argument(
         "--backends",
         default=",".join(KNOWN_BACKENDS),
         help="comma-separated backends (default: all; those that cannot run here are reported as skipped): "
         + ", ".join(KNOWN_BACKENDS),
     )
-    parser.add_argument(
+    what.add_argument(
         "--sizes",
         default="480p,720p,1080p,2160p",
         help="comma-separated frame sizes: 480p, 720p, 1080p, 1440p, 2160p (4k) or WxH (default: %(default)s)",
     )
-    parser.add_argument("--batch", default="1", help="batch size(s), comma-separated, e.g. 1,4 (default: 1)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed repeats per record (default: %(default)s)")
-    parser.add_argument(
+    what.add_argument("--batch", default="1", help="batch size(s), comma-separated, e.g. 1,4 (default: 1)")
+    what.add_argument(
+        "--scale", default=None, metavar="S", help="also run the runtime's --scale modes, e.g. 0.5 or 0.5,0.25"
+    )
+    what.add_argument(
+        "--upsample",
+        choices=UPSAMPLE_METHODS,
+        default="bilinear",
+        help="light-map upsampling of the --scale modes (default: %(default)s)",
+    )
+    what.add_argument(
+        "--weights", default=DEFAULT_WEIGHTS, help="released name or .pth to benchmark (default: %(default)s)"
+    )
+    what.add_argument("--engine", type=Path, default=None, help="TensorRT engine for the tensorrt backend")
+    what.add_argument("--threads", type=int, default=None, help="CPU threads for torch and ONNX Runtime")
+    timing = parser.add_argument_group("timing")
+    timing.add_argument("--repeats", type=int, default=20, help="timed repeats per record (default: %(default)s)")
+    timing.add_argument(
         "--warmup", type=int, default=3, help="untimed calls after the first, per record (default: %(default)s)"
     )
-    parser.add_argument(
+    timing.add_argument(
         "--budget",
         type=float,
         default=30.0,
@@ -44,23 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop repeating once a record has spent this long in timed calls, after at least 2; 0 disables "
         "(default: %(default)s)",
     )
-    parser.add_argument(
-        "--scale", default=None, metavar="S", help="also run the runtime's --scale modes, e.g. 0.5 or 0.5,0.25"
-    )
-    parser.add_argument(
-        "--upsample",
-        choices=UPSAMPLE_METHODS,
-        default="bilinear",
-        help="light-map upsampling of the --scale modes (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--video", action="store_true", help="also measure end-to-end video fps (decode + enhance + encode)"
-    )
-    parser.add_argument(
-        "--video-size", default=None, help="frame size of the synthetic clip (default: smallest --sizes)"
-    )
-    parser.add_argument("--video-frames", type=int, default=60, help="frames in the synthetic clip (default: 60)")
-    parser.add_argument(
+    timing.add_argument(
         "--interleave",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -68,17 +70,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "this keeps them all loaded at once, which slowed eager PyTorch at 1080p by 60 %% on the 2-core CPU, so by "
         "default each backend is loaded, timed and freed on its own (default: off)",
     )
-    parser.add_argument(
-        "--weights", default=DEFAULT_WEIGHTS, help="released name or .pth to benchmark (default: %(default)s)"
-    )
-    parser.add_argument("--engine", type=Path, default=None, help="TensorRT engine for the tensorrt backend")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and ONNX Runtime")
-    parser.add_argument(
+    timing.add_argument(
         "--peak-size", type=int, default=4096, help="n of the n×n matrix product measuring peak (default: 4096)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder (default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    timing.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
+    video = parser.add_argument_group("end-to-end video")
+    video.add_argument(
+        "--video", action="store_true", help="also measure end-to-end video fps (decode + enhance + encode)"
+    )
+    video.add_argument(
+        "--video-size", default=None, help="frame size of the synthetic clip (default: smallest --sizes)"
+    )
+    video.add_argument("--video-frames", type=int, default=60, help="frames in the synthetic clip (default: 60)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder (default: %(default)s)")
+    output.add_argument("--overwrite", action="store_true", help="replace results already in --out")
 
 
 def run(args: argparse.Namespace) -> int:

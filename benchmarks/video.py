@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import imageio_ffmpeg
 import numpy as np
 
 from cliplit.benchmarks.workloads import FrameSize
@@ -22,7 +23,6 @@ from cliplit.runtime.enhancer import Enhancer
 from cliplit.runtime.pipeline import Pipeline
 from cliplit.runtime.sinks import VideoSink
 from cliplit.runtime.sources import VideoFileSource
-from cliplit.runtime.video import ffmpeg_exe
 
 CLIP_FPS = 30
 
@@ -36,7 +36,7 @@ def check_clip_size(size: FrameSize) -> None:
 def synthetic_clip(path: Path, size: FrameSize, frames: int, fps: int = CLIP_FPS) -> Path:
     """Write a ``frames``-long H.264 test-pattern clip of ``size`` to ``path`` (a scratch file of the benchmark)."""
     check_clip_size(size)
-    command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi"]
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi"]
     command += ["-i", f"testsrc2=size={size.wxh}:rate={fps}", "-frames:v", str(frames)]
     command += ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(path)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -3,7 +3,9 @@
 Photos arrive in many forms (grayscale, with alpha, 16-bit PNG/TIFF); the network wants three 8-bit colour channels.
 Conversions here are explicit and documented so nothing surprising happens silently: grayscale is replicated to
 three channels, alpha is dropped (the enhancer has no notion of transparency), 16-bit images are scaled to 8 bits
-with rounding.
+with rounding. The EXIF orientation tag is applied on read, as image viewers do, so a portrait phone photo (stored
+sideways with a "rotate 90°" tag) is enhanced and written upright; outputs carry no orientation tag, so every
+viewer shows them the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from cliplit.core.atomic import atomic_output
 from cliplit.core.errors import CliplitError
 from cliplit.core.light_map import to_uint8
 
+#: any depth (16-bit stays 16-bit until to_bgr8 rounds it) and any colour (grey stays grey); unlike IMREAD_UNCHANGED,
+#: these flags let OpenCV apply the EXIF orientation. The decoder drops alpha, which to_bgr8 would drop anyway.
+_READ_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".ppm", ".pgm"})
 
 
@@ -31,7 +37,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if not path.is_file():
         raise CliplitError(f"{path}: no such file")
     data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode copes with non-ASCII paths on every OS
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    image = cv2.imdecode(data, _READ_FLAGS) if data.size else None
     if image is None:
         raise CliplitError(f"{path}: not a readable image (corrupt, truncated or an unsupported format)")
     return to_bgr8(image, str(path))

@@ -2,7 +2,7 @@
 
 The ONNX file is always written first (and verified against PyTorch), so a machine without a GPU still gets a model
 it can run with ONNX Runtime; building the engine then fails fast with a clear message if TensorRT or a GPU is
-missing. This module imports no torch at import time: ``cliplit --help`` builds its parser.
+missing.
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ from pathlib import Path
 from cliplit.core.atomic import check_writable
 from cliplit.core.contract import IO_VARIANTS
 from cliplit.core.errors import CliplitError
+from cliplit.core.extras import missing_extra_error
 from cliplit.core.weights import DEFAULT_WEIGHTS
+
+# No torch at import time: `cliplit --help` and `export-engine --help` build this parser on the base install.
+EXTRA = "export"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,7 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return run(args)
+        try:
+            return run(args)
+        except ImportError as error:
+            friendly = missing_extra_error(error, "export-engine", EXTRA)
+            if friendly is None:
+                raise
+            raise friendly from error
     except CliplitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -10,11 +10,13 @@ torch; heavy imports happen inside ``run``.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from cliplit.core.errors import CliplitError
+from cliplit.core.extras import missing_extra_error
 from cliplit.core.version import cliplit_version
 
 COMMAND_GROUP = "cliplit.commands"
@@ -32,20 +34,29 @@ def build_parser() -> argparse.ArgumentParser:
         description = (module.__doc__ or point.name).strip()
         command = sub.add_parser(point.name, help=description.splitlines()[0], description=description)
         module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+        # EXTRA: the extra of pyproject.toml the command needs (None: the base install); optional for other packages'
+        # commands.
+        command.set_defaults(_run=module.run, _command=f"cliplit {point.name}", _extra=getattr(module, "EXTRA", None))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        try:
+            return int(args._run(args) or 0)
+        except ImportError as error:
+            friendly = missing_extra_error(error, args._command, args._extra)
+            if friendly is None:
+                raise
+            raise friendly from error
     except CliplitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:  # a second Ctrl-C or SIGTERM during a run, or Ctrl-C outside one
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        print(f"aborted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

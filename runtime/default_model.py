@@ -2,9 +2,9 @@
 
 ``cliplit enhance`` without ``--model`` (and ``--model`` given weights instead of an ONNX file) runs an ONNX export of
 those weights stored under ``$CLIPLIT_HOME/models``, named by the weights' SHA-256 so different weights never share a
-file. Exporting needs PyTorch (the ``export`` extra); the lean runtime install has none, so there a missing file is an
-error that says how to get it, while a cached file is used without torch (and, for released names, without even the
-weights file).
+file and the same weights, whatever their file name, share one. Exporting needs PyTorch (the ``export`` extra); the
+lean runtime install has none, so there a missing file is an error that says how to get it, while a cached file is
+used without torch (and, for released names, without even the weights file).
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ def models_dir() -> Path:
 
 
 def cached_onnx_path(weights: str | os.PathLike[str] = "clip-lit", io: str = "float") -> Path:
-    """Where the ONNX export of ``weights`` (a released name or a .pth path) in I/O variant ``io`` is cached."""
+    """Where the ONNX export of ``weights`` (a released name or a .pth path) in I/O variant ``io`` is cached.
+
+    The key is the weights' SHA-256 alone, never their name: the released file passed as a path, a copy under another
+    name and the released name all share one export (a released name's SHA-256 is known without the file, so a
+    cached export runs offline)."""
     if io not in IO_VARIANTS:
         raise CliplitError(f"unknown I/O variant {io!r}; expected one of {', '.join(IO_VARIANTS)}")
     key = str(weights)
-    if key in RELEASED:
-        stem, digest = key, RELEASED[key].sha256
-    else:
-        path = resolve_weights(key)
-        stem, digest = path.stem, sha256_of(path)
-    return models_dir() / f"{stem}-{digest[:16]}-{io}.onnx"
+    digest = RELEASED[key].sha256 if key in RELEASED else sha256_of(resolve_weights(key))
+    return models_dir() / f"weights-{digest[:16]}-{io}.onnx"
 
 
 def ensure_onnx(weights: str | os.PathLike[str] = "clip-lit", io: str = "float") -> Path:

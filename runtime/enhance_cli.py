@@ -19,15 +19,19 @@ from typing import TYPE_CHECKING
 from cliplit.core.atomic import check_writable
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import IMAGE_SUFFIXES, is_image_path
+from cliplit.core.text import plural
 from cliplit.runtime.backends import BACKEND_CHOICES, options_for, select_backend
-from cliplit.runtime.sources import is_stream_url
+from cliplit.runtime.sources import MOTION_SUFFIXES, is_stream_url
 from cliplit.runtime.upsample import UPSAMPLE_METHODS
-from cliplit.runtime.video import DEFAULT_CRF, DEFAULT_PRESET
+from cliplit.runtime.video import DEFAULT_CRF, DEFAULT_PRESET, EncoderSettings, encoder_settings
 
 if TYPE_CHECKING:
     from cliplit.runtime.enhancer import Enhancer
+    from cliplit.runtime.pipeline import PipelineStats
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".avi", ".webm"})
+#: the base install runs this command (torch only for --backend torch or a first export, which say so themselves)
+EXTRA = None
 #: frame rate of a recording from a camera or stream that does not report one (and no --fps)
 FALLBACK_FPS = 30
 
@@ -82,9 +86,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output encoding")
     out.add_argument("--ext", default="png", help="image output format: png (lossless, default), jpg, webp, tif, bmp")
     out.add_argument("--codec", default=None, help="ffmpeg video codec (default: libx264; libvpx-vp9 for .webm)")
-    out.add_argument("--crf", type=int, default=DEFAULT_CRF, help="x264/x265/vp9 quality, lower is better (18)")
-    out.add_argument("--preset", default=DEFAULT_PRESET, help="x264/x265 speed preset (default: medium)")
-    out.add_argument("--pix-fmt", default=None, help="output pixel format (default: yuv420p, yuv444p for odd sizes)")
+    out.add_argument(
+        "--crf", type=int, default=None, help=f"x264/x265 (0-51) or vp9 (0-63) quality, lower is better ({DEFAULT_CRF})"
+    )
+    out.add_argument("--preset", default=None, help=f"x264/x265 speed preset (default: {DEFAULT_PRESET})")
+    out.add_argument(
+        "--pix-fmt",
+        default=None,
+        help="output pixel format (default: yuv420p, which every player takes; an odd width or height is padded by "
+        "one pixel; yuv444p keeps odd sizes but browsers and phones do not play it)",
+    )
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -97,6 +108,7 @@ class _Plan:
     outputs: list[Path] | None = None
     video: Path | None = None
     stream: int | str | None = None
+    encoder: EncoderSettings | None = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,15 +156,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
 def _image_plan(args: argparse.Namespace, paths: list[Path]) -> _Plan:
     if args.temporal_smoothing or args.realtime or args.show:
         raise CliplitError("--temporal-smoothing, --realtime and --show are for videos and live sources, not images")
-    images: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p))
-            if not found:
-                raise CliplitError(f"{path}: no images in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            images += found
-        else:
-            images.append(path)
+    images = [image for path in paths for image in (_folder_images(path) if path.is_dir() else [path])]
     if args.output is None:
         raise CliplitError("give an output folder with -o")
     ext = "." + args.ext.lower().lstrip(".")
@@ -166,6 +170,8 @@ def _image_plan(args: argparse.Namespace, paths: list[Path]) -> _Plan:
         outputs = [args.output / f"{image.stem}{ext}" for image in images]
     seen: dict[Path, Path] = {}
     for image, output in zip(images, outputs, strict=True):
+        if _is_motion(image):  # refused when its turn comes; never written
+            continue
         if output.resolve() in seen:
             raise CliplitError(f"{image} and {seen[output.resolve()]} would both be written to {output}")
         if output.resolve() == image.resolve():
@@ -175,18 +181,38 @@ def _image_plan(args: argparse.Namespace, paths: list[Path]) -> _Plan:
     return _Plan("images", images=images, outputs=outputs)
 
 
+def _folder_images(folder: Path) -> list[Path]:
+    """The images of ``folder``, and its GIFs and videos, so that they are reported (as needing a run of their own)
+    rather than skipped without a word."""
+    found = sorted(p for p in folder.iterdir() if p.is_file() and (is_image_path(p) or _is_motion(p)))
+    if not found:
+        raise CliplitError(f"{folder}: no images in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return found
+
+
+def _is_motion(path: Path) -> bool:
+    return path.suffix.lower() in MOTION_SUFFIXES
+
+
 def _video_plan(args: argparse.Namespace, video: Path) -> _Plan:
     if args.realtime:
         raise CliplitError("--realtime is for cameras and streams; a file is always processed frame by frame")
     output = _video_output(args, required=True)
     if output.resolve() == video.resolve():
         raise CliplitError(f"{output} would replace its own input; choose another output file")
-    return _Plan("video", video=video, outputs=[output])
+    return _Plan("video", video=video, outputs=[output], encoder=_encoder(args, output))
 
 
 def _live_plan(args: argparse.Namespace, stream: int | str) -> _Plan:
     output = _video_output(args, required=not args.show)
-    return _Plan("live", stream=stream, outputs=[output] if output is not None else [])
+    if output is None:
+        return _Plan("live", stream=stream, outputs=[])
+    return _Plan("live", stream=stream, outputs=[output], encoder=_encoder(args, output))
+
+
+def _encoder(args: argparse.Namespace, output: Path) -> EncoderSettings:
+    """The output options, checked before any model is loaded or frame decoded."""
+    return encoder_settings(output, args.codec, args.crf, args.preset, args.pix_fmt)
 
 
 def _video_output(args: argparse.Namespace, *, required: bool) -> Path | None:
@@ -212,10 +238,10 @@ def _run_images(plan: _Plan, enhancer: Enhancer, args: argparse.Namespace) -> in
     print(stats.summary())
     if sink.failures:
         raise CliplitError(
-            f"{len(sink.failures)} of {len(plan.images)} images failed (the others were written):\n  "
+            f"{len(sink.failures)} of {plural(len(plan.images), 'image')} failed (the others were written):\n  "
             + "\n  ".join(sink.failures)
         )
-    return 130 if stats.interrupted else 0
+    return _interrupted_status(stats)
 
 
 def _run_video(plan: _Plan, enhancer: Enhancer, args: argparse.Namespace) -> int:
@@ -242,11 +268,9 @@ def _run_video(plan: _Plan, enhancer: Enhancer, args: argparse.Namespace) -> int
                 VideoSink(
                     plan.outputs[0],
                     fps,
+                    settings=plan.encoder,
+                    time_base=source.time_base,
                     audio_from=plan.video if plan.mode == "video" and source.info.has_audio else None,
-                    codec=args.codec,
-                    crf=args.crf,
-                    preset=args.preset,
-                    pix_fmt=args.pix_fmt,
                     overwrite=args.overwrite,
                     fill_gaps=args.realtime,
                 )
@@ -268,15 +292,21 @@ def _run_video(plan: _Plan, enhancer: Enhancer, args: argparse.Namespace) -> int
         )
         stats = pipeline.run()
         if sink is not None:
-            sink.finish(stopped_early=stats.stopped or args.max_frames is not None)
+            stopped = stats.stopped or args.max_frames is not None or source.ended_by is not None
+            sink.finish(stopped_early=stopped)
     print(stats.summary())
     if sink is not None:
-        print(f"wrote {plan.outputs[0]} ({sink.frames} frames)")
-    ended_by = getattr(source, "ended_by", None)
-    if ended_by:
-        print(f"warning: {ended_by}; the output holds the frames received until then", file=sys.stderr)
+        print(f"wrote {plan.outputs[0]} ({plural(sink.frames, 'frame')})")
+    if source.ended_by:
+        kept = f"{plan.outputs[0]} holds them and plays" if sink is not None else "nothing was recorded (no -o)"
+        print(f"error: {source.ended_by}; {kept}", file=sys.stderr)
         return 1
-    return 130 if stats.interrupted else 0
+    return _interrupted_status(stats)
+
+
+def _interrupted_status(stats: PipelineStats) -> int:
+    """0, or 128 + the signal that stopped the run (130 for Ctrl-C, 143 for SIGTERM), as shells report it."""
+    return 128 + stats.signal if stats.signal else 0
 
 
 class _Discard:

@@ -93,7 +93,9 @@ class Enhancer:
         return ", ".join(parts)
 
     def enhance(self, frame: np.ndarray) -> np.ndarray:
-        """Enhance one H×W×3 uint8 BGR frame (grayscale, BGRA and 16-bit are converted) and return H×W×3 uint8 BGR."""
+        """Enhance one H×W×3 uint8 BGR frame (grayscale, BGRA and 16-bit are converted) and return H×W×3 uint8 BGR.
+
+        Float frames are refused rather than guessed at: 0..1 and 0..255 floats look alike in a dark frame."""
         return self.enhance_batch([frame])[0]
 
     def enhance_batch(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -104,7 +106,7 @@ class Enhancer:
     def submit(self, frames: Sequence[np.ndarray]) -> list[Pending]:
         """Start enhancing ``frames`` and return at once where the backend can (``Backend.submit``); pass the
         result to :meth:`collect`, in submission order. Lets a pipeline keep two batches in flight."""
-        frames = [to_bgr8(frame) for frame in frames]
+        frames = [to_bgr8(_checked_dtype(frame, index)) for index, frame in enumerate(frames)]
         pending: list[Pending] = []
         start = 0
         while start < len(frames):
@@ -167,6 +169,18 @@ class Enhancer:
             light_map = upsample_light_map(light_map, frame, self.upsample)
             results.append(apply_light_map_bgr8(frame, light_map))
         return results
+
+
+def _checked_dtype(frame: np.ndarray, index: int) -> np.ndarray:
+    """The frame if its pixel type is 8- or 16-bit unsigned; anything else is an error that says how to convert."""
+    frame = np.asarray(frame)
+    if frame.dtype in (np.uint8, np.uint16):
+        return frame
+    raise CliplitError(
+        f"frame {index} has pixel type {frame.dtype}; the enhancer takes uint8 BGR frames (0..255, as OpenCV and "
+        "video decoders give them) or uint16. Convert floats first, e.g. np.clip(frame * 255 + 0.5, 0, 255)"
+        ".astype(np.uint8) for values in [0, 1], or np.clip(frame + 0.5, 0, 255).astype(np.uint8) for 0..255"
+    )
 
 
 @dataclass

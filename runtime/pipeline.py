@@ -11,7 +11,7 @@ long the input. Two policies:
   of growing without bound.
 
 Ctrl-C or SIGTERM asks for a graceful stop: decoding stops, frames already enhanced are written, and the caller then
-finishes the output normally; a second Ctrl-C aborts at once. The main thread only supervises (and runs the ``--show``
+finishes the output normally; a second signal aborts at once. The main thread only supervises (and runs the ``--show``
 window, which GUI toolkits require on the main thread). At the end :class:`PipelineStats` gives the one-line summary.
 """
 
@@ -32,11 +32,20 @@ import numpy as np
 from tqdm import tqdm
 
 from cliplit.core.errors import CliplitError
+from cliplit.core.text import plural
 from cliplit.runtime.enhancer import Enhancer, Pending
 from cliplit.runtime.sources import FrameSource, Item
 
 _END = object()  # end-of-stream marker passed down the queues
 _POLL_S = 0.1  # how often blocked threads look at the abort flag
+
+
+class Interrupted(KeyboardInterrupt):
+    """A second stop signal: abort at once; the command exits with 128 + ``signum`` (130 Ctrl-C, 143 SIGTERM)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class Sink(Protocol):
@@ -55,12 +64,25 @@ class PipelineStats:
     stage_s: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "inference": 0.0, "encode": 0.0})
     #: stopped before the source ended (signal, preview window closed)
     stopped: bool = False
-    #: stopped by Ctrl-C or SIGTERM
-    interrupted: bool = False
+    #: the signal (SIGINT for Ctrl-C, SIGTERM) that stopped the run, or 0
+    signal: int = 0
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by Ctrl-C or SIGTERM."""
+        return self.signal != 0
 
     @property
     def fps(self) -> float:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    def rate(self) -> str:
+        """Throughput in the unit that reads well: per second when fast, seconds per item when slow."""
+        if not self.frames or self.wall_s <= 0:
+            return ""
+        if self.fps >= 1.0:
+            return f" ({self.fps:.1f} {self.unit}s/s)"
+        return f" ({self.wall_s / self.frames:.2f} s per {self.unit})"
 
     def mean_ms(self, stage: str) -> float:
         done = self.frames + self.failed
@@ -69,15 +91,14 @@ class PipelineStats:
     def summary(self) -> str:
         stages = ", ".join(f"{stage} {self.mean_ms(stage):.1f}" for stage in self.stage_s)
         line = (
-            f"{self.frames} {self.unit}{'s' if self.frames != 1 else ''} in {self.wall_s:.2f} s "
-            f"({self.fps:.1f} {self.unit}s/s); mean ms per {self.unit}: {stages}"
+            f"{plural(self.frames, self.unit)} in {self.wall_s:.2f} s{self.rate()}; mean ms per {self.unit}: {stages}"
         )
         if self.failed:
             line += f"; {self.failed} failed"
         if self.dropped:
-            line += f"; {self.dropped} stale frames dropped"
+            line += f"; {plural(self.dropped, 'stale frame')} dropped"
         if self.interrupted:
-            line += "; interrupted"
+            line += f"; interrupted by {signal.Signals(self.signal).name}"
         elif self.stopped:
             line += "; stopped early"
         return line
@@ -323,10 +344,14 @@ class Pipeline:
 
         def handler(signum: int, frame: object) -> None:
             if self._stop.is_set():
-                raise KeyboardInterrupt
-            self.stats.interrupted = True
+                raise Interrupted(signum)
+            self.stats.signal = signum
             self.stop()
-            print("\nstopping: finishing the output (press Ctrl-C again to abort)", file=sys.stderr)
+            if signum == signal.SIGINT:
+                print("\nstopping: finishing the output (press Ctrl-C again to abort)", file=sys.stderr)
+            else:
+                name = signal.Signals(signum).name
+                print(f"\nstopping on {name}: finishing the output (a second {name} aborts)", file=sys.stderr)
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:

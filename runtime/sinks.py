@@ -2,14 +2,13 @@
 
 Every file is written under a temporary name and renamed into place only when complete
 (:func:`cliplit.core.atomic.atomic_output`), so a failed or aborted run never leaves a truncated file under the
-final name. A video that is stopped on purpose (Ctrl-C, SIGTERM, a stream that went away) is finished properly and
-kept: it is a complete, playable file holding the frames enhanced so far.
+final name. A video that ends early (Ctrl-C, SIGTERM, a stream that went away, a truncated input) is finished
+properly and kept: it is a complete, playable file holding the frames enhanced so far.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from contextlib import ExitStack
 from fractions import Fraction
 from pathlib import Path
@@ -21,7 +20,7 @@ from cliplit.core.atomic import atomic_output, check_writable
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import write_image
 from cliplit.runtime.sources import Item
-from cliplit.runtime.video import DEFAULT_CRF, DEFAULT_PRESET, VideoEncoder, remux_audio
+from cliplit.runtime.video import EncoderSettings, VideoWriter, encoder_settings
 
 
 class ImageSink:
@@ -46,9 +45,10 @@ class ImageSink:
 class VideoSink:
     """Encodes frames into one video file; use as a context manager around the whole run.
 
-    The encoder starts with the first frame (its size decides the video's). With ``audio_from`` the audio streams of
-    that file are added at the end. ``fill_gaps`` repeats the previous frame for frames a real-time run dropped, so
-    the recording keeps the source's timing.
+    The encoder starts with the first frame (its size decides the video's). Frames keep their timestamps (``pts`` in
+    ``time_base``); frames without one (cameras, streams) are timed by their index at ``fps``. With ``audio_from``
+    that file's audio streams are copied in, interleaved with the video. ``fill_gaps`` repeats the previous frame for
+    frames a real-time run dropped, so the recording keeps the source's timing.
     """
 
     def __init__(
@@ -56,22 +56,21 @@ class VideoSink:
         path: str | os.PathLike[str],
         fps: Fraction,
         *,
+        settings: EncoderSettings | None = None,
+        time_base: Fraction | None = None,
         audio_from: Path | None = None,
-        codec: str | None = None,
-        crf: int = DEFAULT_CRF,
-        preset: str = DEFAULT_PRESET,
-        pix_fmt: str | None = None,
         overwrite: bool = False,
         fill_gaps: bool = False,
     ) -> None:
         self.path = check_writable(path, overwrite)
         self.fps = fps
+        self.time_base = time_base
+        self.settings = settings or encoder_settings(self.path)
         self.audio_from = audio_from
-        self.encoder_options = {"codec": codec, "crf": crf, "preset": preset, "pix_fmt": pix_fmt}
         self.overwrite = overwrite
         self.fill_gaps = fill_gaps
         self.frames = 0
-        self._encoder: VideoEncoder | None = None
+        self._writer: VideoWriter | None = None
         self._last: Item | None = None
         self._stack = ExitStack()
 
@@ -79,11 +78,6 @@ class VideoSink:
         with ExitStack() as stack:
             try:
                 self._target = stack.enter_context(atomic_output(self.path, overwrite=self.overwrite))
-                if self.audio_from is not None:
-                    scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix=".cliplit-", dir=self.path.parent))
-                    self._video = Path(scratch) / f"video{self.path.suffix}"
-                else:
-                    self._video = self._target
             except OSError as error:
                 raise _write_error(self.path, error) from error
             self._stack = stack.pop_all()
@@ -97,24 +91,31 @@ class VideoSink:
 
     def _write(self, item: Item) -> None:
         image = item.image
-        if self._encoder is None:
+        timed = item.pts is not None and self.time_base is not None
+        if self._writer is None:
             height, width = image.shape[:2]
-            self._encoder = VideoEncoder(self._video, width, height, self.fps, **self.encoder_options)
+            self._writer = VideoWriter(
+                self._target,
+                width,
+                height,
+                time_base=self.time_base if timed else 1 / self.fps,
+                rate=self.fps,
+                settings=self.settings,
+                audio_from=self.audio_from,
+            )
         if self.fill_gaps and self._last is not None:
-            for _ in range(item.index - self._last.index - 1):
-                self._encoder.write(self._last.image)
-        self._encoder.write(image)
+            for gap in range(self._last.index + 1, item.index):
+                self._writer.write(self._last.image, gap)
+        self._writer.write(image, item.pts if timed else item.index, item.duration if timed else None)
         self._last = item
-        self.frames = self._encoder.frames
+        self.frames = self._writer.frames
 
     def finish(self, *, stopped_early: bool = False) -> None:
-        """Complete the file (and add the audio, cut to the video's length if the run ``stopped_early``)."""
-        if self._encoder is None:
+        """Complete the file; the audio is cut to the video's length if the run ``stopped_early``."""
+        if self._writer is None:
             raise CliplitError(f"no frames reached the encoder; {self.path} was not written")
         try:
-            self._encoder.close()
-            if self.audio_from is not None:
-                remux_audio(self._video, self.audio_from, self._target, shortest=stopped_early)
+            self._writer.close(audio_until=self._writer.end_time if stopped_early else None)
         except CliplitError as error:
             raise self._failed(error) from error
 
@@ -122,8 +123,8 @@ class VideoSink:
         return CliplitError(f"cannot write {self.path}: {error}; nothing was written under that name")
 
     def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
-        if exc is not None and self._encoder is not None:
-            self._encoder.abort()
+        if exc is not None and self._writer is not None:
+            self._writer.abort()
         try:
             self._stack.__exit__(exc_type, exc, traceback)
         except OSError as error:  # the final rename

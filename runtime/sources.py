@@ -38,6 +38,9 @@ class Item:
     image: np.ndarray | None
     name: str = ""
     error: str | None = None
+    #: presentation time and duration in the source's :attr:`FrameSource.time_base` (video files); None: by index
+    pts: int | None = None
+    duration: int | None = None
 
 
 class FrameSource(ABC):
@@ -47,7 +50,11 @@ class FrameSource(ABC):
     #: expected number of items, for the progress bar (None: unknown, e.g. a camera)
     total: int | None = None
     fps: Fraction | None = None
+    #: unit of the items' ``pts`` (None: items are timed by their index at ``fps``)
+    time_base: Fraction | None = None
     description = ""
+    #: set once :meth:`items` has ended: why the source ended before its end (a dropped stream, a truncated file)
+    ended_by: str | None = None
 
     @abstractmethod
     def items(self) -> Iterator[Item]:
@@ -61,8 +68,13 @@ def is_stream_url(text: str) -> bool:
     return bool(STREAM_URL.match(text))
 
 
+#: files a folder of images may hold that are moving pictures: never skipped silently, refused with a message
+MOTION_SUFFIXES = frozenset({".gif", ".mp4", ".mkv", ".mov", ".m4v", ".avi", ".webm"})
+
+
 class ImageSource(FrameSource):
-    """Still images in the given order; one that cannot be read becomes an error item, the others go on."""
+    """Still images in the given order; one that cannot be read becomes an error item, the others go on. A GIF or a
+    video among them (found in a folder) becomes an error item that says to enhance it on its own."""
 
     def __init__(self, paths: Sequence[Path]) -> None:
         self.paths = list(paths)
@@ -71,6 +83,13 @@ class ImageSource(FrameSource):
 
     def items(self) -> Iterator[Item]:
         for index, path in enumerate(self.paths):
+            if path.suffix.lower() in MOTION_SUFFIXES:
+                error = (
+                    f"{path}: a GIF or video is enhanced as a video, on its own: cliplit enhance {path.name} "
+                    f"-o {path.stem}-enhanced.mp4"
+                )
+                yield Item(index, None, name=str(path), error=error)
+                continue
             try:
                 yield Item(index, read_image(path), name=str(path))
             except CliplitError as error:
@@ -78,19 +97,22 @@ class ImageSource(FrameSource):
 
 
 class VideoFileSource(FrameSource):
-    """Every frame of a video file, in order (see :mod:`cliplit.runtime.video`)."""
+    """Every frame of a video file, in order, with its timestamp (see :mod:`cliplit.runtime.video`); a truncated or
+    damaged file ends with :attr:`ended_by` saying how many frames were recovered."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.reader = VideoReader(self.path)
         self.info = self.reader.info
         self.fps = self.info.fps
+        self.time_base = self.info.time_base
         self.total = self.info.estimated_frames
         self.description = f"{self.path.name} ({self.info.width}x{self.info.height}, {float(self.fps):.3g} fps)"
 
     def items(self) -> Iterator[Item]:
         for index, frame in enumerate(self.reader):
-            yield Item(index, frame)
+            yield Item(index, frame.image, pts=frame.pts, duration=frame.duration)
+        self.ended_by = self.reader.damage
 
     def close(self) -> None:
         self.reader.close()
@@ -127,8 +149,6 @@ class CaptureSource(FrameSource):
         self.retry_delay = retry_delay
         self._open = open_capture
         self.description = f"camera {spec}" if isinstance(spec, int) else f"stream {_redact(spec)}"
-        #: why the source stopped early (a disconnect), or None
-        self.ended_by: str | None = None
         self.capture = self._open(spec)
         if not self.capture.isOpened():
             self.capture.release()

@@ -1,58 +1,66 @@
-"""Video files through ffmpeg pipes: decoding to BGR frames, encoding BGR frames, remuxing the audio track.
+"""Video files through PyAV (FFmpeg's libraries): decoding to BGR frames with their timestamps, encoding them back
+with the same timestamps, and copying the audio alongside.
 
-The ffmpeg binary is the one imageio-ffmpeg ships on PyPI, so no system ffmpeg is needed. Files are decoded with
-``-fps_mode passthrough``: every decoded frame comes out exactly once, in presentation order, never duplicated or
-dropped to fit a frame rate, which is what makes the runtime lossless for files (OpenCV's reader gives the same
-frames but only an estimated frame rate and count). Encoding is a second ffmpeg reading raw BGR from a pipe; the
-audio is copied from the input afterwards in a fast stream-copy pass (re-encoded only if the container cannot hold
-the original codec), so an interrupted encode still gets its audio.
+Why PyAV rather than pipes to an ffmpeg process (what cliplit used before): a pipe of raw frames carries no
+timestamps, so the encoder had to assume a constant frame rate and variable-frame-rate input (what phones record) came
+out re-timed and out of sync with its audio. PyAV hands over every decoded frame with its presentation time, lets the
+encoder take the same times (VFR stays VFR), muxes the input's audio packets in the same pass, and reports decoding
+errors as exceptions instead of lines on stderr. Measured against the pipes in docs/runtime.md.
 
-ffmpeg children run in their own session: Ctrl-C goes to cliplit alone, which finishes the file cleanly.
+* Every decoded frame comes out exactly once, in presentation order; a display-rotation tag (portrait phone video)
+  is applied, as players and the ffmpeg command do, so frames are upright.
+* A truncated or damaged input does not stop at an exception: decoding goes on past bad packets, and
+  :attr:`VideoReader.damage` then says what was lost and how many frames were recovered.
+* 4:2:0 output (the default: the only kind browsers and phones play) needs even sizes, and H.264 cannot crop a
+  single pixel, so an odd-sized frame is padded by repeating its last column/row: the output is at most one pixel
+  wider and taller and holds every input pixel.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
-import re
-import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO
 
-import imageio_ffmpeg
+import av
 import numpy as np
 
 from cliplit.core.errors import CliplitError
+from cliplit.core.text import plural
 
 #: default video codec per output suffix (anything else: libx264)
 CODEC_BY_SUFFIX = {".webm": "libvpx-vp9"}
-#: audio codec to re-encode to when the container refuses a stream copy
+#: audio encoder for a container that cannot hold the input's audio codec as it is
 AUDIO_FALLBACK_BY_SUFFIX = {".webm": "libopus", ".ogg": "libopus"}
 #: codecs that store RGB losslessly, with the pixel format each takes
 RGB_PIX_FMT = {"ffv1": "bgr0", "libx264rgb": "bgr24", "png": "rgb24"}
+#: the quality scale (--crf) of the codecs that have one, lowest (best) to highest
+CRF_RANGE = {"libx264": (0, 51), "libx264rgb": (0, 51), "libx265": (0, 51), "libvpx-vp9": (0, 63)}
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+#: codecs that take --preset, with their presets
+PRESETS = {"libx264": X26X_PRESETS, "libx264rgb": X26X_PRESETS, "libx265": X26X_PRESETS}
 DEFAULT_CRF = 18
 DEFAULT_PRESET = "medium"
-
-
-def ffmpeg_exe() -> str:
-    return imageio_ffmpeg.get_ffmpeg_exe()
+#: an input is called truncated when its last decoded frame ends this long before the container says it should
+TRUNCATION_TOLERANCE_S = 0.5
+_MP4_LIKE = (".mp4", ".mov", ".m4v")
 
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What the runtime needs to know about an input video."""
+    """What the runtime needs to know about an input video (sizes as displayed, i.e. after rotation)."""
 
     width: int
     height: int
     fps: Fraction
     duration: float
     has_audio: bool
+    time_base: Fraction
+    rotation: int = 0
 
     @property
     def estimated_frames(self) -> int | None:
@@ -60,184 +68,400 @@ class VideoInfo:
         return round(self.duration * self.fps) if self.duration > 0 and self.fps > 0 else None
 
 
-def exact_rate(fps: float) -> Fraction:
-    """ffmpeg prints rates with two decimals; recover the exact NTSC rates (30000/1001, ...) from them.
+@dataclass
+class DecodedFrame:
+    """One upright H×W×3 uint8 BGR frame with its presentation timestamp and duration in the stream's time base."""
 
-    A rate that is within rounding of N·1000/1001 is taken to be that; anything else is read as printed.
-    """
-    if fps <= 0:
-        return Fraction(0)
-    ntsc = Fraction(round(fps * 1001 / 1000) * 1000, 1001)
-    if round(float(ntsc), 2) == round(fps, 2) and ntsc.denominator == 1001:
-        return ntsc
-    return Fraction(fps).limit_denominator(1000)
+    image: np.ndarray
+    pts: int
+    duration: int | None
 
 
 class VideoReader:
-    """Decode a video file to H×W×3 uint8 BGR frames, all of them, in order."""
+    """Decode a video file to BGR frames with their timestamps, all of them, in presentation order."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise CliplitError(f"{self.path}: no such file")
-        self._frames = imageio_ffmpeg.read_frames(
-            str(self.path),
-            pix_fmt="bgr24",
-            output_params=["-fps_mode", "passthrough", "-an", "-sn", "-dn"],
-        )
         try:
-            meta = next(self._frames)
-        except (OSError, RuntimeError, IndexError, StopIteration, ValueError) as error:
-            # IOError from imageio-ffmpeg when ffmpeg cannot open it; IndexError when there is no video stream
-            self._frames.close()
+            self._container = av.open(str(self.path), metadata_errors="ignore")
+        except (av.FFmpegError, UnicodeDecodeError, ValueError) as error:
             raise CliplitError(f"{self.path}: not a readable video (corrupt, truncated or not a video)") from error
-        width, height = meta["size"]
+        if not self._container.streams.video:
+            self._container.close()
+            raise CliplitError(f"{self.path}: not a readable video (it has no video stream)")
+        self._stream = stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame and slice threads: same frames, several cores
+        self._errors = 0
+        first = self._first_frame()
+        rotation = _quarter_turns(first.rotation) * 90
+        width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         self.info = VideoInfo(
             width=width,
             height=height,
-            fps=exact_rate(float(meta.get("fps") or 0)),
-            duration=float(meta.get("duration") or 0),
-            has_audio="audio_codec" in meta,
+            fps=Fraction(rate) if rate else Fraction(0),
+            duration=self._expected_end() or 0.0,
+            has_audio=bool(self._container.streams.audio),
+            time_base=Fraction(stream.time_base),
+            rotation=rotation,
+        )
+        #: frames handed out so far
+        self.decoded = 0
+        #: after iterating: what was wrong with the input (truncated, undecodable packets), or None
+        self.damage: str | None = None
+
+    def _first_frame(self) -> av.VideoFrame:
+        """Decode the first frame now, so that an unreadable file fails before any work (and to learn its size)."""
+        self._frames = self._decode_all()
+        try:
+            first = next(self._frames)
+        except (StopIteration, av.FFmpegError) as error:
+            self._container.close()
+            raise CliplitError(f"{self.path}: not a readable video (no frame could be decoded)") from error
+        self._pending: av.VideoFrame | None = first
+        return first
+
+    def _decode_all(self) -> Iterator[av.VideoFrame]:
+        """Every frame the decoder can give; a packet it cannot read is counted and skipped, and an error of the
+        demuxer (a file cut short) ends the stream."""
+        packets = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.FFmpegError:
+                self._errors += 1
+                return
+            self._errors += packet.is_corrupt  # the demuxer saw damage (MPEG-TS continuity, checksums)
+            try:
+                yield from packet.decode()
+            except av.FFmpegError:
+                self._errors += 1
+
+    def __iter__(self) -> Iterator[DecodedFrame]:
+        previous: int | None = None
+        step = round(1 / (self.info.fps * self.info.time_base)) if self.info.fps else 1
+        last_end = None
+        frames = self._frames
+        if self._pending is not None:
+            frames = _chain(self._pending, frames)
+            self._pending = None
+        for frame in frames:
+            pts = frame.pts if frame.pts is not None else (previous + step if previous is not None else 0)
+            if previous is not None and pts <= previous:  # a broken stream; an encoder needs increasing times
+                pts = previous + 1
+            previous = pts
+            duration = frame.duration or None
+            last_end = pts + (duration or step)
+            self.decoded += 1
+            yield DecodedFrame(self._upright(frame), pts, duration)
+        self.damage = self._describe_damage(last_end)
+
+    def _upright(self, frame: av.VideoFrame) -> np.ndarray:
+        # The frame's own colour range: full-range (JPEG-style) phone video must not be read as limited range.
+        image = frame.to_ndarray(format="bgr24", src_color_range=frame.color_range or None)
+        turns = _quarter_turns(frame.rotation)
+        return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+    def _expected_end(self) -> float | None:
+        """Where the container says the video stream ends, in seconds (None where it does not say)."""
+        stream = self._stream
+        start = stream.start_time or 0
+        if stream.duration:
+            return float((start + stream.duration) * stream.time_base)
+        tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")  # Matroska writes one per stream
+        if tag:
+            try:
+                hours, minutes, seconds = tag.split(":")
+                return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+            except ValueError:
+                return None
+        return None
+
+    def _describe_damage(self, last_end: int | None) -> str | None:
+        problems = []
+        if self._errors:
+            problems.append(f"{plural(self._errors, 'damaged or undecodable packet')}")
+        expected = self._expected_end()
+        reached = float(last_end * self.info.time_base) if last_end is not None else 0.0
+        if expected is not None and reached < expected - TRUNCATION_TOLERANCE_S:
+            problems.append(f"it ends at {reached:.2f} s of the {expected:.2f} s its container announces")
+        if not problems:
+            return None
+        total = self.info.estimated_frames
+        of = f" of about {total}" if total and total > self.decoded else ""
+        return (
+            f"{self.path.name} is truncated or damaged ({'; '.join(problems)}): {self.decoded}{of} frames "
+            "were recovered"
         )
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        shape = (self.info.height, self.info.width, 3)
-        try:
-            for data in self._frames:
-                yield np.frombuffer(data, dtype=np.uint8).reshape(shape)
-        except RuntimeError as error:  # imageio-ffmpeg: the stream ended in the middle of a frame
-            raise CliplitError(f"{self.path}: decoding failed ({error})") from error
-
     def close(self) -> None:
-        self._frames.close()
+        self._container.close()
 
 
-def default_pix_fmt(codec: str, width: int, height: int) -> str:
-    """RGB for the lossless RGB codecs; else 4:2:0 (plays everywhere) for even sizes and 4:4:4 for odd ones, which
-    4:2:0 cannot hold."""
-    if codec in RGB_PIX_FMT:
-        return RGB_PIX_FMT[codec]
-    return "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+def _chain(first: av.VideoFrame, rest: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+    yield first
+    yield from rest
 
 
-class VideoEncoder:
-    """An ffmpeg process turning raw BGR frames written to it into a video file (no audio)."""
+def _quarter_turns(rotation: float | None) -> int:
+    """Counter-clockwise quarter turns for a display rotation in degrees (ffmpeg's sign: positive turns left)."""
+    return round((rotation or 0) / 90) % 4
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """The output's codec, quality, speed and pixel format, validated against the output container."""
+
+    codec: str
+    crf: int | None
+    preset: str | None
+    pix_fmt: str
+
+    def coded_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size the codec stores: subsampled chroma (4:2:0, 4:2:2) needs multiples of the subsampling."""
+        fmt = av.VideoFormat(self.pix_fmt)
+        step_x, step_y = 64 // fmt.chroma_width(64), 64 // fmt.chroma_height(64)
+        return -(-width // step_x) * step_x, -(-height // step_y) * step_y
+
+
+def encoder_settings(
+    output: str | os.PathLike[str],
+    codec: str | None = None,
+    crf: int | None = None,
+    preset: str | None = None,
+    pix_fmt: str | None = None,
+) -> EncoderSettings:
+    """Check --codec, --crf, --preset and --pix-fmt for a video written to ``output`` before any work, with
+    messages about the option at fault (ffmpeg's own would come only once the first frame is encoded)."""
+    suffix = Path(output).suffix.lower()
+    codec = codec or CODEC_BY_SUFFIX.get(suffix, "libx264")
+    try:
+        video_codec = av.Codec(codec, "w")
+    except (av.FFmpegError, ValueError):
+        raise CliplitError(f"--codec {codec}: no such video encoder in this FFmpeg build") from None
+    if video_codec.type != "video":
+        raise CliplitError(f"--codec {codec}: encodes {video_codec.type}, not video")
+    if video_codec.name not in _supported_codecs(suffix):
+        raise CliplitError(f"--codec {codec}: a {suffix} file cannot hold it; choose another codec or suffix")
+    if crf is not None and codec not in CRF_RANGE:
+        raise CliplitError(f"--crf applies to {', '.join(CRF_RANGE)}, not to --codec {codec}")
+    low, high = CRF_RANGE.get(codec, (0, 0))
+    if crf is not None and not low <= crf <= high:
+        raise CliplitError(f"--crf {crf}: {codec} takes {low} (best) to {high} (smallest file)")
+    if preset is not None and preset not in PRESETS.get(codec, ()):
+        if codec not in PRESETS:
+            raise CliplitError(f"--preset applies to {', '.join(PRESETS)}, not to --codec {codec}")
+        raise CliplitError(f"--preset {preset}: {codec} takes {', '.join(PRESETS[codec])}")
+    formats = [fmt.name for fmt in video_codec.video_formats or ()]
+    if pix_fmt is not None and formats and pix_fmt not in formats:
+        raise CliplitError(f"--pix-fmt {pix_fmt}: {codec} takes {', '.join(formats)}")
+    if pix_fmt is not None and not formats:
+        try:
+            av.VideoFormat(pix_fmt)
+        except ValueError:
+            raise CliplitError(f"--pix-fmt {pix_fmt}: no such pixel format") from None
+    return EncoderSettings(
+        codec=codec,
+        crf=crf if crf is not None else (DEFAULT_CRF if codec in CRF_RANGE else None),
+        preset=preset if preset is not None else (DEFAULT_PRESET if codec in PRESETS else None),
+        pix_fmt=pix_fmt or RGB_PIX_FMT.get(codec, "yuv420p"),
+    )
+
+
+def _format_for(suffix: str) -> str | None:
+    """The muxer FFmpeg picks for a file name ending in ``suffix``."""
+    return {".mkv": "matroska", ".m4v": "mp4"}.get(suffix)
+
+
+def _probe_container(suffix: str) -> av.container.OutputContainer:
+    return av.open(io.BytesIO(), "w", format=_format_for(suffix) or suffix.lstrip("."))
+
+
+def _supported_codecs(suffix: str) -> set[str]:
+    """The codecs (by decoder and encoder name) the muxer for ``suffix`` accepts."""
+    with _probe_container(suffix) as probe:
+        return set(probe.supported_codecs)
+
+
+class VideoWriter:
+    """Encode BGR frames at given timestamps into a video file and copy ``audio_from``'s audio streams beside them,
+    interleaved by time, in one pass."""
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         width: int,
         height: int,
-        fps: Fraction,
         *,
-        codec: str | None = None,
-        crf: int = DEFAULT_CRF,
-        preset: str = DEFAULT_PRESET,
-        pix_fmt: str | None = None,
+        time_base: Fraction,
+        rate: Fraction,
+        settings: EncoderSettings,
+        audio_from: Path | None = None,
     ) -> None:
         self.path = Path(path)
         self.shape = (height, width, 3)
+        self.settings = settings
+        self.time_base = time_base
         self.frames = 0
-        codec = codec or CODEC_BY_SUFFIX.get(self.path.suffix.lower(), "libx264")
-        pix_fmt = pix_fmt or default_pix_fmt(codec, width, height)
-        command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
-        command += ["-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-framerate", str(fps)]
-        command += ["-i", "-", "-c:v", codec, *_quality_options(codec, crf, preset)]
-        if pix_fmt.startswith("yuv"):
-            # Convert with the BT.709 matrix and say so, so players do not guess (and guess differently).
-            tags = "setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv"
-            command += ["-vf", f"scale=out_color_matrix=bt709:out_range=tv,format={pix_fmt},{tags}"]
-        else:
-            command += ["-pix_fmt", pix_fmt]
-        if self.path.suffix.lower() in (".mp4", ".mov", ".m4v"):
-            command += ["-movflags", "+faststart"]
-        command.append(str(self.path))
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - ffmpeg's stderr for the encoder's lifetime; closed in close/abort
-        self._process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log, **_detached()
-        )
+        self.end_time = 0.0
+        suffix = self.path.suffix.lower()
+        options = {"movflags": "+faststart"} if suffix in _MP4_LIKE else {}
+        try:
+            self._container = av.open(str(self.path), "w", format=_format_for(suffix), options=options)
+            self._stream = self._add_video_stream(width, height, rate)
+            self._audio = _AudioCopy(self._container, audio_from, suffix) if audio_from is not None else None
+        except av.FFmpegError as error:
+            raise self._failure(error) from error
 
-    def write(self, frame: np.ndarray) -> None:
-        if frame.shape != self.shape:
+    def _add_video_stream(self, width: int, height: int, rate: Fraction) -> av.VideoStream:
+        settings = self.settings
+        stream = self._container.add_stream(settings.codec, rate=rate)
+        stream.width, stream.height = settings.coded_size(width, height)
+        stream.pix_fmt = settings.pix_fmt
+        stream.time_base = self.time_base
+        stream.codec_context.time_base = self.time_base
+        options = {}
+        if settings.crf is not None:
+            options["crf"] = str(settings.crf)
+        if settings.preset is not None:
+            options["preset"] = settings.preset
+        if settings.codec == "libvpx-vp9":
+            options["b"] = "0"  # constant quality
+        stream.options = options
+        if not av.VideoFormat(settings.pix_fmt).is_rgb:
+            # Convert with the BT.709 matrix and say so, so players do not guess (and guess differently).
+            context = stream.codec_context
+            context.colorspace, context.color_primaries, context.color_trc = 1, 1, 1  # BT.709
+            context.color_range = 1  # limited ("tv") range
+        return stream
+
+    def write(self, image: np.ndarray, pts: int, duration: int | None = None) -> None:
+        if image.shape != self.shape:
             raise CliplitError(
-                f"frame {self.frames} is {frame.shape[1]}x{frame.shape[0]}, but the video is "
+                f"frame {self.frames} is {image.shape[1]}x{image.shape[0]}, but the video is "
                 f"{self.shape[1]}x{self.shape[0]}: a video cannot change size"
             )
+        frame = av.VideoFrame.from_ndarray(self._padded(image), format="bgr24")
+        if not av.VideoFormat(self.settings.pix_fmt).is_rgb:
+            frame = frame.reformat(format=self.settings.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+        frame.pts, frame.time_base = pts, self.time_base
+        if duration:
+            frame.duration = duration
         try:
-            self._process.stdin.write(np.ascontiguousarray(frame).data)
-        except (BrokenPipeError, OSError) as error:
-            self._process.wait()
-            raise self._failure(f"ffmpeg stopped accepting frames ({error})") from error
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+            self.end_time = max(self.end_time, float((pts + (duration or 0)) * self.time_base))
+            if self._audio is not None:
+                self._audio.copy_until(float(pts * self.time_base))
+        except av.FFmpegError as error:
+            raise self._failure(error) from error
         self.frames += 1
 
-    def close(self) -> None:
-        """Flush and wait for ffmpeg to finish the file; raise a clear error if it failed."""
-        with contextlib.suppress(OSError):  # ffmpeg already exited: its status and log say why
-            self._process.stdin.close()
-        status = self._process.wait()
-        if status != 0:
-            raise self._failure(_exit_reason(status))
-        self._log.close()
+    def _padded(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        coded_width, coded_height = self.settings.coded_size(width, height)
+        if (coded_width, coded_height) == (width, height):
+            return image
+        return np.pad(image, ((0, coded_height - height), (0, coded_width - width), (0, 0)), mode="edge")
+
+    def close(self, *, audio_until: float | None = None) -> None:
+        """Flush the encoder, add the rest of the audio (up to ``audio_until`` seconds, or all of it) and finish the
+        file; raise a clear error if that fails."""
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+            if self._audio is not None:
+                self._audio.finish(audio_until)
+            self._container.close()
+        except (av.FFmpegError, OSError) as error:
+            raise self._failure(error) from error
 
     def abort(self) -> None:
-        """Stop ffmpeg at once (the caller deletes the partial file)."""
-        if self._process.poll() is None:
-            self._process.kill()
-        self._process.wait()
-        self._log.close()
+        """Stop at once (the caller deletes the partial file)."""
+        if self._audio is not None:
+            self._audio.close()
+        with contextlib.suppress(av.FFmpegError, OSError):  # the file is being thrown away; its trailer does not matter
+            self._container.close()
 
-    def _failure(self, what: str) -> CliplitError:
-        return CliplitError(f"encoding failed: {what}: {_tail(self._log)}")
+    def _failure(self, error: Exception) -> CliplitError:
+        if isinstance(error, OSError) and error.errno:  # the file system (a full disk), not the options
+            return CliplitError(f"encoding failed: {error.strerror or error}")
+        settings = self.settings
+        options = f"--codec {settings.codec} --pix-fmt {settings.pix_fmt}"
+        if settings.crf is not None:
+            options += f" --crf {settings.crf}"
+        if settings.preset is not None:
+            options += f" --preset {settings.preset}"
+        why = getattr(error, "strerror", None) or str(error)
+        return CliplitError(f"encoding failed with {options} into a {self.path.suffix} file: {why}")
 
 
-def remux_audio(video: Path, audio_source: Path, output: Path, *, shortest: bool) -> None:
-    """Write ``video``'s picture plus ``audio_source``'s audio streams into ``output``, copying both if the
-    container allows, else re-encoding only the audio."""
-    base = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(video)]
-    base += ["-i", str(audio_source), "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy"]
-    if shortest:
-        base.append("-shortest")
-    if output.suffix.lower() in (".mp4", ".mov", ".m4v"):
-        base += ["-movflags", "+faststart"]
-    fallback = AUDIO_FALLBACK_BY_SUFFIX.get(output.suffix.lower(), "aac")
-    errors: list[str] = []
-    for audio in ("copy", fallback):
-        done = subprocess.run(
-            [*base, "-c:a", audio, str(output)], capture_output=True, text=True, check=False, **_detached()
-        )
-        if done.returncode == 0:
+class _AudioCopy:
+    """The audio streams of an input, copied packet by packet into an output (re-encoded only where the container
+    cannot hold the codec), interleaved with the video by time."""
+
+    def __init__(self, output: av.container.OutputContainer, source: Path, suffix: str) -> None:
+        self._input = av.open(str(source), metadata_errors="ignore")
+        self._streams = list(self._input.streams.audio)
+        supported = set(output.supported_codecs)
+        self._targets: dict[int, tuple[av.AudioStream, bool]] = {}
+        for stream in self._streams:
+            if stream.codec_context.name in supported:
+                self._targets[stream.index] = (output.add_stream_from_template(stream), True)
+            else:
+                fallback = AUDIO_FALLBACK_BY_SUFFIX.get(suffix, "aac")
+                rate = 48000 if fallback == "libopus" else stream.rate
+                target = output.add_stream(fallback, rate=rate, layout=stream.layout)
+                self._targets[stream.index] = (target, False)
+        self._output = output
+        self._packets = self._input.demux(self._streams)
+        self._pending: av.Packet | None = None
+        self._done = False
+
+    def copy_until(self, until: float | None) -> None:
+        """Write the audio packets that start before ``until`` seconds (all that are left for None)."""
+        while not self._done:
+            packet = self._pending or self._next_packet()
+            self._pending = None
+            if packet is None:
+                self._done = True
+                return
+            if packet.dts is None:  # the demuxer's end-of-stream marker
+                continue
+            if until is not None and packet.pts is not None and packet.pts * packet.time_base >= until:
+                self._pending = packet
+                return
+            self._write(packet)
+
+    def _next_packet(self) -> av.Packet | None:
+        try:
+            return next(self._packets, None)
+        except av.FFmpegError:  # a truncated input: its audio ends where the file does
+            return None
+
+    def _write(self, packet: av.Packet) -> None:
+        target, copy = self._targets[packet.stream.index]
+        if copy:
+            packet.stream = target
+            self._output.mux(packet)
             return
-        errors.append(_last_line(done.stderr) if done.returncode > 0 else _exit_reason(done.returncode))
-    raise CliplitError(f"adding the audio of {audio_source.name} failed: {errors[-1]}")
+        for frame in packet.decode():
+            frame.pts = None  # the encoder numbers its own samples
+            for encoded in target.encode(frame):
+                self._output.mux(encoded)
 
+    def finish(self, until: float | None) -> None:
+        """Copy the audio up to ``until`` seconds (or all of it) and flush the re-encoders."""
+        self.copy_until(until)
+        for target, copy in self._targets.values():
+            if not copy:
+                for encoded in target.encode(None):
+                    self._output.mux(encoded)
+        self.close()
 
-def _quality_options(codec: str, crf: int, preset: str) -> list[str]:
-    if codec in ("libx264", "libx264rgb", "libx265"):
-        return ["-crf", str(crf), "-preset", preset]
-    if codec == "libvpx-vp9":
-        return ["-crf", str(crf), "-b:v", "0"]
-    return []
-
-
-def _tail(log: IO[bytes]) -> str:
-    log.seek(0)
-    return _last_line(log.read().decode(errors="replace"))
-
-
-def _last_line(stderr: str) -> str:
-    """ffmpeg's last message, without its ``[muxer @ 0x...]`` prefix."""
-    lines = stderr.strip().splitlines()
-    return re.sub(r"^(\[[^\]]*\]\s*)+", "", lines[-1]) if lines else "(ffmpeg printed nothing)"
-
-
-def _exit_reason(status: int) -> str:
-    if status < 0:
-        return f"ffmpeg was killed by {signal.Signals(-status).name} ({signal.strsignal(-status)})"
-    return f"ffmpeg exited with status {status}"
-
-
-def _detached() -> dict[str, object]:
-    """Popen options that keep Ctrl-C in the terminal from reaching ffmpeg (cliplit stops it in order)."""
-    if sys.platform == "win32":
-        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-    return {"start_new_session": True}
+    def close(self) -> None:
+        self._input.close()

@@ -140,24 +140,34 @@ def test_torch_backend_refuses_an_onnx_of_unknown_weights(float_onnx, tmp_path):
 
 
 def test_default_model_is_exported_once_into_the_cache(monkeypatch, tmp_path, released_weights):
+    """The Quick start exports the released weights given as a path; a later run without --model (offline, the
+    weights not in the cache) finds that export by the weights' SHA-256 instead of downloading them."""
     home = tmp_path / "home"
-    (home / "weights").mkdir(parents=True)
-    shutil.copyfile(released_weights, home / "weights" / "enhancement_model.pth")
     monkeypatch.setenv("CLIPLIT_HOME", str(home))
-    backend = open_backend()  # no model: the released weights, exported to ONNX on first use
+    downloaded = tmp_path / "elsewhere" / "enhancement_model.pth"
+    downloaded.parent.mkdir()
+    shutil.copyfile(released_weights, downloaded)
+    backend = open_backend(downloaded)  # weights given by path: exported to ONNX on first use
     sha = RELEASED["clip-lit"].sha256
-    cached = home / "models" / f"clip-lit-{sha[:16]}-float.onnx"
+    cached = home / "models" / f"weights-{sha[:16]}-float.onnx"
     assert backend.model_path == cached and backend.io == "float"
     assert backend.metadata[META_WEIGHTS_SHA256] == sha
+    backend.close()
 
+    import cliplit.core.weights as weights
     import cliplit.export.onnx_export as onnx_export
 
     monkeypatch.setattr(onnx_export, "export_onnx", lambda *a, **k: pytest.fail("exported a second time"))
-    assert default_model.ensure_onnx() == cached
+    monkeypatch.setattr(weights, "_download", lambda *a, **k: pytest.fail("tried to download"))
+    assert not (home / "weights" / "enhancement_model.pth").exists()
+    assert default_model.ensure_onnx() == cached  # no model: the released name, same SHA-256
+    assert open_backend().model_path == cached
 
 
-def test_weights_paths_get_their_own_cached_export(tmp_path, released_weights):
+def test_weights_paths_get_their_own_cached_export(tmp_path, released_weights, init_weights):
     copy = tmp_path / "my_weights.pth"
     shutil.copyfile(released_weights, copy)
     path = default_model.cached_onnx_path(copy, "uint8")
-    assert path.name == f"my_weights-{RELEASED['clip-lit'].sha256[:16]}-uint8.onnx"
+    assert path == default_model.cached_onnx_path("clip-lit", "uint8")
+    assert path.name == f"weights-{RELEASED['clip-lit'].sha256[:16]}-uint8.onnx"
+    assert default_model.cached_onnx_path(init_weights) != default_model.cached_onnx_path(copy)

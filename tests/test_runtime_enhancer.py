@@ -62,6 +62,14 @@ def test_converts_grey_alpha_and_16_bit_frames(enhancer):
     assert np.array_equal(to_bgr8(deep), bgr)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int8, bool])
+def test_frames_that_are_not_8_or_16_bit_are_refused(enhancer, dtype):
+    """A float32 0..255 frame used to come back almost white (read as 0..1 and clipped); now it is an error."""
+    frame = crop().astype(dtype)
+    with pytest.raises(CliplitError, match=rf"frame 1 has pixel type {np.dtype(dtype).name}.*takes uint8 BGR"):
+        enhancer.enhance_batch([crop(), frame])
+
+
 def test_smallest_frame_runs_and_smaller_is_a_clear_error(enhancer):
     assert enhancer.enhance(crop(height=MIN_SIDE, width=MIN_SIDE)).shape == (MIN_SIDE, MIN_SIDE, 3)
     with pytest.raises(CliplitError, match="too small"):

@@ -1,7 +1,7 @@
 """The lean runtime without PyTorch: every runtime module imports, and images are enhanced through the CLI and API.
 
 A child interpreter gets a meta-path finder that fails every import of torch, torchvision and open_clip, as on a
-machine where only the base package (numpy, opencv, onnxruntime, imageio-ffmpeg, tqdm) is installed.
+machine where only the base package (numpy, opencv, onnxruntime, av, tqdm) is installed.
 """
 
 from __future__ import annotations

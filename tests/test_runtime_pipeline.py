@@ -145,6 +145,22 @@ def test_summary_line_names_counts_rate_and_stages():
     assert all(f"{stage} " in line for stage in ("decode", "inference", "encode"))
 
 
+@pytest.mark.parametrize(
+    ("unit", "frames", "wall_s", "signum", "expected"),
+    [
+        ("image", 1, 3.2, 0, "1 image in 3.20 s (3.20 s per image); "),  # slow: not "0.3 images/s"
+        ("image", 6, 2.0, 0, "6 images in 2.00 s (3.0 images/s); "),
+        ("frame", 0, 0.5, 0, "0 frames in 0.50 s; "),  # no rate for nothing
+        ("frame", 1, 0.5, 15, "1 frame in 0.50 s (2.0 frames/s); "),
+    ],
+)
+def test_summary_units_and_plurals(unit, frames, wall_s, signum, expected):
+    line = PipelineStats(unit=unit, frames=frames, wall_s=wall_s, signal=signum, dropped=1).summary()
+    assert line.startswith(expected), line
+    assert "; 1 stale frame dropped" in line
+    assert line.endswith("; interrupted by SIGTERM") == (signum == 15)
+
+
 class FakeCapture:
     """Stands in for cv2.VideoCapture: delivers ``frames`` then fails; reports ``count`` frames and 25 fps."""
 

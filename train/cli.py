@@ -24,10 +24,27 @@ from cliplit.train.config import (
 )
 
 _METAVARS = {int: "N", float: "X"}
+#: the extra of pyproject.toml this command needs (the `cliplit` dispatcher names it when a module is missing)
+EXTRA = "train"
+
+
+#: the option groups of --help, each starting at the TrainConfig field named (fields keep the dataclass's order)
+GROUPS = {
+    "backlit": "data and output",
+    "clip_model": "models",
+    "rounds": "schedule",
+    "batch_size": "sizes",
+    "prompt_lr": "optimisers",
+    "logit_scale": "losses",
+    "prompt_augment": "augmentation",
+    "device": "runtime",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per option of ``TrainConfig``; flags left out keep the config file's (or the default) value."""
+    """One flag per option of ``TrainConfig``, grouped as in the dataclass; flags left out keep the config file's
+    (or the default) value."""
+    parser.usage = "%(prog)s --backlit DIR --well-lit DIR --out DIR [OPTION ...]  (or --config FILE, --resume)"
     parser.add_argument(
         "--config", type=Path, default=None, metavar="FILE", help="YAML or TOML file of options (flags override it)"
     )
@@ -37,14 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue the run in --out from its last checkpoint, exactly where it stopped",
     )
     kinds = option_types()
+    group = parser
     for name, (help_text, choices, default, metavar) in option_help().items():
-        flag = "--" + name.replace("_", "-")
+        if name in GROUPS:
+            group = parser.add_argument_group(GROUPS[name])
         kind = kinds[name]
         if typing.get_origin(kind) in (typing.Union, types.UnionType):
             kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
-        shown = " ".join(str(v) for v in default) if isinstance(default, tuple) else default
-        suffix = "required" if default == "" else f"default: {shown}"
-        options: dict[str, typing.Any] = {"default": argparse.SUPPRESS, "help": f"{help_text} ({suffix})"}
+        options: dict[str, typing.Any] = {"default": argparse.SUPPRESS, "help": _help(help_text, default)}
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is tuple:
@@ -53,7 +70,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             options.update(type=kind, choices=choices)
             if not choices:
                 options["metavar"] = metavar or _METAVARS.get(kind, "VALUE")
-        parser.add_argument(flag, **options)
+        group.add_argument("--" + name.replace("_", "-"), **options)
+
+
+def _help(text: str, default: typing.Any) -> str:
+    """The option's help with its default once: none where the text already says it or there is none to show."""
+    if "default:" in text or default is None:
+        return text
+    if default == "":
+        return f"{text} (required)"
+    if isinstance(default, bool):
+        return f"{text} (default: {'on' if default else 'off'})"
+    shown = " ".join(str(v) for v in default) if isinstance(default, tuple) else default
+    return f"{text} (default: {shown})"
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
