@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from test_train_support import TINY_RESNET, TINY_VIT, backlit_scene, make_dataset, well_lit_scene, write_tiny_clip
+from train_helpers import TINY_RESNET, TINY_VIT, backlit_scene, make_dataset, well_lit_scene, write_tiny_clip
 
 from cliplit.core.errors import CliplitError
 from cliplit.train import cli

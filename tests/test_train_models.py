@@ -9,7 +9,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from test_train_support import SIZE, TINY_RESNET, TINY_TEXT, TINY_VIT, write_tiny_clip
+from train_helpers import SIZE, TINY_RESNET, TINY_TEXT, TINY_VIT, write_tiny_clip
 
 from cliplit.train import clip_models
 from cliplit.train.clip_models import (
