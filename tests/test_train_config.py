@@ -33,7 +33,7 @@ def test_defaults_are_the_papers_setting() -> None:
     assert (c.refine_iters, c.refine_extend_iters, c.refine_extend_above) == (1000, 100, 60.0)
     assert (c.clip_loss_weight, c.identity_scale, c.identity_weight, c.rank_loss_weight) == (320.0, 25.0, 0.9, 200.0)
     assert c.warmup_layer_weights == (1.0,) * 5 and c.identity_layer_weights == (1.0, 1.0, 1.0, 1.0, 0.5)
-    assert (c.logit_scale, c.light_map_eps, c.prompt_length) == (100.0, 1e-9, 16)
+    assert (c.logit_scale, c.prompt_length) == (100.0, 16)
     # ">= 50K iterations in all": 8,000 + 14 rounds x (2,100 + 1,000).
     assert c.prompt_init_iters + c.rounds * (c.enhance_iters + c.refine_iters) >= 50_000
 

@@ -118,7 +118,6 @@ class TrainConfig:
     identity_weight: float = _opt(0.9, "stage 3: weight of the (scaled) identity loss")
     warmup_layer_weights: tuple[float, ...] = _opt((1.0, 1.0, 1.0, 1.0, 1.0), "stage 2: weights of the 5 stages")
     identity_layer_weights: tuple[float, ...] = _opt((1.0, 1.0, 1.0, 1.0, 0.5), "stage 3: weights of the 5 stages")
-    light_map_eps: float = _opt(1e-9, "enhanced = clamp(x / (L + eps), 0, 1) during training")
     rank_loss_weight: float = _opt(200.0, "stage 4: weight of the margin ranking loss")
     rank_margin_no_result: float = _opt(1.0, "stage 4 without results: margin of s(backlit) > s(well-lit)")
     rank_margin_backlit: float = _opt(0.9, "stage 4 with results: margin of s(backlit) over s(well-lit), s(newest)")

@@ -49,7 +49,7 @@ from cliplit.train.losses import (
     ranking_loss,
     ranking_terms,
 )
-from cliplit.train.network import LightMapNet
+from cliplit.train.network import LightMapNet, apply_light_map
 from cliplit.train.outputs import result_paths, write_results, write_sample_sheet
 from cliplit.train.prompts import PromptPair, TextEncoder, check_prompts_fit, load_prompts, save_prompts
 from cliplit.train.state import Progress, load_state, restore_rng, save_state
@@ -301,8 +301,8 @@ class Trainer:
             if self.ctx.is_main:
                 best = LightMapNet("train").to(self.device)
                 best.load_state_dict(self.best_enhancer)
-                size, eps = c.prompt_image_size, c.light_map_eps
-                outputs = write_results(best, self.backlit, self.run_dir, round_index, size=size, eps=eps)
+                size = c.prompt_image_size
+                outputs = write_results(best, self.backlit, self.run_dir, round_index, size=size)
                 count = min(c.num_samples, len(self.backlit))
                 if count:
                     sheet = self.run_dir / "samples" / f"round_{round_index:03d}.png"
@@ -431,10 +431,9 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------- helpers
 
     def _enhance(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The input batch and clamp(x / (L + eps), 0, 1), computed in FP32 (eps = 1e-9 underflows in FP16)."""
+        """The input batch and its enhancement by the ONNX contract's formula, in FP32 (outside autocast)."""
         x = batch["images"][:, 0].to(self.device, non_blocking=True)
-        light = self.enhancer_ddp(x)
-        return x, torch.clamp(x / (light + self.config.light_map_eps), 0.0, 1.0)
+        return x, apply_light_map(x, self.enhancer_ddp(x))
 
     def _identity_loss(self, x: torch.Tensor, y: torch.Tensor, weights: tuple[float, ...]) -> torch.Tensor:
         """Features under mixed precision, the loss itself in FP32."""

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from cliplit.core.images import write_image
+from cliplit.core.light_map import to_uint8
 from cliplit.train.data import load_rgb
-from cliplit.train.network import LightMapNet
+from cliplit.train.network import LightMapNet, apply_light_map
 
 RESULTS_KEPT = 2
 CHUNK = 8  # images per enhancer pass while writing results
@@ -33,21 +34,21 @@ def result_paths(run_dir: Path, round_index: int, count: int) -> list[Path]:
 
 
 def tensor_to_bgr8(image: torch.Tensor) -> np.ndarray:
-    """3 x H x W RGB in [0, 1] -> H x W x 3 uint8 BGR, rounded."""
-    rgb = torch.clamp(image.detach().float().cpu() * 255.0 + 0.5, 0, 255).to(torch.uint8)
-    return np.ascontiguousarray(rgb.permute(1, 2, 0).numpy()[:, :, ::-1])
+    """3 x H x W RGB in [0, 1] -> H x W x 3 uint8 BGR, rounded as the ONNX contract rounds (``to_uint8``)."""
+    rgb = image.detach().float().cpu().permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(to_uint8(rgb)[:, :, ::-1])
 
 
 @torch.no_grad()
 def write_results(
-    enhancer: LightMapNet, backlit: Sequence[Path], run_dir: Path, round_index: int, *, size: int, eps: float
+    enhancer: LightMapNet, backlit: Sequence[Path], run_dir: Path, round_index: int, *, size: int
 ) -> list[Path]:
     """Enhance every backlit image at ``size`` x ``size`` and save the outputs; older rounds beyond the last two go."""
     device = next(enhancer.parameters()).device
     paths = result_paths(run_dir, round_index, len(backlit))
     for start in range(0, len(backlit), CHUNK):
         images = torch.stack([load_rgb(path, size) for path in backlit[start : start + CHUNK]]).to(device)
-        enhanced = torch.clamp(images / (enhancer(images) + eps), 0.0, 1.0)
+        enhanced = apply_light_map(images, enhancer(images))
         for offset, image in enumerate(enhanced):
             write_image(paths[start + offset], tensor_to_bgr8(image), overwrite=True)
     for old in range(round_index - RESULTS_KEPT, -1, -1):
