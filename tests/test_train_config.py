@@ -90,6 +90,11 @@ def test_bad_options_fail_with_the_option_named(tmp_path: Path) -> None:
         read_config_file(ini)
 
 
+def test_the_old_export_variant_key_still_reads_as_export_padding() -> None:
+    with pytest.warns(FutureWarning, match="'export-variant' is deprecated; it is now 'export_padding'"):
+        assert from_mapping({"export-variant": "train"}).export_padding == "train"
+
+
 def test_resume_keeps_the_run_and_allows_only_harmless_changes(tmp_path: Path) -> None:
     saved = from_mapping({"backlit": "b", "well_lit": "w", "out": str(tmp_path), "max_steps": 10, "prompt_lr": 1e-3})
     write_config(saved, tmp_path / "config.yaml")

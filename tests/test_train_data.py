@@ -55,12 +55,12 @@ def test_load_rgb_is_rgb_in_unit_range_and_square(tmp_path: Path) -> None:
     assert torch.equal(image[0], torch.ones(8, 8)) and image[1:].abs().max() == 0
 
 
-def test_dihedral_variants_are_the_eight_symmetries() -> None:
+def test_dihedral_symmetries_are_the_eight_symmetries_of_a_square() -> None:
     image = torch.arange(9.0).reshape(1, 3, 3)
-    variants = [apply_dihedral(image, v) for v in range(8)]
-    assert torch.equal(variants[0], image)
-    assert len({tuple(v.flatten().tolist()) for v in variants}) == 8
-    assert torch.equal(variants[4], image.flip(-1)) and torch.equal(variants[1], torch.rot90(image, 1, (-2, -1)))
+    symmetries = [apply_dihedral(image, s) for s in range(8)]
+    assert torch.equal(symmetries[0], image)
+    assert len({tuple(s.flatten().tolist()) for s in symmetries}) == 8
+    assert torch.equal(symmetries[4], image.flip(-1)) and torch.equal(symmetries[1], torch.rot90(image, 1, (-2, -1)))
 
 
 def test_augmentation_is_shared_within_a_row_and_keeps_shapes() -> None:
@@ -108,5 +108,6 @@ def test_step_batches_are_a_pure_function_of_the_step(folder: Path) -> None:
     assert "images" not in light and torch.equal(light["rows"], first["rows"])
     dihedral = StepBatches([paths], size=8, batch_size=4, seed=3, stream="d", augment=AugmentSpec("dihedral"))[0]
     unchanged = torch.stack([load_rgb(paths[int(r)], 8) for r in dihedral["rows"]])
-    expected = torch.stack([apply_dihedral(img, int(v)) for img, v in zip(unchanged, dihedral["variant"], strict=True)])
+    pairs = zip(unchanged, dihedral["symmetry"], strict=True)
+    expected = torch.stack([apply_dihedral(img, int(s)) for img, s in pairs])
     assert torch.equal(dihedral["images"][:, 0], expected)  # no zoom or rotation: cached features stay exact

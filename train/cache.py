@@ -1,7 +1,7 @@
 """Caches of what is frozen during a stage, so no iteration recomputes it.
 
 The CLIP image tower never trains: the features of an un-augmented image, or of one of its 8 flip/quarter-turn
-variants, are fixed. Stages whose augmentation is limited to those ("dihedral" or "none") look features up in a table
+symmetries, are fixed. Stages whose augmentation is limited to those ("dihedral" or "none") look features up in a table
 computed once, and an iteration only runs the text tower. The tables are a pure function of the images and the
 frozen model, so a resumed run rebuilds the same values.
 """
@@ -26,20 +26,20 @@ def image_feature_table(
     paths: Sequence[Path],
     *,
     size: int,
-    variants: int,
+    symmetries: int,
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
 ) -> torch.Tensor:
-    """Features (len(paths) x variants x D) of each image at ``size`` under dihedral variants 0..variants-1."""
+    """Features (len(paths) x symmetries x D) of each image at ``size`` under dihedral symmetries 0..symmetries-1."""
     rows = []
     for start in range(0, len(paths), CHUNK):
         images = torch.stack([load_rgb(path, size) for path in paths[start : start + CHUNK]]).to(device)
         with autocast():
-            per_variant = [encoder(apply_dihedral(images, v)).float() for v in range(variants)]
-        rows.append(torch.stack(per_variant, dim=1))
+            per_symmetry = [encoder(apply_dihedral(images, s)).float() for s in range(symmetries)]
+        rows.append(torch.stack(per_symmetry, dim=1))
     return torch.cat(rows)
 
 
-def lookup(table: torch.Tensor, rows: torch.Tensor, variant: torch.Tensor) -> torch.Tensor:
-    """The cached features of (row, variant) pairs (N x D)."""
-    return table[rows.to(table.device), variant.to(table.device)]
+def lookup(table: torch.Tensor, rows: torch.Tensor, symmetry: torch.Tensor) -> torch.Tensor:
+    """The cached features of (row, symmetry) pairs (N x D)."""
+    return table[rows.to(table.device), symmetry.to(table.device)]

@@ -12,6 +12,7 @@ import json
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -156,9 +157,9 @@ class TrainConfig:
     num_samples: int = _opt(4, "backlit images shown in the per-round sample sheets")
     max_steps: int | None = _opt(None, "stop (with a resumable checkpoint) once this many iterations are done in all")
     progress: bool = _opt(True, "show progress bars")
-    export_variant: str = _opt(
+    export_padding: str = _opt(
         "test",
-        "padding variant recorded in the saved enhancers ('test': the released inference)",
+        "padding recorded in the saved enhancers ('test': reflect, as the released inference runs)",
         choices=("test", "train"),
     )
 
@@ -274,12 +275,21 @@ def coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"option {name!r}: cannot use {value!r} ({error})") from None
 
 
+# Old option names still read from config files (and the config.yaml of older runs), each with a warning.
+RENAMED_OPTIONS = {"export_variant": "export_padding"}
+
+
 def from_mapping(values: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
     """``base`` (default: the defaults) with ``values`` applied; keys may use '-' or '_'."""
     known = {item.name for item in fields(TrainConfig)}
     updates = {}
     for raw_key, value in values.items():
         key = str(raw_key).replace("-", "_")
+        if key in RENAMED_OPTIONS:
+            warnings.warn(
+                f"option {raw_key!r} is deprecated; it is now {RENAMED_OPTIONS[key]!r}", FutureWarning, stacklevel=2
+            )
+            key = RENAMED_OPTIONS[key]
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import is_image_path, read_image
 
-DIHEDRAL_VARIANTS = 8  # horizontal flip x rot90 by 0..3 quarter turns: the 8 symmetries of a square
+DIHEDRAL_SYMMETRIES = 8  # horizontal flip x rot90 by 0..3 quarter turns: the 8 symmetries of a square
 
 
 def list_images(folder: str | Path, what: str) -> list[Path]:
@@ -64,29 +64,29 @@ class AugmentSpec:
 
 @dataclass
 class Augmentation:
-    """Per-row parameters: dihedral variant (hflip * 4 + quarter turns), zoom factor and rotation in degrees."""
+    """Per-row parameters: dihedral symmetry (hflip * 4 + quarter turns), zoom factor and rotation in degrees."""
 
-    variant: torch.Tensor
+    symmetry: torch.Tensor
     zoom: torch.Tensor
     angle: torch.Tensor
 
 
 def sample_augmentation(spec: AugmentSpec, rows: int, generator: torch.Generator) -> Augmentation:
-    variant = torch.randint(0, DIHEDRAL_VARIANTS, (rows,), generator=generator)
+    symmetry = torch.randint(0, DIHEDRAL_SYMMETRIES, (rows,), generator=generator)
     zoom = 1.0 + (spec.max_zoom - 1.0) * torch.rand(rows, generator=generator)
     angle = spec.max_rotation * (2.0 * torch.rand(rows, generator=generator) - 1.0)
     if spec.mode == "none":
-        variant = torch.zeros_like(variant)
+        symmetry = torch.zeros_like(symmetry)
     if spec.mode != "full":
         zoom, angle = torch.ones_like(zoom), torch.zeros_like(angle)
-    return Augmentation(variant, zoom, angle)
+    return Augmentation(symmetry, zoom, angle)
 
 
-def apply_dihedral(images: torch.Tensor, variant: int) -> torch.Tensor:
+def apply_dihedral(images: torch.Tensor, symmetry: int) -> torch.Tensor:
     """One of the 8 square symmetries on (... x H x W) images."""
-    if variant >= 4:
+    if symmetry >= 4:
         images = images.flip(-1)
-    return torch.rot90(images, variant % 4, dims=(-2, -1))
+    return torch.rot90(images, symmetry % 4, dims=(-2, -1))
 
 
 def apply_augmentation(images: torch.Tensor, augmentation: Augmentation) -> torch.Tensor:
@@ -95,7 +95,7 @@ def apply_augmentation(images: torch.Tensor, augmentation: Augmentation) -> torc
     Zoom and rotation resample with reflection at the borders, so no black corners teach the prompts a shortcut.
     """
     rows = images.shape[0]
-    images = torch.stack([apply_dihedral(images[i], int(augmentation.variant[i])) for i in range(rows)])
+    images = torch.stack([apply_dihedral(images[i], int(augmentation.symmetry[i])) for i in range(rows)])
     if bool((augmentation.zoom == 1.0).all()) and bool((augmentation.angle == 0.0).all()):
         return images
     radians = augmentation.angle * (math.pi / 180.0)
@@ -158,7 +158,7 @@ class StepBatches(Dataset):
         if self.partners is not None:
             batch["partners"] = torch.randint(0, len(self.partners), (len(rows),), generator=generator)
         augmentation = sample_augmentation(self.augment, len(rows), generator)
-        batch["variant"] = augmentation.variant
+        batch["symmetry"] = augmentation.symmetry
         if self.load:
             paths = [[column[int(r)] for column in self.columns] for r in rows]
             if self.partners is not None:

@@ -32,7 +32,7 @@ from cliplit.train.cache import image_feature_table, lookup
 from cliplit.train.checkpoint import load_enhancer, save_enhancer
 from cliplit.train.clip_models import IdentityFeatures, ImageEncoder, build_clip, resolve_clip
 from cliplit.train.config import TrainConfig, resume_config, write_config
-from cliplit.train.data import DIHEDRAL_VARIANTS, AugmentSpec, StepBatches, list_images
+from cliplit.train.data import DIHEDRAL_SYMMETRIES, AugmentSpec, StepBatches, list_images
 from cliplit.train.distributed import setup_distributed
 from cliplit.train.logs import RunLog, write_json
 from cliplit.train.losses import (
@@ -373,7 +373,7 @@ class Trainer:
 
         def prompt_init_step(batch: dict[str, torch.Tensor]) -> dict[str, float]:
             rows = batch["rows"]
-            features = lookup(table, rows, batch["variant"]) if cached else self._encode(batch["images"][:, 0])
+            features = lookup(table, rows, batch["symmetry"]) if cached else self._encode(batch["images"][:, 0])
             with self._autocast():
                 text = self.prompts_ddp(self.text_encoder)
             logits = prompt_logits(features, text, c.logit_scale)  # FP32: 100 * cos needs more than 8 mantissa bits
@@ -414,7 +414,7 @@ class Trainer:
         def refine_step(batch: dict[str, torch.Tensor]) -> dict[str, float]:
             if cached:
                 features = {
-                    name: lookup(tables[name], batch["partners" if name == WELL_LIT else "rows"], batch["variant"])
+                    name: lookup(tables[name], batch["partners" if name == WELL_LIT else "rows"], batch["symmetry"])
                     for name in names
                 }
             else:
@@ -462,12 +462,12 @@ class Trainer:
         return AugmentSpec(c.prompt_augment, c.max_zoom, c.max_rotation)
 
     def _features(self, paths: list[Path]) -> torch.Tensor:
-        """Image features (N x variants x D) at the prompt size: all 8 variants for "dihedral", else un-augmented."""
+        """Image features (N x symmetries x D) at the prompt size: all 8 for "dihedral", else only the identity."""
         return image_feature_table(
             self.image_encoder,
             paths,
             size=self.config.prompt_image_size,
-            variants=DIHEDRAL_VARIANTS if self.config.prompt_augment == "dihedral" else 1,
+            symmetries=DIHEDRAL_SYMMETRIES if self.config.prompt_augment == "dihedral" else 1,
             device=self.device,
             autocast=self._autocast,
         )
@@ -523,7 +523,7 @@ class Trainer:
     def _save_enhancers(self, round_index: int, *, best: bool) -> None:
         if not self.ctx.is_main:
             return
-        padding = self.config.export_variant
+        padding = self.config.export_padding
         save_enhancer(
             self.enhancer,
             self.run_dir / "enhancer_final.pth",
