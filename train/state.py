@@ -44,6 +44,12 @@ class Progress:
     def running_loss(self) -> float:
         return sum(self.window) / len(self.window) if self.window else math.inf
 
+    def start_phase(self, target: int) -> None:
+        """Reset the per-phase counters for a phase of ``target`` iterations."""
+        self.target = target
+        self.iteration = self.extensions = self.restarts = self.attempt_start = 0
+        self.window, self.best_loss, self.phase_seconds = [], math.inf, 0.0
+
 
 def capture_rng() -> dict[str, Any]:
     """The state of every global random generator, in types ``torch.load(weights_only=True)`` accepts."""
