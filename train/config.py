@@ -13,7 +13,7 @@ import sys
 import types
 import typing
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -169,34 +169,46 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check every value once, up front, so a bad option fails before any work; returns self."""
-        for name in ("backlit", "well_lit", "out"):
-            if not getattr(self, name):
-                raise ConfigError(f"--{_flag(name)} is required")
-        positive = ("prompt_length", "batch_size", "prompt_batch_size", "image_size", "prompt_image_size")
-        positive += ("running_loss_window", "checkpoint_every", "log_every")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{_flag(name)} must be at least 1 (got {getattr(self, name)})")
-        non_negative = ("rounds", "prompt_init_iters", "warmup_iters", "warmup_check_iters", "warmup_max_restarts")
-        non_negative += ("enhance_iters", "enhance_extend_iters", "refine_iters", "refine_extend_iters")
-        non_negative += ("max_extensions", "num_workers", "num_samples")
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{_flag(name)} must not be negative (got {getattr(self, name)})")
-        for name in ("warmup_layer_weights", "identity_layer_weights"):
-            if len(getattr(self, name)) != 5:
-                raise ConfigError(f"{_flag(name)} needs 5 weights (stem, layer1..layer4), got {getattr(self, name)}")
-        if self.max_zoom < 1.0:
-            raise ConfigError(f"max-zoom must be at least 1 (got {self.max_zoom})")
-        if self.max_steps is not None and self.max_steps < 0:
-            raise ConfigError(f"max-steps must not be negative (got {self.max_steps})")
-        for item in fields(self):
-            choices = item.metadata.get("choices")
-            if choices and getattr(self, item.name) not in choices:
-                raise ConfigError(
-                    f"{_flag(item.name)} must be one of {', '.join(choices)} (got {getattr(self, item.name)!r})"
-                )
+        problems = [*_missing(self), *_out_of_range(self), *_not_a_choice(self)]
+        if problems:
+            raise ConfigError(problems[0])
         return self
+
+
+_AT_LEAST_ONE = ("prompt_length", "batch_size", "prompt_batch_size", "image_size", "prompt_image_size")
+_AT_LEAST_ONE += ("running_loss_window", "checkpoint_every", "log_every")
+_NON_NEGATIVE = ("rounds", "prompt_init_iters", "warmup_iters", "warmup_check_iters", "warmup_max_restarts")
+_NON_NEGATIVE += ("enhance_iters", "enhance_extend_iters", "refine_iters", "refine_extend_iters")
+_NON_NEGATIVE += ("max_extensions", "num_workers", "num_samples")
+
+
+def _missing(config: TrainConfig) -> Iterator[str]:
+    for name in ("backlit", "well_lit", "out"):
+        if not getattr(config, name):
+            yield f"--{_flag(name)} is required"
+
+
+def _out_of_range(config: TrainConfig) -> Iterator[str]:
+    for name in _AT_LEAST_ONE:
+        if getattr(config, name) < 1:
+            yield f"{_flag(name)} must be at least 1 (got {getattr(config, name)})"
+    for name in _NON_NEGATIVE:
+        if getattr(config, name) < 0:
+            yield f"{_flag(name)} must not be negative (got {getattr(config, name)})"
+    for name in ("warmup_layer_weights", "identity_layer_weights"):
+        if len(getattr(config, name)) != 5:
+            yield f"{_flag(name)} needs 5 weights (stem, layer1..layer4), got {getattr(config, name)}"
+    if config.max_zoom < 1.0:
+        yield f"max-zoom must be at least 1 (got {config.max_zoom})"
+    if config.max_steps is not None and config.max_steps < 0:
+        yield f"max-steps must not be negative (got {config.max_steps})"
+
+
+def _not_a_choice(config: TrainConfig) -> Iterator[str]:
+    for item in fields(config):
+        choices = item.metadata.get("choices")
+        if choices and getattr(config, item.name) not in choices:
+            yield f"{_flag(item.name)} must be one of {', '.join(choices)} (got {getattr(config, item.name)!r})"
 
 
 # Options that may change when a run is resumed: where the run lives and runs, how fast, how often it reports, and how
@@ -251,28 +263,40 @@ def coerce(name: str, value: Any) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
             return None
         kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+    convert = _to_tuple if typing.get_origin(kind) is tuple else _CONVERTERS.get(kind, str)
     try:
-        if typing.get_origin(kind) is tuple:
-            if not isinstance(value, list | tuple):
-                raise TypeError("expected a list")
-            return tuple(float(v) for v in value)
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-                return value.lower() in ("true", "yes", "on", "1")
-            raise TypeError("expected true or false")
-        if kind is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError("expected an integer")
-            return int(value)
-        if kind is float:
-            if isinstance(value, bool):
-                raise TypeError("expected a number")
-            return float(value)
-        return str(value)
+        return convert(value)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"option {name!r}: cannot use {value!r} ({error})") from None
+
+
+def _to_tuple(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list | tuple):
+        raise TypeError("expected a list")
+    return tuple(float(v) for v in value)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    raise TypeError("expected true or false")
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise TypeError("expected an integer")
+    return int(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError("expected a number")
+    return float(value)
+
+
+_CONVERTERS = {bool: _to_bool, int: _to_int, float: _to_float}
 
 
 # Old option names still read from config files (and the config.yaml of older runs), each with a warning.
