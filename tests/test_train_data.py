@@ -67,34 +67,42 @@ def test_augmentation_is_shared_within_a_row_and_keeps_shapes() -> None:
     generator = torch.Generator().manual_seed(0)
     row = torch.rand(1, 1, 3, 16, 16, generator=generator)
     images = torch.cat([row.expand(1, 3, 3, 16, 16), torch.rand(1, 3, 3, 16, 16, generator=generator)])
-    params = Augmentation(torch.tensor([5, 2]), torch.tensor([1.2, 1.0]), torch.tensor([10.0, -7.0]))
+    params = Augmentation(torch.tensor([5, 2]), torch.tensor([[1.2, 0.9], [1.0, 1.0]]), torch.tensor([10.0, -7.0]))
     out = apply_augmentation(images, params)
     assert out.shape == images.shape
     assert torch.equal(out[0, 0], out[0, 1]) and torch.equal(out[0, 0], out[0, 2])  # one transform per row
     assert not torch.allclose(out[0, 0], images[0, 0])
-    identity = Augmentation(torch.zeros(2, dtype=torch.long), torch.ones(2), torch.zeros(2))
+    identity = Augmentation(torch.zeros(2, dtype=torch.long), torch.ones(2, 2), torch.zeros(2))
     assert torch.equal(apply_augmentation(images, identity), images)
 
 
-def test_batch_rows_cover_each_epoch_and_split_across_ranks() -> None:
-    n, batch, world = 20, 3, 2
-    per_epoch = n // (batch * world)
-    seen = []
-    for step in range(per_epoch):
-        rank0 = batch_rows(n, batch, step, seed=7, stream="s", rank=0, world=world)
-        rank1 = batch_rows(n, batch, step, seed=7, stream="s", rank=1, world=world)
-        assert not set(rank0.tolist()) & set(rank1.tolist())
-        seen += rank0.tolist() + rank1.tolist()
-    assert len(seen) == len(set(seen)) == per_epoch * batch * world  # no repeats within an epoch
-    assert torch.equal(batch_rows(n, batch, 4, 7, "s", 0, 1), batch_rows(n, batch, 4, 7, "s", 0, 1))
-    assert not torch.equal(batch_rows(n, batch, 4, 7, "s", 0, 1), batch_rows(n, batch, 4, 8, "s", 0, 1))
-    small = batch_rows(2, 5, 0, seed=0, stream="s", rank=0, world=1)  # fewer images than a batch: they repeat
-    assert len(small) == 5 and set(small.tolist()) == {0, 1}
+def test_batch_rows_cut_each_epoch_as_a_dataloader_without_drop_last() -> None:
+    """BAID's 380 images in batches of 8: 47 full batches and one of 4 per epoch, every image once (the official
+    loader's 48 iterations per epoch); the next epoch is a fresh permutation."""
+    batches = [batch_rows(380, 8, step, seed=7, stream="s", rank=0, world=1) for step in range(49)]
+    assert [len(rows) for rows in batches[:48]] == [8] * 47 + [4]
+    assert sorted(torch.cat(batches[:48]).tolist()) == list(range(380))
+    assert len(batches[48]) == 8 and not torch.equal(batches[48], batches[0])
+    assert torch.equal(batch_rows(380, 8, 4, 7, "s", 0, 1), batches[4])
+    assert not torch.equal(batch_rows(380, 8, 4, 8, "s", 0, 1), batches[4])
+    assert batch_rows(2, 5, 0, seed=0, stream="s", rank=0, world=1).tolist() in ([0, 1], [1, 0])  # one short batch
+
+
+def test_batch_rows_split_each_global_batch_between_ranks() -> None:
+    """20 images, 2 ranks, batches of 3: each rank's 10 rows in batches of 3, 3, 3, 1; the ranks' slices are
+    disjoint and together cover the epoch once. 21 images: the epoch wraps round by one row (as DistributedSampler
+    pads) so both ranks take 11."""
+    for n, sizes in ((20, [3, 3, 3, 1]), (21, [3, 3, 3, 2])):
+        rank0 = [batch_rows(n, 3, step, seed=7, stream="s", rank=0, world=2) for step in range(4)]
+        rank1 = [batch_rows(n, 3, step, seed=7, stream="s", rank=1, world=2) for step in range(4)]
+        assert [len(rows) for rows in rank0] == [len(rows) for rows in rank1] == sizes
+        seen = torch.cat(rank0 + rank1).tolist()
+        assert set(seen) == set(range(n)) and len(seen) == n + (n % 2)
 
 
 def test_step_batches_are_a_pure_function_of_the_step(folder: Path) -> None:
     paths = list_images(folder, "x")
-    spec = AugmentSpec("full", 1.3, 20.0)
+    spec = AugmentSpec("full", (0.7, 1.3), 0.5, 0.5, 20.0)
 
     def batches() -> StepBatches:
         return StepBatches([paths, paths], partners=paths, size=8, batch_size=2, seed=3, stream="r/1", augment=spec)

@@ -132,7 +132,9 @@ def test_end_to_end_learns_prompts_and_brightens_backlit_scenes(setup: dict[str,
     backlit, dark, well_lit = held_out(8, seed=99)
     with torch.no_grad():
         text = prompts(TextEncoder(clip))
-        logits = prompt_logits(ImageEncoder(clip, clip_source)(torch.cat([backlit, well_lit])), text, 100.0)
+        logits = prompt_logits(
+            ImageEncoder(clip, clip_source.preprocess())(torch.cat([backlit, well_lit])), text, 100.0
+        )
     labels = torch.tensor([0] * 8 + [1] * 8)
     assert (logits.argmax(dim=1) == labels).float().mean() >= 0.9
 
@@ -201,11 +203,12 @@ def test_resume_reproduces_the_uninterrupted_run(setup: dict[str, Any], tmp_path
     Everything is compared bit for bit (CPU kernels are deterministic for the same inputs and thread count).
     """
     options = quick(setup, tmp_path / "x", prompt_augment="full", num_workers=1, running_loss_window=2)
-    # A PSNR no enhancer reaches: the warm-up re-initialises (drawing on the global RNG) until it gives up.
-    options.update(warmup_check_iters=2, warmup_min_psnr=99.0, warmup_max_restarts=2)
+    # A PSNR no enhancer reaches: the warm-up re-initialises (drawing on the global RNG) until it gives up, each time
+    # after two iterations of an attempt, adding two iterations.
+    options.update(warmup_check_iters=1, warmup_min_psnr=99.0, warmup_max_restarts=2, warmup_restart_iters=2)
     options.update(enhance_extend_iters=2, enhance_extend_above=-1.0, max_extensions=1)  # always extend once
     whole = train(from_mapping({**options, "out": str(tmp_path / "whole")}))
-    assert whole.finished and whole.step == 3 + (2 + 2 + 3) + 2 * (5 + 3)
+    assert whole.finished and whole.step == 3 + (3 + 2 + 2) + 2 * (5 + 3)
     assert [p["stage"] for p in whole.summary["phases"]][:2] == ["prompt_init", "warmup"]
     assert whole.summary["phases"][1]["restarts"] == 2
 

@@ -16,8 +16,8 @@ from cliplit.train.clip_models import (
     ClipWeightsError,
     IdentityFeatures,
     ImageEncoder,
+    Preprocess,
     build_clip,
-    clip_input,
     resolve_clip,
 )
 from cliplit.train.prompts import PromptPair, TextEncoder, check_prompts_fit, load_prompts, save_prompts
@@ -130,21 +130,21 @@ def test_prompt_pair_starts_from_the_placeholder_text(tiny: dict[str, Path], tmp
 
 def test_identity_features_are_the_five_resnet_stages(tiny: dict[str, Path]) -> None:
     source = resolve_clip(str(tiny["rn"]), str(tiny["rn_weights"]))
-    identity = IdentityFeatures(build_clip(source), source)
+    identity = IdentityFeatures(build_clip(source), source.preprocess())
     features = identity(torch.rand(2, 3, 48, 48))  # resized to the model's 32 x 32 first
     # width 8: stem 8 channels at 1/4 of the input, then 32, 64, 128, 256 channels at 1/4, 1/8, 1/16, 1/32.
     shapes = [tuple(f.shape) for f in features]
     assert shapes == [(2, 8, 8, 8), (2, 32, 8, 8), (2, 64, 4, 4), (2, 128, 2, 2), (2, 256, 1, 1)]
     vit = resolve_clip(str(tiny["vit"]), "none")
     with pytest.raises(Exception, match="must be a CLIP ResNet"):
-        IdentityFeatures(build_clip(vit), vit)
+        IdentityFeatures(build_clip(vit), vit.preprocess())
 
 
 def test_images_are_resized_and_normalised_for_clip(tiny: dict[str, Path]) -> None:
     mean, std = (0.5, 0.25, 0.0), (0.5, 0.25, 1.0)
-    prepared = clip_input(torch.ones(1, 3, 64, 64), SIZE, mean, std)
+    prepared = Preprocess(SIZE, mean, std)(torch.ones(1, 3, 64, 64))
     assert prepared.shape == (1, 3, SIZE, SIZE)
     assert torch.allclose(prepared[0, :, 0, 0], torch.tensor([1.0, 3.0, 1.0]))
     source = resolve_clip(str(tiny["vit"]), str(tiny["vit_weights"]))
-    features = ImageEncoder(build_clip(source), source)(torch.rand(3, 3, SIZE, SIZE))
+    features = ImageEncoder(build_clip(source), source.preprocess())(torch.rand(3, 3, SIZE, SIZE))
     assert features.shape == (3, 32) and torch.allclose(features.norm(dim=-1), torch.ones(3))

@@ -12,11 +12,13 @@ import random
 from dataclasses import dataclass
 
 import numpy as np
+import open_clip
 import torch
+from torch import nn
 
 from cliplit.core.weights import resolve_weights, sha256_of
 from cliplit.train.checkpoint import load_enhancer
-from cliplit.train.clip_models import IdentityFeatures, ImageEncoder, build_clip, resolve_clip
+from cliplit.train.clip_models import IdentityFeatures, ImageEncoder, Preprocess, build_clip, resolve_clip
 from cliplit.train.config import TrainConfig
 from cliplit.train.network import LightMapNet
 from cliplit.train.prompts import PromptPair, TextEncoder, check_prompts_fit, load_prompts
@@ -24,18 +26,31 @@ from cliplit.train.prompts import PromptPair, TextEncoder, check_prompts_fit, lo
 
 @dataclass
 class Models:
-    """The networks of one run, on its device; the CLIP towers frozen, the enhancer in train mode."""
+    """The networks of one run, on its device; the CLIP models frozen, the enhancer in train mode."""
 
-    image_encoder: ImageEncoder
-    text_encoder: TextEncoder
-    identity: IdentityFeatures | None  # None when no stage needs the identity loss
+    clip: open_clip.CLIP
+    clip_preprocess: Preprocess
+    identity_clip: open_clip.CLIP | None  # both None when no stage needs the identity loss
+    identity: IdentityFeatures | None
     enhancer: LightMapNet
     prompts: PromptPair
     init_sha256: str | None  # of the initial enhancer's file; None for a random start
 
+    @property
+    def image_encoder(self) -> ImageEncoder:
+        return ImageEncoder(self.clip, self.clip_preprocess)
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        return TextEncoder(self.clip)
+
 
 def build_models(config: TrainConfig, device: torch.device, *, needs_identity: bool) -> Models:
-    """Resolve all weights first, then seed and build in a fixed order (see the module docstring)."""
+    """Resolve all weights first, then seed and build in a fixed order (see the module docstring).
+
+    With ``--amp official`` on CUDA the identity model's weights are converted to FP16, as the official code's
+    ``clip.load("RN101", device="cuda")`` gives them (BatchNorm stays FP32 in both); the CLIP ViT stays FP32.
+    """
     init_path = None if config.init_enhancer == "none" else resolve_weights(config.init_enhancer)
     options = {"cache_dir": config.clip_cache_dir, "offline": config.offline}
     clip_source = resolve_clip(config.clip_model, config.clip_pretrained, flag="--clip-pretrained", **options)
@@ -47,11 +62,14 @@ def build_models(config: TrainConfig, device: torch.device, *, needs_identity: b
 
     seed_everything(config.seed)
     clip = build_clip(clip_source, device)
-    identity = None
+    identity_clip = identity = None
     if identity_source is not None:
-        identity = IdentityFeatures(build_clip(identity_source, device), identity_source)
+        identity_clip = build_clip(identity_source, device)
+        identity = IdentityFeatures(identity_clip, identity_source.preprocess(config.clip_resize))
+        if config.amp == "official" and device.type == "cuda":
+            open_clip.model.convert_weights_to_lp(identity_clip, dtype=torch.float16)
     if init_path is None:
-        enhancer, init_sha256 = LightMapNet("train"), None
+        enhancer, init_sha256 = fresh_enhancer(), None
     else:
         enhancer, init_sha256 = load_enhancer(init_path, padding="train").model, sha256_of(init_path)
     enhancer.to(device).train()
@@ -61,7 +79,18 @@ def build_models(config: TrainConfig, device: torch.device, *, needs_identity: b
         prompts = PromptPair.from_clip(clip, config.prompt_length)
     check_prompts_fit(prompts, clip)
     prompts.to(device)
-    return Models(ImageEncoder(clip, clip_source), TextEncoder(clip), identity, enhancer, prompts, init_sha256)
+    preprocess = clip_source.preprocess(config.clip_resize)
+    return Models(clip, preprocess, identity_clip, identity, enhancer, prompts, init_sha256)
+
+
+def fresh_enhancer() -> LightMapNet:
+    """A random enhancer drawn as the official train.py draws one (``weights_init``, at the start and at every
+    re-initialisation): every convolution's weight from N(0, 0.02), everything else PyTorch's default."""
+    enhancer = LightMapNet("train")
+    for module in enhancer.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+    return enhancer
 
 
 def seed_everything(seed: int) -> None:

@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from cliplit.train.logs import describe, summarize, write_json
 from cliplit.train.run_state import RunState
-from cliplit.train.stage import Stage
+from cliplit.train.schedule import close_phase, open_epoch_if_needed
+from cliplit.train.stage import OFFICIAL_WINDOW, Stage
 
 
 def run_phase(run: RunState, stage: Stage) -> bool:
@@ -27,8 +28,9 @@ def run_phase(run: RunState, stage: Stage) -> bool:
     p, config = run.progress, run.config
     if p.target == 0:
         p.start_phase(stage.iterations())
+    step_batches = stage.prepare()
     loader = DataLoader(
-        stage.prepare(),
+        step_batches,
         batch_size=None,
         sampler=itertools.count(p.iteration),
         num_workers=config.num_workers,
@@ -50,6 +52,8 @@ def run_phase(run: RunState, stage: Stage) -> bool:
         while p.iteration < p.target:
             if run.should_stop():
                 return False
+            if not open_epoch_if_needed(config, p, step_batches.steps_per_epoch):
+                break  # the epoch budget ends inside this phase: it ends here, as the official run does
             started = time.perf_counter()
             metrics = stage.step(next(batches))
             loss = _count_step(run, metrics, time.perf_counter() - started)
@@ -74,8 +78,10 @@ def _count_step(run: RunState, metrics: dict[str, float], seconds: float) -> flo
     p.phase_seconds += seconds
     p.iteration += 1
     p.step += 1
+    p.epoch_steps += 1
     loss = run.ctx.mean(metrics["loss"])
     p.window = [*p.window, loss][-run.config.running_loss_window :]
+    p.recent_losses = [*p.recent_losses, loss][-OFFICIAL_WINDOW:]
     return loss
 
 
@@ -90,12 +96,14 @@ def _finish_phase(run: RunState, stage: Stage) -> None:
         "seconds": round(p.phase_seconds, 3),
         "its_per_s": round(p.iteration / p.phase_seconds, 3) if p.phase_seconds > 0 else None,
         "running_loss": p.running_loss if p.window else None,
+        "truncated": p.iteration < p.target,
     }
     stage.finish(record)
     p.phases.append(record)
     run.say(describe(record))
     if run.ctx.is_main:
         write_json(run.run_dir / "summary.json", run_summary(run, finished=False))
+    close_phase(run.config, p, stage.name)
     p.phase += 1
     p.target = 0
     run.save_checkpoint()
@@ -104,7 +112,8 @@ def _finish_phase(run: RunState, stage: Stage) -> None:
 def run_summary(run: RunState, *, finished: bool) -> dict[str, Any]:
     """What ``summary.json`` says about the run so far."""
     p = run.progress
-    facts = {"finished": finished, "step": p.step, "accuracy": p.accuracy, "device": str(run.device)}
+    facts = {"finished": finished, "step": p.step, "epochs": p.epochs, "accuracy": p.accuracy}
+    facts["device"] = str(run.device)
     facts.update(world_size=run.ctx.world, amp=run.precision.enabled)
     return summarize(p.phases, **facts)
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from cliplit.train.cache import lookup
-from cliplit.train.data import AugmentSpec, StepBatches
+from cliplit.train.data import AugmentSpec, StepBatches, cycled
 from cliplit.train.losses import (
     BACKLIT,
     NEWER,
@@ -28,7 +28,7 @@ from cliplit.train.losses import (
 )
 from cliplit.train.outputs import result_paths, save_prompt_files
 from cliplit.train.prompts import PromptPair
-from cliplit.train.schedule import PROMPT_INIT, REFINE
+from cliplit.train.schedule import PROMPT_INIT, REFINE, stage_rows
 from cliplit.train.stage import Stage
 
 
@@ -42,7 +42,11 @@ class PromptStage(Stage):
 
     def augment(self) -> AugmentSpec:
         c = self.config
-        return AugmentSpec(c.prompt_augment, c.max_zoom, c.max_rotation)
+        return AugmentSpec(c.prompt_augment, c.prompt_zoom, c.zoom_prob, c.rotation_prob, c.max_rotation)
+
+    def rows(self) -> int:
+        """Rows of this stage's loader (``cliplit.train.schedule.stage_rows``)."""
+        return stage_rows(self.name, len(self.run.backlit), len(self.run.well_lit))
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -89,12 +93,17 @@ class PromptInit(PromptStage):
         return self.config.prompt_init_iters
 
     def prepare(self) -> StepBatches:
-        run, c = self.run, self.config
-        self.labels = run.labels()
+        # Both folders repeated up to the larger one, backlit rows first: balanced classes, as the official loader.
+        run, c, half = self.run, self.config, self.rows() // 2
+        backlit, well_lit = range(len(run.backlit)), range(len(run.backlit), len(run.backlit) + len(run.well_lit))
+        index = cycled(backlit, half) + cycled(well_lit, half)  # into the backlit-then-well-lit list
+        self.table_rows = torch.tensor(index)
+        self.labels = torch.tensor([0] * half + [1] * half, device=run.device)
         if self.cached:
             self.table = torch.cat([run.tables.folder(BACKLIT), run.tables.folder(WELL_LIT)])
+        images = run.backlit + run.well_lit
         return StepBatches(
-            [run.backlit + run.well_lit],
+            [[images[i] for i in index]],
             size=c.prompt_image_size,
             batch_size=c.prompt_batch_size,
             augment=self.augment(),
@@ -104,7 +113,10 @@ class PromptInit(PromptStage):
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         rows = batch["rows"]
-        features = lookup(self.table, rows, batch["symmetry"]) if self.cached else self.encode(batch["images"][:, 0])
+        if self.cached:
+            features = lookup(self.table, self.table_rows[rows], batch["symmetry"])
+        else:
+            features = self.encode(batch["images"][:, 0])
         logits = prompt_logits(features, self.text(), self.config.logit_scale)  # FP32: 100 * cos needs the bits
         target = self.labels[rows.to(self.run.device)]
         loss = prompt_cross_entropy(logits, target)
@@ -113,7 +125,9 @@ class PromptInit(PromptStage):
         return {"loss": loss.item(), "accuracy": accuracy}
 
     def after_step(self, metrics: dict[str, float]) -> None:
-        """Stage 1 keeps no best snapshot and is never extended: its prompts at the end are the ones used."""
+        """No best snapshot (the prompts at the end are the ones used); extended as stage 4 is, as in the official
+        code (a cross-entropy above 60 at the end, which a trained pair does not reach)."""
+        self.extend(self.config.refine_extend_iters, self.config.refine_extend_above)
 
     def finish(self, record: dict[str, Any]) -> None:
         self.run.best_prompts = self.run.models.prompts.embeddings.detach().clone()
@@ -136,8 +150,15 @@ class Refine(PromptStage):
         run, c = self.run, self.config
         # Results of this round (newer) and the round before (older): refinement follows enhancement, so >= 1 exists.
         rounds = {name: r for name, r in ((NEWER, self.round_index), (OLDER, self.round_index - 1)) if r >= 0}
-        columns = {BACKLIT: run.backlit}
-        columns.update({name: result_paths(run.run_dir, r, len(run.backlit)) for name, r in rounds.items()})
+        # max(backlit, well-lit) rows, the smaller folder repeated, each backlit row with its results and one
+        # well-lit partner (the official refinement loader).
+        rows = cycled(range(len(run.backlit)), self.rows())
+        partners = cycled(range(len(run.well_lit)), self.rows())
+        self.row_index, self.partner_index = torch.tensor(rows), torch.tensor(partners)
+        columns = {BACKLIT: [run.backlit[i] for i in rows]}
+        for name, r in rounds.items():
+            results = result_paths(run.run_dir, r, len(run.backlit))
+            columns[name] = [results[i] for i in rows]
         margins = RankMargins(
             c.rank_margin_no_result, c.rank_margin_backlit, c.rank_margin_one_result, c.rank_margin_two_results
         )
@@ -146,10 +167,10 @@ class Refine(PromptStage):
         if self.cached:
             self.tables = {BACKLIT: run.tables.folder(BACKLIT), WELL_LIT: run.tables.folder(WELL_LIT)}
             for name, r in sorted(rounds.items(), key=lambda item: item[1]):
-                self.tables[name] = run.tables.results(r, columns[name])
+                self.tables[name] = run.tables.results(r, result_paths(run.run_dir, r, len(run.backlit)))
         return StepBatches(
             list(columns.values()),
-            partners=run.well_lit,
+            partners=[run.well_lit[i] for i in partners],
             size=c.prompt_image_size,
             batch_size=c.prompt_batch_size,
             augment=self.augment(),
@@ -160,8 +181,9 @@ class Refine(PromptStage):
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         c = self.config
         if self.cached:
+            rows, partners = self.row_index[batch["rows"]], self.partner_index[batch["partners"]]
             features = {
-                name: lookup(self.tables[name], batch["partners" if name == WELL_LIT else "rows"], batch["symmetry"])
+                name: lookup(self.tables[name], partners if name == WELL_LIT else rows, batch["symmetry"])
                 for name in self.names
             }
         else:
@@ -178,5 +200,5 @@ class Refine(PromptStage):
         self.extend(self.config.refine_extend_iters, self.config.refine_extend_above)
 
     def finish(self, record: dict[str, Any]) -> None:
-        record["best_loss"] = self.run.progress.best_loss if self.run.progress.window else None
+        record["best_loss"] = self.best_loss()
         super().finish(record)

@@ -24,7 +24,7 @@ from cliplit.train.logs import RunLog
 from cliplit.train.losses import BACKLIT, WELL_LIT
 from cliplit.train.models import Models, build_models
 from cliplit.train.precision import Precision
-from cliplit.train.schedule import ENHANCE, WARMUP, plan_phases
+from cliplit.train.schedule import needs_identity
 from cliplit.train.state import Progress, load_state, restore_rng, save_state
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -36,10 +36,8 @@ class RunState:
     def __init__(self, config: TrainConfig, ctx: DistContext, backlit: list[Path], well_lit: list[Path]) -> None:
         self.config, self.ctx, self.device = config, ctx, ctx.device
         self.run_dir = Path(config.out)
-        self.phases = plan_phases(config)
         self.backlit, self.well_lit = backlit, well_lit
-        needs_identity = any(stage in (WARMUP, ENHANCE) for stage, _ in self.phases)
-        self.models: Models = build_models(config, self.device, needs_identity=needs_identity)
+        self.models: Models = build_models(config, self.device, needs_identity=needs_identity(config))
         self.enhancer_opt = self.new_enhancer_optimizer()
         self.prompt_opt = torch.optim.Adam(
             self.models.prompts.parameters(), lr=config.prompt_lr, weight_decay=config.prompt_weight_decay

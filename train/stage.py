@@ -8,13 +8,21 @@ step (best snapshot, extensions, restarts) and what it writes when done. Stages 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
 
+from cliplit.train.config import TrainConfig
 from cliplit.train.data import StepBatches
 from cliplit.train.run_state import RunState
+from cliplit.train.state import Progress
+
+# The official best-model test (train.py): every 20 iterations, the sum of a 30-slot loss buffer (zeros at each
+# round's start) divided by 30.
+OFFICIAL_CHECK_EVERY = 20
+OFFICIAL_WINDOW = 30
 
 
 class Stage(ABC):
@@ -56,17 +64,47 @@ class Stage(ABC):
         return {"seed": self.config.seed, "stream": stream, "rank": ctx.rank, "world": ctx.world}
 
     def extend(self, iterations: int, above: float) -> None:
-        """At the last iteration, add ``iterations`` while the running loss is above ``above`` (up to the cap)."""
+        """Add ``iterations`` to the phase when ``extension_due``; the official loop continues in the same epoch,
+        so the epoch's end moves too."""
         p = self.run.progress
-        last = p.iteration == p.target and p.extensions < self.config.max_extensions
-        if last and iterations > 0 and p.running_loss > above:
+        if iterations > 0 and extension_due(p, self.config, above):
             p.target += iterations
+            p.epoch_end += iterations
             p.extensions += 1
 
     def improved(self) -> bool:
         """Whether the running loss is the phase's lowest so far (and record it as such)."""
+        return self.record_best(self.run.progress.running_loss)
+
+    def improved_officially(self) -> bool:
+        """Whether ``official_best_score`` has a score now and it is the phase's lowest so far (recorded if so)."""
+        score = official_best_score(self.run.progress)
+        return score is not None and self.record_best(score)
+
+    def best_loss(self) -> float | None:
+        """The best score the phase recorded; None if it never tested one (a phase shorter than the test's period)."""
+        best = self.run.progress.best_loss
+        return best if math.isfinite(best) else None
+
+    def record_best(self, score: float) -> bool:
         p = self.run.progress
-        if p.running_loss >= p.best_loss:
+        if score >= p.best_loss:
             return False
-        p.best_loss = p.running_loss
+        p.best_loss = score
         return True
+
+
+def extension_due(progress: Progress, config: TrainConfig, above: float) -> bool:
+    """At a phase's last iteration, whether the loss is above ``above``: that iteration's loss, as the official
+    train.py tests it, or the running loss (``--extension-test running-mean``); never after ``--max-extensions``."""
+    p = progress
+    tested = p.window[-1] if config.extension_test == "last-loss" else p.running_loss
+    return p.iteration == p.target and p.extensions < config.max_extensions and tested > above
+
+
+def official_best_score(progress: Progress) -> float | None:
+    """The official best-model score: every 20 iterations, the sum of the last 30 losses / 30 (fewer losses early
+    in the phase count as zeros: the check at iteration 20 sees 2/3 of their mean); None between checks."""
+    if progress.iteration % OFFICIAL_CHECK_EVERY:
+        return None
+    return sum(progress.recent_losses[-OFFICIAL_WINDOW:]) / OFFICIAL_WINDOW
