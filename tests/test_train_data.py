@@ -19,6 +19,7 @@ from cliplit.train.data import (
     batch_rows,
     list_images,
     load_rgb,
+    sample_augmentation,
 )
 
 
@@ -119,3 +120,52 @@ def test_step_batches_are_a_pure_function_of_the_step(folder: Path) -> None:
     pairs = zip(unchanged, dihedral["symmetry"], strict=True)
     expected = torch.stack([apply_dihedral(img, int(s)) for img, s in pairs])
     assert torch.equal(dihedral["images"][:, 0], expected)  # no zoom or rotation: cached features stay exact
+
+
+@pytest.mark.parametrize(("zoom", "low", "high"), [((0.7, 1.3), 0.7, 1.3), ((0.5, 1.5), 0.5, 1.5)])
+def test_augmentation_is_drawn_as_the_official_loaders_draw_it(zoom: tuple[float, float], low: float, high: float):
+    """Over 200,000 draws: each of the 8 symmetries 1/8 of the time; a zoom 30 % of the time, its two factors
+    independent and uniform in the range (mean (low + high) / 2, variance (high - low)^2 / 12); independently a
+    rotation 30 % of the time, uniform in ±90 degrees (variance 180^2 / 12 = 2,700). Bounds: 4 standard errors."""
+    n = 200_000
+    draws = sample_augmentation(AugmentSpec("full", zoom), n, torch.Generator().manual_seed(1))
+    counts = torch.bincount(draws.symmetry, minlength=8).double() / n
+    assert torch.allclose(counts, torch.full((8,), 1 / 8, dtype=torch.float64), atol=4 * (1 / 8 * 7 / 8 / n) ** 0.5)
+    zoomed = (draws.zoom != 1.0).any(dim=1)
+    rotated = draws.angle != 0.0
+    for share in (zoomed.double().mean(), rotated.double().mean()):
+        assert share.item() == pytest.approx(0.3, abs=4 * (0.3 * 0.7 / n) ** 0.5)
+    assert (zoomed & rotated).double().mean().item() == pytest.approx(0.09, abs=4 * (0.09 * 0.91 / n) ** 0.5)
+    factors = draws.zoom[zoomed].double()
+    assert factors.min() >= low and factors.max() <= high
+    assert factors.mean(dim=0).tolist() == pytest.approx([(low + high) / 2] * 2, abs=0.005)
+    assert factors.var(dim=0).tolist() == pytest.approx([(high - low) ** 2 / 12] * 2, rel=0.03)
+    assert abs(torch.corrcoef(factors.T)[0, 1].item()) < 0.02  # one factor per axis
+    angles = draws.angle[rotated].double()
+    assert angles.abs().max() <= 90.0 and angles.mean().item() == pytest.approx(0.0, abs=0.5)
+    assert angles.var().item() == pytest.approx(2700.0, rel=0.03)
+
+
+def official_warp(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """OpenCV's warp with the official flags: bilinear, borders reflected (BORDER_REFLECT)."""
+    size = image.shape[0]
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+@pytest.mark.parametrize(("zoom", "angle"), [((1.3, 0.8), 0.0), ((0.6, 0.55), 0.0), ((1.0, 1.0), 37.0)])
+def test_zoom_and_rotation_warp_as_opencv_does_with_the_official_matrices(zoom: tuple[float, float], angle: float):
+    """The official zoom matrix maps a pixel p to Z (p - o) + o with o = size / 2 + 0.5 on both axes (its
+    transform_matrix_offset_center), the rotation is cv2.getRotationMatrix2D((size // 2, size // 2), angle, 1); on a
+    smooth image the two resamplers agree to OpenCV's 1/32-pixel position rounding."""
+    size = 64
+    y, x = np.mgrid[0:size, 0:size] / size
+    image = np.stack([np.sin(3 * x + 1), np.cos(2 * y), np.sin(2 * x + 3 * y)], axis=-1).astype(np.float32)
+    o = size / 2 + 0.5
+    if angle:
+        matrix = cv2.getRotationMatrix2D((size // 2, size // 2), angle, 1.0)
+    else:
+        matrix = np.array([[zoom[0], 0, o - zoom[0] * o], [0, zoom[1], o - zoom[1] * o]])
+    expected = official_warp(image, matrix)
+    params = Augmentation(torch.zeros(1, dtype=torch.long), torch.tensor([zoom]), torch.tensor([angle]))
+    actual = apply_augmentation(torch.from_numpy(image).permute(2, 0, 1)[None, None], params)[0, 0]
+    assert np.abs(actual.permute(1, 2, 0).numpy() - expected).max() < 5e-3

@@ -17,14 +17,15 @@ import torch.distributed as dist
 from train_helpers import TINY_RESNET, TINY_VIT, backlit_scene, make_dataset, well_lit_scene, write_tiny_clip
 
 from cliplit.core.errors import CliplitError
-from cliplit.train import cli
+from cliplit.train import cli, enhancer_stages
 from cliplit.train.checkpoint import load_enhancer
 from cliplit.train.clip_models import ClipWeightsError, ImageEncoder, build_clip, resolve_clip
 from cliplit.train.config import from_mapping
 from cliplit.train.loop import train
-from cliplit.train.losses import prompt_logits
+from cliplit.train.losses import prompt_logits, stage3_loss
 from cliplit.train.network import apply_light_map
 from cliplit.train.prompts import TextEncoder, load_prompts
+from cliplit.train.schedule import plan
 
 torch.set_num_threads(1)
 
@@ -286,3 +287,34 @@ def test_mixed_precision_runs_every_stage(setup: dict[str, Any], tmp_path: Path)
     assert outcome.finished and outcome.summary["amp"] is True
     losses = [float(row["loss"]) for row in csv.DictReader((tmp_path / "amp" / "log.csv").open())]
     assert len(losses) == 12 and all(np.isfinite(losses))
+
+
+def test_the_run_ends_where_its_epochs_do(setup: dict[str, Any], tmp_path: Path) -> None:
+    """24 backlit and 24 well-lit images. Batches an epoch: stage 1, 2 x 24 rows in 8s: 6; stage 3, 24 in 4s: 6;
+    stage 4, 24 in 8s: 3. Stage 1's 4 iterations take 1 epoch + 1 reset; a round's 7 + 4 iterations 2 + 2 epochs +
+    1 reset. 10 epochs: stage 1 (2), round 0 (5), round 1's stage 3 (2) and 1 epoch of its stage 4: 3 iterations."""
+    options = quick(setup, tmp_path / "run", init_enhancer="clip-lit-init", rounds=None, epochs=10)
+    options.update(prompt_init_iters=4, enhance_iters=7, refine_iters=4)
+    outcome = train(from_mapping(options))
+    phases = [(p["stage"], p["round"], p["iterations"]) for p in outcome.summary["phases"]]
+    assert phases == [("prompt_init", 0, 4), ("enhance", 0, 7), ("refine", 0, 4), ("enhance", 1, 7), ("refine", 1, 3)]
+    assert phases == [(p.stage, p.round, p.iterations) for p in plan(from_mapping(options), 24, 24)]
+    assert outcome.finished and outcome.summary["epochs"] == 10
+    assert [p["truncated"] for p in outcome.summary["phases"]] == [False] * 4 + [True]
+
+
+def test_the_trainer_computes_stage3_with_stage3_loss(
+    setup: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The public stage3_loss is what a training step minimises: every logged stage-3 loss is one of its totals."""
+    totals = []
+
+    def spy(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        losses = stage3_loss(*args, **kwargs)
+        totals.append(losses["total"].item())
+        return losses
+
+    monkeypatch.setattr(enhancer_stages, "stage3_loss", spy)
+    train(from_mapping(quick(setup, tmp_path / "run", rounds=1, log_every=1, init_enhancer="clip-lit-init")))
+    rows = [row for row in csv.DictReader((tmp_path / "run" / "log.csv").open()) if row["stage"] == "enhance"]
+    assert len(totals) == 3 and [float(row["loss"]) for row in rows] == pytest.approx(totals, rel=1e-5)

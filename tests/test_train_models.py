@@ -5,11 +5,12 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from train_helpers import SIZE, TINY_RESNET, TINY_TEXT, TINY_VIT, write_tiny_clip
+from train_helpers import SIZE, TINY_RESNET, TINY_TEXT, TINY_VIT, bilinear_reference, write_tiny_clip
 
 from cliplit.train import clip_models
 from cliplit.train.clip_models import (
@@ -20,6 +21,7 @@ from cliplit.train.clip_models import (
     build_clip,
     resolve_clip,
 )
+from cliplit.train.models import fresh_enhancer
 from cliplit.train.prompts import PromptPair, TextEncoder, check_prompts_fit, load_prompts, save_prompts
 
 torch.set_num_threads(1)
@@ -148,3 +150,47 @@ def test_images_are_resized_and_normalised_for_clip(tiny: dict[str, Path]) -> No
     source = resolve_clip(str(tiny["vit"]), str(tiny["vit_weights"]))
     features = ImageEncoder(build_clip(source), source.preprocess())(torch.rand(3, 3, SIZE, SIZE))
     assert features.shape == (3, 32) and torch.allclose(features.norm(dim=-1), torch.ones(3))
+
+
+def test_clip_resize_is_bilinear_without_antialiasing_as_the_official_code() -> None:
+    image = torch.rand(1, 3, 512, 384, generator=torch.Generator().manual_seed(0))
+    resized = Preprocess(224, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))(image)
+    expected = bilinear_reference(image[0].double().numpy(), 224)
+    # 1e-4: PyTorch computes the sample positions in float32; any other filter (bicubic, antialiasing, corner
+    # alignment) is off by more than 1e-2 on random pixels.
+    assert np.abs(resized[0].double().numpy() - expected).max() < 1e-4
+    antialiased = Preprocess(224, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize="bicubic-antialias")(image)
+    assert np.abs(antialiased[0].double().numpy() - expected).max() > 1e-2
+
+
+def test_official_resize_gives_a_clip_gradient_to_766_per_mille_of_a_512_image() -> None:
+    """Shrinking 512 to 224 without antialiasing reads 448 of the 512 rows and columns: (448 / 512)^2 = 76.5625 %
+    of the pixels get a gradient from CLIP; CLIP's own antialiased bicubic resize reaches all of them."""
+    for resize, expected in (("bilinear", (448 / 512) ** 2), ("bicubic-antialias", 1.0)):
+        image = torch.rand(1, 3, 512, 512, requires_grad=True)
+        Preprocess(224, resize=resize)(image).sum().backward()
+        assert (image.grad[0, 0] != 0).float().mean().item() == pytest.approx(expected), resize
+
+
+def test_identity_features_run_in_the_towers_precision(tiny: dict[str, Path]) -> None:
+    """The official RN101 on CUDA holds FP16 weights (BatchNorm FP32) and casts its input to FP16."""
+    source = resolve_clip(str(tiny["rn"]), str(tiny["rn_weights"]))
+    clip = build_clip(source)
+    image = torch.rand(2, 3, 32, 32)
+    full = IdentityFeatures(clip, source.preprocess())(image)
+    open_clip.model.convert_weights_to_lp(clip, dtype=torch.float16)
+    half = IdentityFeatures(clip, source.preprocess())(image)
+    assert [f.dtype for f in half] == [torch.float16] * 5
+    for a, b in zip(full, half, strict=True):
+        assert torch.allclose(a, b.float(), rtol=1e-2, atol=1e-2)
+
+
+def test_a_fresh_enhancer_is_drawn_as_the_official_weights_init() -> None:
+    torch.manual_seed(0)
+    enhancer = fresh_enhancer()
+    convs = torch.cat([m.weight.flatten() for m in enhancer.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert (
+        convs.numel() > 270_000 and abs(convs.mean().item()) < 1e-3 and convs.std().item() == pytest.approx(0.02, 0.01)
+    )
+    prelu = [m.weight for m in enhancer.modules() if isinstance(m, torch.nn.PReLU)]
+    assert prelu and all(torch.all(w == 0.25) for w in prelu)  # untouched: PyTorch's default
