@@ -33,9 +33,14 @@ def test_defaults_are_the_papers_setting() -> None:
     assert (c.refine_iters, c.refine_extend_iters, c.refine_extend_above) == (1000, 100, 60.0)
     assert (c.clip_loss_weight, c.identity_scale, c.identity_weight, c.rank_loss_weight) == (320.0, 25.0, 0.9, 200.0)
     assert c.warmup_layer_weights == (1.0,) * 5 and c.identity_layer_weights == (1.0, 1.0, 1.0, 1.0, 0.5)
-    assert (c.logit_scale, c.light_map_eps, c.prompt_length) == (100.0, 1e-9, 16)
-    # ">= 50K iterations in all": 8,000 + 14 rounds x (2,100 + 1,000).
-    assert c.prompt_init_iters + c.rounds * (c.enhance_iters + c.refine_iters) >= 50_000
+    assert (c.logit_scale, c.prompt_length) == (100.0, 16)
+    # The official train.py's length, loop rules, augmentation and precision (issue 14; docs/training.md's table).
+    assert (c.epochs, c.rounds, c.prompt_init_iters, c.warmup_iters) == (2000, None, 8000, 1000)
+    assert (c.extension_test, c.best_enhancer, c.stage3_prompts) == ("last-loss", "official", "latest")
+    assert (c.warmup_check_iters, c.warmup_min_psnr, c.warmup_restart_iters) == (100, 8.0, 100)
+    assert (c.zoom_prob, c.enhance_zoom, c.prompt_zoom) == (0.3, (0.7, 1.3), (0.5, 1.5))
+    assert (c.rotation_prob, c.max_rotation) == (0.3, 90.0)
+    assert (c.clip_resize, c.amp) == ("bilinear", "official")
 
 
 def test_every_option_has_a_flag() -> None:
@@ -88,6 +93,11 @@ def test_bad_options_fail_with_the_option_named(tmp_path: Path) -> None:
     ini.write_text("rounds = 3\n")
     with pytest.raises(ConfigError, match="unknown format"):
         read_config_file(ini)
+
+
+def test_the_old_export_variant_key_still_reads_as_export_padding() -> None:
+    with pytest.warns(FutureWarning, match="'export-variant' is deprecated; it is now 'export_padding'"):
+        assert from_mapping({"export-variant": "train"}).export_padding == "train"
 
 
 def test_resume_keeps_the_run_and_allows_only_harmless_changes(tmp_path: Path) -> None:

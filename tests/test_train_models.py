@@ -5,21 +5,23 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from test_train_support import SIZE, TINY_RESNET, TINY_TEXT, TINY_VIT, write_tiny_clip
+from train_helpers import SIZE, TINY_RESNET, TINY_TEXT, TINY_VIT, bilinear_reference, write_tiny_clip
 
 from cliplit.train import clip_models
 from cliplit.train.clip_models import (
     ClipWeightsError,
     IdentityFeatures,
     ImageEncoder,
+    Preprocess,
     build_clip,
-    clip_input,
     resolve_clip,
 )
+from cliplit.train.models import fresh_enhancer
 from cliplit.train.prompts import PromptPair, TextEncoder, check_prompts_fit, load_prompts, save_prompts
 
 torch.set_num_threads(1)
@@ -110,7 +112,10 @@ def test_prompt_pair_starts_from_the_placeholder_text(tiny: dict[str, Path], tmp
     features = prompts(TextEncoder(clip))
     assert features.shape == (2, 32) and torch.allclose(features.norm(dim=-1), torch.ones(2))
     features.sum().backward()
-    assert prompts.embeddings.grad is not None and prompts.embeddings.grad.abs().sum() > 0
+    # The features are read at the end-of-text token under a causal mask: every position up to it gets a gradient,
+    # none after it does.
+    touched = prompts.embeddings.grad.abs().sum(dim=-1) > 0
+    assert touched[:, :18].all() and not touched[:, 18:].any()
 
     with torch.no_grad():
         prompts.embeddings[1] += 1.0
@@ -127,21 +132,65 @@ def test_prompt_pair_starts_from_the_placeholder_text(tiny: dict[str, Path], tmp
 
 def test_identity_features_are_the_five_resnet_stages(tiny: dict[str, Path]) -> None:
     source = resolve_clip(str(tiny["rn"]), str(tiny["rn_weights"]))
-    identity = IdentityFeatures(build_clip(source), source)
+    identity = IdentityFeatures(build_clip(source), source.preprocess())
     features = identity(torch.rand(2, 3, 48, 48))  # resized to the model's 32 x 32 first
     # width 8: stem 8 channels at 1/4 of the input, then 32, 64, 128, 256 channels at 1/4, 1/8, 1/16, 1/32.
     shapes = [tuple(f.shape) for f in features]
     assert shapes == [(2, 8, 8, 8), (2, 32, 8, 8), (2, 64, 4, 4), (2, 128, 2, 2), (2, 256, 1, 1)]
     vit = resolve_clip(str(tiny["vit"]), "none")
     with pytest.raises(Exception, match="must be a CLIP ResNet"):
-        IdentityFeatures(build_clip(vit), vit)
+        IdentityFeatures(build_clip(vit), vit.preprocess())
 
 
 def test_images_are_resized_and_normalised_for_clip(tiny: dict[str, Path]) -> None:
     mean, std = (0.5, 0.25, 0.0), (0.5, 0.25, 1.0)
-    prepared = clip_input(torch.ones(1, 3, 64, 64), SIZE, mean, std)
+    prepared = Preprocess(SIZE, mean, std)(torch.ones(1, 3, 64, 64))
     assert prepared.shape == (1, 3, SIZE, SIZE)
     assert torch.allclose(prepared[0, :, 0, 0], torch.tensor([1.0, 3.0, 1.0]))
     source = resolve_clip(str(tiny["vit"]), str(tiny["vit_weights"]))
-    features = ImageEncoder(build_clip(source), source)(torch.rand(3, 3, SIZE, SIZE))
+    features = ImageEncoder(build_clip(source), source.preprocess())(torch.rand(3, 3, SIZE, SIZE))
     assert features.shape == (3, 32) and torch.allclose(features.norm(dim=-1), torch.ones(3))
+
+
+def test_clip_resize_is_bilinear_without_antialiasing_as_the_official_code() -> None:
+    image = torch.rand(1, 3, 512, 384, generator=torch.Generator().manual_seed(0))
+    resized = Preprocess(224, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))(image)
+    expected = bilinear_reference(image[0].double().numpy(), 224)
+    # 1e-4: PyTorch computes the sample positions in float32; any other filter (bicubic, antialiasing, corner
+    # alignment) is off by more than 1e-2 on random pixels.
+    assert np.abs(resized[0].double().numpy() - expected).max() < 1e-4
+    antialiased = Preprocess(224, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize="bicubic-antialias")(image)
+    assert np.abs(antialiased[0].double().numpy() - expected).max() > 1e-2
+
+
+def test_official_resize_gives_a_clip_gradient_to_766_per_mille_of_a_512_image() -> None:
+    """Shrinking 512 to 224 without antialiasing reads 448 of the 512 rows and columns: (448 / 512)^2 = 76.5625 %
+    of the pixels get a gradient from CLIP; CLIP's own antialiased bicubic resize reaches all of them."""
+    for resize, expected in (("bilinear", (448 / 512) ** 2), ("bicubic-antialias", 1.0)):
+        image = torch.rand(1, 3, 512, 512, requires_grad=True)
+        Preprocess(224, resize=resize)(image).sum().backward()
+        assert (image.grad[0, 0] != 0).float().mean().item() == pytest.approx(expected), resize
+
+
+def test_identity_features_run_in_the_towers_precision(tiny: dict[str, Path]) -> None:
+    """The official RN101 on CUDA holds FP16 weights (BatchNorm FP32) and casts its input to FP16."""
+    source = resolve_clip(str(tiny["rn"]), str(tiny["rn_weights"]))
+    clip = build_clip(source)
+    image = torch.rand(2, 3, 32, 32)
+    full = IdentityFeatures(clip, source.preprocess())(image)
+    open_clip.model.convert_weights_to_lp(clip, dtype=torch.float16)
+    half = IdentityFeatures(clip, source.preprocess())(image)
+    assert [f.dtype for f in half] == [torch.float16] * 5
+    for a, b in zip(full, half, strict=True):
+        assert torch.allclose(a, b.float(), rtol=1e-2, atol=1e-2)
+
+
+def test_a_fresh_enhancer_is_drawn_as_the_official_weights_init() -> None:
+    torch.manual_seed(0)
+    enhancer = fresh_enhancer()
+    convs = torch.cat([m.weight.flatten() for m in enhancer.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert (
+        convs.numel() > 270_000 and abs(convs.mean().item()) < 1e-3 and convs.std().item() == pytest.approx(0.02, 0.01)
+    )
+    prelu = [m.weight for m in enhancer.modules() if isinstance(m, torch.nn.PReLU)]
+    assert prelu and all(torch.all(w == 0.25) for w in prelu)  # untouched: PyTorch's default

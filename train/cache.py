@@ -1,7 +1,7 @@
 """Caches of what is frozen during a stage, so no iteration recomputes it.
 
 The CLIP image tower never trains: the features of an un-augmented image, or of one of its 8 flip/quarter-turn
-variants, are fixed. Stages whose augmentation is limited to those ("dihedral" or "none") look features up in a table
+symmetries, are fixed. Stages whose augmentation is limited to those ("dihedral" or "none") look features up in a table
 computed once, and an iteration only runs the text tower. The tables are a pure function of the images and the
 frozen model, so a resumed run rebuilds the same values.
 """
@@ -26,20 +26,55 @@ def image_feature_table(
     paths: Sequence[Path],
     *,
     size: int,
-    variants: int,
+    symmetries: int,
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
 ) -> torch.Tensor:
-    """Features (len(paths) x variants x D) of each image at ``size`` under dihedral variants 0..variants-1."""
+    """Features (len(paths) x symmetries x D) of each image at ``size`` under dihedral symmetries 0..symmetries-1."""
     rows = []
     for start in range(0, len(paths), CHUNK):
         images = torch.stack([load_rgb(path, size) for path in paths[start : start + CHUNK]]).to(device)
         with autocast():
-            per_variant = [encoder(apply_dihedral(images, v)).float() for v in range(variants)]
-        rows.append(torch.stack(per_variant, dim=1))
+            per_symmetry = [encoder(apply_dihedral(images, s)).float() for s in range(symmetries)]
+        rows.append(torch.stack(per_symmetry, dim=1))
     return torch.cat(rows)
 
 
-def lookup(table: torch.Tensor, rows: torch.Tensor, variant: torch.Tensor) -> torch.Tensor:
-    """The cached features of (row, variant) pairs (N x D)."""
-    return table[rows.to(table.device), variant.to(table.device)]
+def lookup(table: torch.Tensor, rows: torch.Tensor, symmetry: torch.Tensor) -> torch.Tensor:
+    """The cached features of (row, symmetry) pairs (N x D)."""
+    return table[rows.to(table.device), symmetry.to(table.device)]
+
+
+class FeatureTables:
+    """The cached features of the training folders (computed once per run) and of per-round results (once per round).
+
+    ``symmetries`` is 8 when the prompt stages augment with the dihedral symmetries only, 1 when they do not augment.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        folders: dict[str, Sequence[Path]],
+        *,
+        size: int,
+        symmetries: int,
+        device: torch.device,
+        autocast: Callable[[], AbstractContextManager],
+    ) -> None:
+        self.encoder, self.folders = encoder, folders
+        self.options = {"size": size, "symmetries": symmetries, "device": device, "autocast": autocast}
+        self._folders: dict[str, torch.Tensor] = {}
+        self._results: dict[int, torch.Tensor] = {}
+
+    def folder(self, name: str) -> torch.Tensor:
+        """The table of a training folder, by the name it was given."""
+        if name not in self._folders:
+            self._folders[name] = image_feature_table(self.encoder, self.folders[name], **self.options)
+        return self._folders[name]
+
+    def results(self, round_index: int, paths: Sequence[Path]) -> torch.Tensor:
+        """The table of one round's results; rounds older than the one before are dropped (never ranked again)."""
+        if round_index not in self._results:
+            self._results[round_index] = image_feature_table(self.encoder, paths, **self.options)
+        self._results = {r: t for r, t in self._results.items() if r >= round_index - 1}
+        return self._results[round_index]

@@ -53,6 +53,10 @@ class ClipSource:
         size = self.config["vision_cfg"].get("image_size", 224)
         return int(size if isinstance(size, int) else size[0])
 
+    def preprocess(self, resize: str = "bilinear") -> Preprocess:
+        """This model's input size and normalisation, with the given resize."""
+        return Preprocess(self.image_size, self.mean, self.std, resize)
+
 
 def resolve_clip(
     model: str,
@@ -191,39 +195,67 @@ def _is_torchscript(path: Path) -> bool:
         return any(name.endswith("constants.pkl") for name in archive.namelist())
 
 
-def clip_input(images: torch.Tensor, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """RGB [0, 1] images resized to size x size (bicubic, as CLIP's preprocessing) and normalised with mean/std."""
-    if images.shape[-2:] != (size, size):
-        images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
-    mean_t = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images - mean_t) / std_t
+@dataclass(frozen=True)
+class Preprocess:
+    """How RGB [0, 1] images become a CLIP tower's input: resized to ``size`` x ``size``, normalised with mean/std.
+
+    ``resize`` "bilinear" is bilinear interpolation without antialiasing: what the official training code's
+    ``transforms.Resize((224, 224))`` computes on tensors with torchvision 0.14 (clip_score.py of ZhexinLiang/CLIP-LIT;
+    newer torchvision antialiases by default, so the behaviour is matched, not the call). Shrinking 512 to 224 that
+    way reads only 448 of every 512 rows and columns. "bicubic-antialias" is CLIP's own preprocessing.
+    """
+
+    size: int
+    mean: tuple[float, ...] = OPENAI_DATASET_MEAN
+    std: tuple[float, ...] = OPENAI_DATASET_STD
+    resize: str = "bilinear"
+
+    @classmethod
+    def for_model(cls, clip: open_clip.CLIP, resize: str = "bilinear") -> Preprocess:
+        """OpenAI's normalisation at the image tower's own input size (open_clip stores an int or a pair)."""
+        size = clip.visual.image_size
+        return cls(int(size if isinstance(size, int) else size[0]), resize=resize)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-2:] != (self.size, self.size):
+            size = (self.size, self.size)
+            if self.resize == "bilinear":
+                images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=False)
+            elif self.resize == "bicubic-antialias":
+                images = F.interpolate(images, size=size, mode="bicubic", align_corners=False, antialias=True)
+            else:
+                raise ValueError(f"unknown resize {self.resize!r}; expected 'bilinear' or 'bicubic-antialias'")
+        mean_t = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        std_t = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        return (images - mean_t) / std_t
 
 
 class ImageEncoder(nn.Module):
     """CLIP's image tower with its preprocessing: RGB [0, 1] in, unit-norm features out."""
 
-    def __init__(self, clip: open_clip.CLIP, source: ClipSource) -> None:
+    def __init__(self, clip: open_clip.CLIP, preprocess: Preprocess) -> None:
         super().__init__()
-        self.visual = clip.visual
-        self.size, self.mean, self.std = source.image_size, source.mean, source.std
+        self.visual, self.preprocess = clip.visual, preprocess
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.visual(clip_input(images, self.size, self.mean, self.std)).float(), dim=-1)
+        return F.normalize(self.visual(self.preprocess(images)).float(), dim=-1)
 
 
 class IdentityFeatures(nn.Module):
-    """The five stages of a CLIP ResNet (stem, layer1..layer4) on its normalised input: the identity loss's f_l."""
+    """The five stages of a CLIP ResNet (stem, layer1..layer4) on its normalised input: the identity loss's f_l.
 
-    def __init__(self, clip: open_clip.CLIP, source: ClipSource) -> None:
+    The input is cast to the tower's weight type, as the official ``encode_image`` does: FP16 when the tower was
+    converted to it (the official RN101 on CUDA), else FP32.
+    """
+
+    def __init__(self, clip: open_clip.CLIP, preprocess: Preprocess) -> None:
         super().__init__()
         if not isinstance(clip.visual, ModifiedResNet):
-            raise CliplitError(f"identity model {source.model} must be a CLIP ResNet (e.g. RN101), not a ViT")
-        self.visual = clip.visual
-        self.size, self.mean, self.std = source.image_size, source.mean, source.std
+            raise CliplitError("the identity model must be a CLIP ResNet (e.g. RN101), not a ViT")
+        self.visual, self.preprocess = clip.visual, preprocess
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = clip_input(images, self.size, self.mean, self.std)
+        x = self.preprocess(images).to(self.visual.conv1.weight.dtype)
         features = []
         for stage in (self.visual.stem, self.visual.layer1, self.visual.layer2, self.visual.layer3, self.visual.layer4):
             x = stage(x)

@@ -12,7 +12,8 @@ import json
 import sys
 import types
 import typing
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,7 +40,11 @@ class OptionInfo(NamedTuple):
 
 PROMPT_AUGMENT_MODES = ("full", "dihedral", "none")
 RANK_ORDERS = ("released", "progressive")
-AMP_MODES = ("auto", "on", "off")
+AMP_MODES = ("official", "auto", "on", "off")
+CLIP_RESIZES = ("bilinear", "bicubic-antialias")
+EXTENSION_TESTS = ("last-loss", "running-mean")
+BEST_ENHANCER_RULES = ("official", "running-mean")
+STAGE3_PROMPTS = ("latest", "best")
 AMP_DTYPES = ("bfloat16", "float16")
 
 
@@ -82,22 +87,55 @@ class TrainConfig:
         None, "initial prompt pair (.pt from a run or the released .pth); skips stage 1", metavar="FILE"
     )
     prompt_length: int = _opt(16, "number of placeholder tokens 'X' in each prompt")
+    clip_resize: str = _opt(
+        "bilinear",
+        "how images are resized to CLIP's input: 'bilinear' without antialiasing (the official code) or "
+        "'bicubic-antialias' (CLIP's own preprocessing)",
+        choices=CLIP_RESIZES,
+    )
 
     # Schedule.
-    rounds: int = _opt(14, "rounds of enhancer training + prompt refinement (stages 3 and 4)")
+    epochs: int | None = _opt(
+        2000,
+        "training length in the official code's epochs: a stage takes ceil(iterations / batches per epoch) of them, "
+        "stage 1, stage 2 and each round one more; 'none': no limit (then --rounds decides)",
+    )
+    rounds: int | None = _opt(None, "stop after this many rounds of stages 3 and 4 (default: as --epochs allows)")
     prompt_init_iters: int = _opt(8000, "stage 1: prompt initialisation iterations")
     warmup_iters: int = _opt(1000, "stage 2: enhancer warm-up iterations (only with --init-enhancer none)")
-    warmup_check_iters: int = _opt(100, "stage 2: iterations after which the warm-up PSNR is checked (0: never)")
-    warmup_min_psnr: float = _opt(8.0, "stage 2: re-initialise the enhancer if its PSNR is below this (dB)")
-    warmup_max_restarts: int = _opt(5, "stage 2: give up re-initialising after this many restarts")
+    warmup_check_iters: int = _opt(
+        100, "stage 2: after this many iterations of an attempt, check the mean PSNR of the last 30 every iteration"
+    )
+    warmup_min_psnr: float = _opt(
+        8.0, "stage 2: re-initialise the enhancer when that mean luma PSNR is below this (dB)"
+    )
+    warmup_restart_iters: int = _opt(100, "stage 2: iterations each re-initialisation adds")
+    warmup_max_restarts: int = _opt(100, "stage 2: safety limit on re-initialisations (the official code has none)")
     enhance_iters: int = _opt(2100, "stage 3: enhancer iterations per round")
-    enhance_extend_iters: int = _opt(60, "stage 3: extra iterations while the running loss is above the threshold")
+    enhance_extend_iters: int = _opt(60, "stage 3: iterations added while the loss is above the threshold")
     enhance_extend_above: float = _opt(90.0, "stage 3: loss threshold for extending the stage")
     refine_iters: int = _opt(1000, "stage 4: prompt refinement iterations per round")
-    refine_extend_iters: int = _opt(100, "stage 4: extra iterations while the running loss is above the threshold")
-    refine_extend_above: float = _opt(60.0, "stage 4: loss threshold for extending the stage")
-    max_extensions: int = _opt(20, "stages 3 and 4: at most this many extensions per round")
-    running_loss_window: int = _opt(20, "iterations averaged into the running loss (best-model choice, extensions)")
+    refine_extend_iters: int = _opt(100, "stages 1 and 4: iterations added while the loss is above the threshold")
+    refine_extend_above: float = _opt(60.0, "stages 1 and 4: loss threshold for extending the stage")
+    extension_test: str = _opt(
+        "last-loss",
+        "what the extension thresholds test at a stage's last iteration: 'last-loss' (that batch's loss, as the "
+        "official code) or 'running-mean' (the mean of the last --running-loss-window losses)",
+        choices=EXTENSION_TESTS,
+    )
+    max_extensions: int = _opt(1000, "safety limit on extensions per stage (the official code has none)")
+    best_enhancer: str = _opt(
+        "official",
+        "stage 3's best model (its outputs are the round's results): 'official' (every 20 iterations, the sum of the "
+        "last 30 losses / 30) or 'running-mean' (every iteration, the running loss)",
+        choices=BEST_ENHANCER_RULES,
+    )
+    stage3_prompts: str = _opt(
+        "latest",
+        "prompts stage 3 uses: 'latest' (as the official code) or 'best' (lowest running loss in stage 4)",
+        choices=STAGE3_PROMPTS,
+    )
+    running_loss_window: int = _opt(20, "iterations averaged into the running loss (logs, best prompts, options)")
 
     # Sizes.
     batch_size: int = _opt(8, "enhancer batch size (stages 2 and 3), per process")
@@ -118,7 +156,6 @@ class TrainConfig:
     identity_weight: float = _opt(0.9, "stage 3: weight of the (scaled) identity loss")
     warmup_layer_weights: tuple[float, ...] = _opt((1.0, 1.0, 1.0, 1.0, 1.0), "stage 2: weights of the 5 stages")
     identity_layer_weights: tuple[float, ...] = _opt((1.0, 1.0, 1.0, 1.0, 0.5), "stage 3: weights of the 5 stages")
-    light_map_eps: float = _opt(1e-9, "enhanced = clamp(x / (L + eps), 0, 1) during training")
     rank_loss_weight: float = _opt(200.0, "stage 4: weight of the margin ranking loss")
     rank_margin_no_result: float = _opt(1.0, "stage 4 without results: margin of s(backlit) > s(well-lit)")
     rank_margin_backlit: float = _opt(0.9, "stage 4 with results: margin of s(backlit) over s(well-lit), s(newest)")
@@ -134,13 +171,16 @@ class TrainConfig:
     # Augmentation.
     prompt_augment: str = _opt(
         "full",
-        "stages 1 and 4: 'full' (flips, rot90, zoom, rotation), 'dihedral' (flips and rot90 only; image features "
-        "are computed once and cached, much faster) or 'none' (cached)",
+        "stages 1 and 4: 'full' (symmetries, zoom, rotation), 'dihedral' (the 8 flip/quarter-turn symmetries only; "
+        "image features are computed once and cached, much faster) or 'none' (cached)",
         choices=PROMPT_AUGMENT_MODES,
     )
-    enhance_augment: bool = _opt(True, "stages 2 and 3: random flips, rot90, zoom and rotation")
-    max_zoom: float = _opt(1.25, "augmentation zooms in by a random factor in [1, max_zoom]")
-    max_rotation: float = _opt(15.0, "augmentation rotates by a random angle in [-max_rotation, max_rotation] degrees")
+    enhance_augment: bool = _opt(True, "stages 2 and 3: random symmetries, zoom and rotation")
+    zoom_prob: float = _opt(0.3, "probability of a zoom (after the random symmetry)")
+    enhance_zoom: tuple[float, ...] = _opt((0.7, 1.3), "stages 2 and 3: zoom factors per axis, uniform in LOW HIGH")
+    prompt_zoom: tuple[float, ...] = _opt((0.5, 1.5), "stages 1 and 4: zoom factors per axis, uniform in LOW HIGH")
+    rotation_prob: float = _opt(0.3, "probability of a rotation (after the zoom)")
+    max_rotation: float = _opt(90.0, "rotations are uniform in [-max_rotation, max_rotation] degrees")
 
     # Runtime.
     device: str = _opt(
@@ -148,7 +188,10 @@ class TrainConfig:
     )
     seed: int = _opt(0, "seed of every random choice (data order, augmentation, random initialisations)")
     amp: str = _opt(
-        "auto", "mixed precision for the CLIP models: 'auto' (on for CUDA), 'on' or 'off'", choices=AMP_MODES
+        "official",
+        "precision of the CLIP models: 'official' (on CUDA the identity model in FP16, the CLIP ViT in FP32, as the "
+        "official code; FP32 on CPU), or autocast of both: 'auto' (on for CUDA), 'on' or 'off' (FP32)",
+        choices=AMP_MODES,
     )
     amp_dtype: str = _opt("bfloat16", "mixed-precision type (float16 uses a gradient scaler)", choices=AMP_DTYPES)
     num_workers: int = _opt(2, "data-loading worker processes per training process (0: load in the main process)")
@@ -157,9 +200,9 @@ class TrainConfig:
     num_samples: int = _opt(4, "backlit images shown in the per-round sample sheets")
     max_steps: int | None = _opt(None, "stop (with a resumable checkpoint) once this many iterations are done in all")
     progress: bool = _opt(True, "show progress bars")
-    export_variant: str = _opt(
+    export_padding: str = _opt(
         "test",
-        "padding variant recorded in the saved enhancers ('test': the released inference)",
+        "padding recorded in the saved enhancers ('test': reflect, as the released inference runs)",
         choices=("test", "train"),
     )
 
@@ -169,40 +212,67 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check every value once, up front, so a bad option fails before any work; returns self."""
-        for name in ("backlit", "well_lit", "out"):
-            if not getattr(self, name):
-                raise ConfigError(f"--{_flag(name)} is required")
-        positive = ("prompt_length", "batch_size", "prompt_batch_size", "image_size", "prompt_image_size")
-        positive += ("running_loss_window", "checkpoint_every", "log_every")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{_flag(name)} must be at least 1 (got {getattr(self, name)})")
-        non_negative = ("rounds", "prompt_init_iters", "warmup_iters", "warmup_check_iters", "warmup_max_restarts")
-        non_negative += ("enhance_iters", "enhance_extend_iters", "refine_iters", "refine_extend_iters")
-        non_negative += ("max_extensions", "num_workers", "num_samples")
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{_flag(name)} must not be negative (got {getattr(self, name)})")
-        for name in ("warmup_layer_weights", "identity_layer_weights"):
-            if len(getattr(self, name)) != 5:
-                raise ConfigError(f"{_flag(name)} needs 5 weights (stem, layer1..layer4), got {getattr(self, name)}")
-        if self.max_zoom < 1.0:
-            raise ConfigError(f"max-zoom must be at least 1 (got {self.max_zoom})")
-        if self.max_steps is not None and self.max_steps < 0:
-            raise ConfigError(f"max-steps must not be negative (got {self.max_steps})")
-        for item in fields(self):
-            choices = item.metadata.get("choices")
-            if choices and getattr(self, item.name) not in choices:
-                raise ConfigError(
-                    f"{_flag(item.name)} must be one of {', '.join(choices)} (got {getattr(self, item.name)!r})"
-                )
+        problems = [*_missing(self), *_out_of_range(self), *_not_a_choice(self)]
+        if problems:
+            raise ConfigError(problems[0])
         return self
+
+
+_AT_LEAST_ONE = ("prompt_length", "batch_size", "prompt_batch_size", "image_size", "prompt_image_size")
+_AT_LEAST_ONE += ("running_loss_window", "checkpoint_every", "log_every")
+_NON_NEGATIVE = ("prompt_init_iters", "warmup_iters", "warmup_check_iters", "warmup_max_restarts")
+_NON_NEGATIVE += ("warmup_restart_iters", "enhance_iters", "enhance_extend_iters", "refine_iters")
+_NON_NEGATIVE += ("refine_extend_iters", "max_extensions", "num_workers", "num_samples")
+
+
+def _missing(config: TrainConfig) -> Iterator[str]:
+    for name in ("backlit", "well_lit", "out"):
+        if not getattr(config, name):
+            yield f"--{_flag(name)} is required"
+
+
+def _out_of_range(config: TrainConfig) -> Iterator[str]:
+    for name in _AT_LEAST_ONE:
+        if getattr(config, name) < 1:
+            yield f"{_flag(name)} must be at least 1 (got {getattr(config, name)})"
+    for name in _NON_NEGATIVE:
+        if getattr(config, name) < 0:
+            yield f"{_flag(name)} must not be negative (got {getattr(config, name)})"
+    for name in ("warmup_layer_weights", "identity_layer_weights"):
+        if len(getattr(config, name)) != 5:
+            yield f"{_flag(name)} needs 5 weights (stem, layer1..layer4), got {getattr(config, name)}"
+    for name in ("enhance_zoom", "prompt_zoom"):
+        low_high = getattr(config, name)
+        if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1]:
+            yield f"{_flag(name)} needs LOW HIGH with 0 < LOW <= HIGH, got {low_high}"
+    for name in ("zoom_prob", "rotation_prob"):
+        if not 0 <= getattr(config, name) <= 1:
+            yield f"{_flag(name)} must be a probability in [0, 1] (got {getattr(config, name)})"
+    yield from _limits(config)
+
+
+def _limits(config: TrainConfig) -> Iterator[str]:
+    """The run's length: --epochs (at least 1) or --rounds (not negative), at least one of them, and --max-steps."""
+    if config.epochs is None and config.rounds is None:
+        yield "--epochs none needs --rounds N: the run would never end"
+    if config.epochs is not None and config.epochs < 1:
+        yield f"epochs must be at least 1 (got {config.epochs})"
+    for name in ("rounds", "max_steps"):
+        if getattr(config, name) is not None and getattr(config, name) < 0:
+            yield f"{_flag(name)} must not be negative (got {getattr(config, name)})"
+
+
+def _not_a_choice(config: TrainConfig) -> Iterator[str]:
+    for item in fields(config):
+        choices = item.metadata.get("choices")
+        if choices and getattr(config, item.name) not in choices:
+            yield f"{_flag(item.name)} must be one of {', '.join(choices)} (got {getattr(config, item.name)!r})"
 
 
 # Options that may change when a run is resumed: where the run lives and runs, how fast, how often it reports, and how
 # long it goes on -- never what one iteration computes.
 RESUMABLE_OVERRIDES = frozenset(
-    {"out", "device", "num_workers", "checkpoint_every", "log_every", "progress", "max_steps", "rounds"}
+    {"out", "device", "num_workers", "checkpoint_every", "log_every", "progress", "max_steps", "rounds", "epochs"}
 )
 
 
@@ -251,28 +321,44 @@ def coerce(name: str, value: Any) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
             return None
         kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+    convert = _to_tuple if typing.get_origin(kind) is tuple else _CONVERTERS.get(kind, str)
     try:
-        if typing.get_origin(kind) is tuple:
-            if not isinstance(value, list | tuple):
-                raise TypeError("expected a list")
-            return tuple(float(v) for v in value)
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-                return value.lower() in ("true", "yes", "on", "1")
-            raise TypeError("expected true or false")
-        if kind is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError("expected an integer")
-            return int(value)
-        if kind is float:
-            if isinstance(value, bool):
-                raise TypeError("expected a number")
-            return float(value)
-        return str(value)
+        return convert(value)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"option {name!r}: cannot use {value!r} ({error})") from None
+
+
+def _to_tuple(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list | tuple):
+        raise TypeError("expected a list")
+    return tuple(float(v) for v in value)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    raise TypeError("expected true or false")
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise TypeError("expected an integer")
+    return int(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError("expected a number")
+    return float(value)
+
+
+_CONVERTERS = {bool: _to_bool, int: _to_int, float: _to_float}
+
+
+# Old option names still read from config files (and the config.yaml of older runs), each with a warning.
+RENAMED_OPTIONS = {"export_variant": "export_padding"}
 
 
 def from_mapping(values: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
@@ -281,6 +367,11 @@ def from_mapping(values: Mapping[str, Any], base: TrainConfig | None = None) -> 
     updates = {}
     for raw_key, value in values.items():
         key = str(raw_key).replace("-", "_")
+        if key in RENAMED_OPTIONS:
+            warnings.warn(
+                f"option {raw_key!r} is deprecated; it is now {RENAMED_OPTIONS[key]!r}", FutureWarning, stacklevel=2
+            )
+            key = RENAMED_OPTIONS[key]
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""

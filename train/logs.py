@@ -85,3 +85,28 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One line about a finished phase, printed after it."""
+    text = f"{record['stage']} {record['round']}: {record['iterations']} iterations"
+    if record["its_per_s"]:
+        text += f" in {record['seconds']:.1f} s ({record['its_per_s']:.2f} it/s)"
+    if record.get("best_loss") is not None:
+        text += f", best running loss {record['best_loss']:.4g}"
+    if record.get("accuracy") is not None:
+        text += f", prompt accuracy {100 * record['accuracy']:.1f}%"
+    return text
+
+
+def summarize(phases: list[dict[str, Any]], **run: Any) -> dict[str, Any]:
+    """``summary.json``: the run's facts (``run``: finished, step, accuracy, device, ...), per-stage totals and
+    iterations/s, and every phase record."""
+    stages: dict[str, dict[str, Any]] = {}
+    for record in phases:
+        entry = stages.setdefault(record["stage"], {"iterations": 0, "seconds": 0.0})
+        entry["iterations"] += record["iterations"]
+        entry["seconds"] += record["seconds"]
+    for entry in stages.values():
+        entry["its_per_s"] = round(entry["iterations"] / entry["seconds"], 3) if entry["seconds"] > 0 else None
+    return {**run, "stages": stages, "phases": phases}

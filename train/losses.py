@@ -1,4 +1,5 @@
-"""CLIP-LIT's losses as plain functions of tensors, so each can be checked against values computed by hand.
+"""CLIP-LIT's losses as plain functions of tensors, so each can be checked against values computed by hand, and
+``stage3_loss``, one whole enhancer-training loss as a training step computes it.
 
 Scores: for an image, logits = scale * cos(image feature, prompt feature) over the (negative, positive) prompt pair,
 and s = softmax(logits)[negative] is how "backlit" CLIP finds it. Stage 1 classifies with cross-entropy, stage 3 pushes
@@ -7,13 +8,19 @@ s(enhanced) down while the identity loss keeps the content, stage 4 ranks images
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
+import open_clip
 import torch
 import torch.nn.functional as F
 
-from cliplit.train.prompts import NEGATIVE
+from cliplit.train.clip_models import IdentityFeatures, ImageEncoder, Preprocess
+from cliplit.train.network import apply_light_map
+from cliplit.train.prompts import NEGATIVE, TextEncoder
+
+DEFAULT_EOT_INDEX = 17  # start-of-text, 16 placeholders, end-of-text: the released prompts' layout
 
 BACKLIT, WELL_LIT, NEWER, OLDER = "backlit", "well_lit", "newer", "older"
 
@@ -110,3 +117,55 @@ def ranking_loss(scores: Mapping[str, torch.Tensor], terms: Sequence[RankTerm]) 
     for term in terms:
         total = total + torch.clamp(term.margin - (scores[term.higher] - scores[term.lower]), min=0).mean()
     return total
+
+
+@dataclass(frozen=True)
+class Stage3Weights:
+    """The numbers of stage 3's loss (defaults: the official train.py's ``16*20*L_clip + 0.9*25*L_clip_MSE``)."""
+
+    clip: float = 320.0
+    identity_scale: float = 25.0
+    identity: float = 0.9
+    layers: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 0.5)
+    logit_scale: float = 100.0
+
+
+def stage3_loss(
+    enhancer: torch.nn.Module,
+    backlit: torch.Tensor,
+    prompts: torch.Tensor,
+    clip_model: open_clip.CLIP,
+    identity_model: open_clip.CLIP,
+    *,
+    eot_index: int = DEFAULT_EOT_INDEX,
+    weights: Stage3Weights = Stage3Weights(),
+    clip_preprocess: Preprocess | None = None,
+    identity_preprocess: Preprocess | None = None,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+) -> dict[str, torch.Tensor]:
+    """One enhancer-training (stage 3) loss, exactly as a training step computes it; the trainer calls this.
+
+    ``enhancer`` is the network in the "train" padding (or its DDP wrapper), ``backlit`` a float N x 3 x H x W batch
+    in [0, 1], ``prompts`` the learned 2 x 77 x D prompt embeddings (negative first), ``clip_model`` and
+    ``identity_model`` plain open_clip models (e.g. ``open_clip.create_model("ViT-B-32-quickgelu")`` and
+    ``"RN101-quickgelu"``: OpenAI's architectures use QuickGELU). The preprocessing defaults to OpenAI's
+    normalisation at each model's input size with the official bilinear resize; ``autocast`` wraps the towers'
+    forward passes (the losses are computed in FP32).
+
+    Returns ``total`` = ``clip`` + 0.9 * ``identity``, where ``clip`` = 320 * mean over images of
+    softmax(100 * cos(image, prompts))[negative] on the enhanced images and ``identity`` = 25 * Σ_images Σ_l w_l *
+    MSE(f_l(enhanced), f_l(backlit)) over the identity model's five stages (clip_score.py and train.py of
+    ZhexinLiang/CLIP-LIT). The prompts get no gradient: stage 3 keeps them fixed.
+    """
+    enhanced = apply_light_map(backlit, enhancer(backlit))
+    image_encoder = ImageEncoder(clip_model, clip_preprocess or Preprocess.for_model(clip_model))
+    identity = IdentityFeatures(identity_model, identity_preprocess or Preprocess.for_model(identity_model))
+    with autocast():
+        with torch.no_grad():
+            text = TextEncoder(clip_model)(prompts, eot_index)
+            reference = identity(backlit)
+        image_features = image_encoder(enhanced)
+        enhanced_features = identity(enhanced)
+    clip_part = clip_enhance_loss(prompt_logits(image_features, text, weights.logit_scale), weights.clip)
+    identity_part = weights.identity_scale * identity_loss(enhanced_features, reference, weights.layers)
+    return {"total": clip_part + weights.identity * identity_part, "clip": clip_part, "identity": identity_part}

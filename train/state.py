@@ -35,14 +35,29 @@ class Progress:
     attempt_start: int = 0  # warm-up: iteration at which the current attempt began
     step: int = 0  # iterations done in all phases
     window: list[float] = field(default_factory=list)  # recent losses (running loss)
+    recent_losses: list[float] = field(default_factory=list)  # the last 30 losses (the official best-model test)
     best_loss: float = math.inf
     phase_seconds: float = 0.0
     phases: list[dict[str, Any]] = field(default_factory=list)  # one record per finished phase
     accuracy: float | None = None  # prompt accuracy on the un-augmented training images, after the last prompt phase
+    # The official code's epochs (see cliplit.train.schedule): epochs started in all (the open one included), steps
+    # done in the open one, and the phase iteration at which the official loop would break out of it.
+    epochs: int = 0
+    epoch_open: bool = False
+    epoch_steps: int = 0
+    epoch_end: int = 0
+    recent_psnr: list[float] = field(default_factory=list)  # stage 2: the last 30 iterations' luma PSNR
 
     @property
     def running_loss(self) -> float:
         return sum(self.window) / len(self.window) if self.window else math.inf
+
+    def start_phase(self, target: int) -> None:
+        """Reset the per-phase counters for a phase of ``target`` iterations."""
+        self.target = target
+        self.iteration = self.extensions = self.restarts = self.attempt_start = 0
+        self.window, self.recent_losses, self.recent_psnr = [], [], []
+        self.best_loss, self.phase_seconds = math.inf, 0.0
 
 
 def capture_rng() -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Helpers for the training tests (this module holds no tests): tiny CLIP configs and synthetic backlit scenes.
+"""Helpers for the training tests (this module holds no tests): tiny CLIP configs, synthetic backlit scenes and a
+bilinear resize written from its definition.
 
 No CLIP weights exist offline, so the tests train against tiny open_clip architectures with random weights, saved
 to a checkpoint file so that training and evaluation load the very same network. The synthetic scenes are what the
@@ -81,3 +82,23 @@ def make_dataset(root: Path, backlit: int, well_lit: int, seed: int) -> tuple[Pa
     for index in range(well_lit):
         save_rgb(root / "set2" / f"backlit_{index:03d}.png", well_lit_scene(rng))
     return root / "set1", root / "set2"
+
+
+def bilinear_reference(image: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resampling of C x H x W to C x size x size, written from its definition: output pixel i samples the
+    input at (i + 0.5) * H / size - 0.5 (pixel centres), clamped at 0, from the two nearest pixels; no antialiasing
+    (the filter does not widen when shrinking). This is what torchvision 0.14's Resize((224, 224)) computes on
+    tensors, the official training code's resize."""
+
+    def weights(n_in: int) -> np.ndarray:
+        matrix = np.zeros((size, n_in))
+        for i in range(size):
+            source = max((i + 0.5) * n_in / size - 0.5, 0.0)
+            low = int(np.floor(source))
+            high, fraction = min(low + 1, n_in - 1), source - low
+            matrix[i, low] += 1 - fraction
+            matrix[i, high] += fraction
+        return matrix
+
+    rows, cols = weights(image.shape[1]), weights(image.shape[2])
+    return rows @ image @ cols.T
