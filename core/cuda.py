@@ -103,6 +103,11 @@ class CudaRuntime:
         except Exception:  # advice is a bonus; never let it hide the error
             return f"Update the NVIDIA driver, or install the cuda-python build that matches it: {INSTALL_HINT}"
         needed = MIN_DRIVER.get(runtime // 1000, "a newer driver")
+        if driver == 0:
+            return (
+                f"No NVIDIA driver is installed (or it cannot be loaded): this cuda-python is built for CUDA "
+                f"{_version(runtime)} and needs driver {needed} or newer"
+            )
         usable = [major for major in EXTRA_FOR_CUDA if major * 1000 <= driver]
         if usable:
             best = usable[-1]
