@@ -48,7 +48,8 @@ from cliplit.export.trt_compat import check_tensorrt_compat
 
 GIB = 1 << 30
 # onnx-tensorrt tags each layer it creates for an ONNX node with "[ONNX Layer: <node name>]" (or "... | Local
-# Function: ...]"): importerUtils.cpp, processMetadata, since TensorRT 10.0. Layer *names* cannot be trusted to find
+# Function: ...]"): importerUtils.cpp, processMetadata, since TensorRT 10.0; Python reads it as ``ILayer.metadata``
+# (NVIDIA/TensorRT python/src/infer/pyGraph.cpp). Layer *names* cannot be trusted to find
 # the node: the parser makes them unique by appending "_<counter>" (weightUtils.cpp, generateUniqueName), and helper
 # layers get "ONNXTRT_*" or weight names.
 _LAYER_METADATA = re.compile(r"^\[ONNX Layer: (?P<node>.*?)(?: \| .*)?\]$")
