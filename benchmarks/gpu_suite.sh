@@ -4,10 +4,14 @@
 #     bash benchmarks/gpu_suite.sh            # results in benchmarks/results/<gpu-name>/
 #
 # It makes a virtual environment (.venv-gpu, or $CLIPLIT_GPU_VENV) with the GPU stack (torch with CUDA,
-# onnxruntime-gpu instead of onnxruntime, TensorRT and cuda-python), builds an FP16 TensorRT engine of the released
+# onnxruntime-gpu instead of onnxruntime, TensorRT and cuda-python for the driver's CUDA major version, plus
+# TensorRT's dispatch and lean runtimes of the same version), builds an FP16 TensorRT engine of the released
 # weights, runs `cliplit bench` on every backend at 480p/720p/1080p/4K with batch 1 and 4, the --scale modes and
-# the end-to-end 1080p video, then runs the GPU-only tests. Environment knobs:
+# the end-to-end 1080p video, then runs the GPU-only tests (real TensorRT builds, version-compatible engines in
+# every runtime module, --device 1 on two GPUs, cuda-python against real CUDA). Environment knobs:
 #   CLIPLIT_GPU_VENV=DIR   venv location;  SKIP_INSTALL=1   use the active/existing environment as is
+#   CUDA_MAJOR=12|13       which TensorRT/cuda-python build to install (default: the driver's, from nvidia-smi;
+#                          CUDA 13 needs driver r580 or newer)
 #   PIP_FIND_LINKS=DIR     a wheelhouse for machines without internet (pip reads it directly)
 #   WEIGHTS=PATH           weights to benchmark (default: ../shared/clip-lit/enhancement_model.pth if present,
 #                          else the released name clip-lit, downloaded and verified on first use)
@@ -30,7 +34,14 @@ if [ "${SKIP_INSTALL:-0}" != "1" ]; then
     # shellcheck disable=SC1091
     source "$venv/bin/activate"
     python -m pip install --quiet --upgrade pip
-    python -m pip install --quiet -e ".[export,bench,tensorrt]" pytest
+    cuda_major="${CUDA_MAJOR:-$(nvidia-smi | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -n 1)}"
+    if [ "${cuda_major:-0}" -ge 13 ]; then cu=cu13; else cu=cu12; fi
+    echo "TensorRT and cuda-python for CUDA ${cu#cu} (driver supports CUDA ${cuda_major:-unknown})"
+    python -m pip install --quiet -e ".[export,bench,tensorrt-$cu]" pytest
+    trt_version=$(python -c "import tensorrt; print(tensorrt.__version__)")
+    # the runtime-only modules, same version: tests/test_tensorrt_gpu.py runs version-compatible engines in each
+    python -m pip install --quiet "tensorrt-dispatch-$cu==$trt_version" "tensorrt-lean-$cu==$trt_version" ||
+        echo "warning: tensorrt-dispatch/-lean $trt_version not installed; their GPU tests will be skipped" >&2
     # onnxruntime and onnxruntime-gpu install the same module: keep only the GPU build
     python -m pip uninstall --quiet -y onnxruntime || true
     python -m pip install --quiet onnxruntime-gpu
@@ -64,5 +75,6 @@ cliplit bench --weights "$weights" "${engine_args[@]}" \
     --scale 0.5,0.25 --video --video-size 1080p --video-frames 300 \
     --out "$out" --overwrite ${BENCH_ARGS:-}
 
-python -m pytest -q -m gpu tests/test_bench_gpu.py tests/test_bench_variants.py
+python -m pytest -q -rs -m gpu tests/test_bench_gpu.py tests/test_bench_variants.py tests/test_tensorrt_gpu.py \
+    tests/test_cuda_gpu.py
 echo "done: $out/results.md"

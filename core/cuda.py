@@ -3,7 +3,15 @@
 cuda-python's functions return ``(status, *results)`` tuples instead of raising, so an unchecked call that failed
 hands ``None`` or a stale pointer to the next call and the crash happens far from the cause. Every call here goes
 through ``CudaRuntime.call``, which raises ``CudaError`` naming the call and CUDA's error name and text. cuda-python
-12.6+ ships the bindings as ``cuda.bindings.runtime``; older releases as ``cuda.cudart`` (same functions).
+12.6+ and 13.x ship the bindings as ``cuda.bindings.runtime`` (same functions in both); older releases as
+``cuda.cudart``.
+
+Two facts of the CUDA runtime shape this module. The current device is per host thread (``cudaSetDevice``, CUDA
+Runtime API, "Device Management"), so code that uses one GPU from several threads must set it on each of them:
+``set_device`` is cheap and callers call it at the top of every entry point. And cuda-python's runtime bindings are
+built for one CUDA major version: cuda-python 13 needs an NVIDIA driver for CUDA 13 (r580 or newer), and on an older
+driver every call fails with ``cudaErrorInsufficientDriver``; that error is turned into a message saying which driver
+or which package to install.
 """
 
 from __future__ import annotations
@@ -18,7 +26,16 @@ import numpy as np
 
 from cliplit.core.errors import CliplitError
 
-INSTALL_HINT = "pip install 'cuda-python>=12.6' (or pip install 'cliplit[tensorrt]')"
+INSTALL_HINT = (
+    "pip install 'cliplit[tensorrt]' (cuda-python 13, NVIDIA driver r580 or newer) or "
+    "pip install 'cliplit[tensorrt-cu12]' (cuda-python 12, for older drivers)"
+)
+#: the oldest Linux driver branch each CUDA major version runs on (CUDA release notes, "CUDA Toolkit and
+#: Corresponding Driver Versions", minor-version compatibility); TensorRT itself asks for r535 or newer
+MIN_DRIVER = {12: "r525", 13: "r580"}
+#: the extra that installs TensorRT and cuda-python for each CUDA major version
+EXTRA_FOR_CUDA = {12: "cliplit[tensorrt-cu12]", 13: "cliplit[tensorrt-cu13]"}
+INSUFFICIENT_DRIVER = "cudaErrorInsufficientDriver"
 
 
 class CudaError(CliplitError):
@@ -65,9 +82,42 @@ class CudaRuntime:
         try:
             _, name = self.rt.cudaGetErrorName(status)
             _, text = self.rt.cudaGetErrorString(status)
-            return f"{_text(name)} ({_text(text)})"
+            name = _text(name)
         except Exception:  # describing the error must never hide it
             return str(status)
+        described = f"{name} ({_text(text)})"
+        if name == INSUFFICIENT_DRIVER:
+            described += f". {self.driver_advice()}"
+        return described
+
+    def versions(self) -> tuple[int, int]:
+        """(driver, runtime) CUDA versions as CUDA encodes them (12080 = 12.8); the driver's is 0 without one."""
+        _, driver = self.rt.cudaDriverGetVersion()
+        _, runtime = self.rt.cudaRuntimeGetVersion()
+        return int(driver or 0), int(runtime or 0)
+
+    def driver_advice(self) -> str:
+        """What to install when the driver is older than the CUDA version cuda-python was built for."""
+        try:
+            driver, runtime = self.versions()
+        except Exception:  # advice is a bonus; never let it hide the error
+            return f"Update the NVIDIA driver, or install the cuda-python build that matches it: {INSTALL_HINT}"
+        needed = MIN_DRIVER.get(runtime // 1000, "a newer driver")
+        if driver == 0:
+            return (
+                f"No NVIDIA driver is installed (or it cannot be loaded): this cuda-python is built for CUDA "
+                f"{_version(runtime)} and needs driver {needed} or newer"
+            )
+        usable = [major for major in EXTRA_FOR_CUDA if major * 1000 <= driver]
+        if usable:
+            best = usable[-1]
+            fix = f"or install the CUDA {best} build, which this driver runs: pip install '{EXTRA_FOR_CUDA[best]}'"
+        else:
+            fix = f"no cliplit build runs on CUDA {_version(driver)}"
+        return (
+            f"The NVIDIA driver supports CUDA {_version(driver)}, but this cuda-python is built for CUDA "
+            f"{_version(runtime)}, which needs driver {needed} or newer: update the driver, {fix}"
+        )
 
     def gpu(self, index: int = 0) -> GpuInfo:
         """Select GPU ``index`` for this thread and describe it; raise a clear error where there is no usable GPU."""
@@ -80,7 +130,7 @@ class CudaRuntime:
             raise CudaError(f"no usable NVIDIA GPU: {why}. TensorRT needs an NVIDIA GPU with its driver") from None
         if not 0 <= index < count:
             raise CudaError(f"GPU {index} does not exist; this machine has {count} CUDA device(s)")
-        self.call("cudaSetDevice", index)
+        self.set_device(index)
         props = self.call("cudaGetDeviceProperties", index)
         return GpuInfo(
             index=index,
@@ -88,6 +138,13 @@ class CudaRuntime:
             compute_capability=f"{props.major}.{props.minor}",
             total_memory=int(props.totalGlobalMem),
         )
+
+    def set_device(self, index: int) -> None:
+        """Make GPU ``index`` current for the calling thread (the CUDA runtime keeps one current device per thread)."""
+        self.call("cudaSetDevice", index)
+
+    def current_device(self) -> int:
+        return int(self.call("cudaGetDevice"))
 
     def malloc(self, nbytes: int) -> int:
         return int(self.call("cudaMalloc", nbytes))
@@ -121,6 +178,11 @@ class CudaRuntime:
 def host_array(pointer: int, nbytes: int) -> np.ndarray:
     """A writable uint8 NumPy view of ``nbytes`` of host memory at ``pointer`` (e.g. from ``malloc_host``)."""
     return np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(pointer))
+
+
+def _version(encoded: int) -> str:
+    """CUDA's integer version (12080) as text (12.8)."""
+    return f"{encoded // 1000}.{encoded % 1000 // 10}"
 
 
 def _text(value: bytes | str) -> str:

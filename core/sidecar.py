@@ -1,10 +1,11 @@
 """The JSON sidecar written next to every TensorRT engine (``<engine>.json``), and the checks made when loading one.
 
 A serialized engine is only valid for the TensorRT version and the GPU architecture it was built with (or, when
-built version-compatible, for that TensorRT version and newer ones), and TensorRT's own message for a mismatch is an
-opaque deserialization failure. The sidecar records how the engine was made (versions, GPU, profile, precision,
-the ONNX file it came from, the measured parity with ONNX Runtime) so the runtime can say exactly what is wrong and
-what to do before handing the bytes to TensorRT. Nothing here imports TensorRT: callers pass the running versions.
+built version-compatible, for the runtimes listed in ``cliplit.core.tensorrt``), and TensorRT's own message for a
+mismatch is an opaque deserialization failure. The sidecar records how the engine was made (versions, GPU, profile,
+precision, the ONNX file it came from, the measured parity with ONNX Runtime) so the runtime can say exactly what is
+wrong and what to do before handing the bytes to TensorRT. Nothing here imports TensorRT: callers pass the running
+versions.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from typing import Any
 
 from cliplit.core.atomic import atomic_output
 from cliplit.core.errors import CliplitError
+from cliplit.core.tensorrt import DISPATCH_MODULE, LEAN_MODULE, version_tuple
 
 SIDECAR_FORMAT = "cliplit-tensorrt-engine"
 SIDECAR_VERSION = 1
-LEAN_MODULE = "tensorrt_lean"
 
 
 @dataclass
@@ -103,24 +104,37 @@ def check_compatible(
     gpu_name: str,
     compute_capability: str,
 ) -> None:
-    """Raise ``CliplitError`` if this TensorRT (module and version) and GPU cannot run the engine of ``sidecar``."""
+    """Raise ``CliplitError`` if this TensorRT (module and version) and GPU cannot run the engine of ``sidecar``.
+
+    The contract (docs/tensorrt.md): a plain engine runs only on the full ``tensorrt`` of exactly its version; a
+    version-compatible engine embeds the lean runtime of its version, so the full ``tensorrt`` and
+    ``tensorrt_dispatch`` of that version or any later one run it, and ``tensorrt_lean`` only of exactly that version.
+    """
     rebuild = "rebuild it on this machine with export-engine"
-    if tensorrt_module == LEAN_MODULE and not sidecar.version_compatible:
+    built, running = version_tuple(sidecar.tensorrt_version), version_tuple(tensorrt_version)
+    if tensorrt_module in (LEAN_MODULE, DISPATCH_MODULE) and not sidecar.version_compatible:
+        kind = "lean" if tensorrt_module == LEAN_MODULE else "dispatch"
         raise CliplitError(
-            f"{engine} was built without --version-compatible, and the lean runtime ({LEAN_MODULE}) only runs "
+            f"{engine} was built without --version-compatible, and the {kind} runtime ({tensorrt_module}) only runs "
             f"version-compatible engines: {rebuild} --version-compatible, or install the full tensorrt package"
         )
-    built, running = _version_tuple(sidecar.tensorrt_version), _version_tuple(tensorrt_version)
     if sidecar.version_compatible and running < built:
         raise CliplitError(
             f"{engine} was built with TensorRT {sidecar.tensorrt_version}; this is TensorRT {tensorrt_version}. "
             f"Version-compatible engines run on the TensorRT they were built with and newer: upgrade, or {rebuild}"
         )
+    if sidecar.version_compatible and tensorrt_module == LEAN_MODULE and running != built:
+        raise CliplitError(
+            f"{engine} was built with TensorRT {sidecar.tensorrt_version}; the lean runtime ({LEAN_MODULE}) "
+            f"{tensorrt_version} only runs engines built by its own version. Install tensorrt_lean "
+            f"{sidecar.tensorrt_version}, or tensorrt_dispatch / the full tensorrt package {tensorrt_version}, which "
+            "load the lean runtime embedded in the engine"
+        )
     if not sidecar.version_compatible and running != built:
         raise CliplitError(
             f"{engine} was built with TensorRT {sidecar.tensorrt_version} and only runs on that version; this is "
-            f"TensorRT {tensorrt_version}: {rebuild} (add --version-compatible for an engine that newer TensorRT "
-            "versions and the lean runtime can run)"
+            f"TensorRT {tensorrt_version}: {rebuild} (add --version-compatible for an engine that later TensorRT "
+            "versions and the dispatch runtime can run)"
         )
     if compute_capability != sidecar.compute_capability:
         raise CliplitError(
@@ -128,17 +142,6 @@ def check_compatible(
             f"is {gpu_name} (compute capability {compute_capability}). TensorRT engines are specific to the GPU "
             f"architecture: {rebuild}"
         )
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    """``"10.9.0.34"`` → (10, 9, 0, 34); non-numeric parts (release tags) are dropped."""
-    parts = []
-    for part in version.split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
 
 
 def _finite_or_text(value: float | None) -> float | str | None:

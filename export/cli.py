@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cliplit.core.atomic import check_writable
 from cliplit.core.contract import IO_VARIANTS
@@ -20,6 +21,12 @@ from cliplit.core.weights import DEFAULT_WEIGHTS
 
 # No torch at import time: `cliplit --help` and `export-engine --help` build this parser on the base install.
 EXTRA = "export"
+
+if TYPE_CHECKING:
+    from cliplit.export.tensorrt_build import BuildSettings  # imports onnx; the parser must build without it
+
+# Options that mean nothing without --engine (refused then, rather than silently ignored).
+ENGINE_ONLY_OPTIONS = ("min_shape", "opt_shape", "max_shape", "timing_cache", "version_compatible", "device")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """The TensorRT options; see ``cliplit.export.tensorrt_build`` for what each does."""
+    """The TensorRT options; see ``cliplit.export.tensorrt_build.BuildSettings`` for what each does."""
     group = parser.add_argument_group("TensorRT engine")
     group.add_argument(
         "--engine", type=Path, default=None, help="also build a TensorRT engine here (and its sidecar ENGINE.json)"
@@ -86,18 +93,19 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--version-compatible",
         action="store_true",
-        help="build an engine that TensorRT's lean runtime (tensorrt_lean) can run",
+        help="embed TensorRT's lean runtime so later TensorRT versions and tensorrt_dispatch can run the engine "
+        "(docs/tensorrt.md)",
     )
+    group.add_argument("--device", type=int, default=0, help="GPU to build the engine on (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
     from cliplit.core.images import read_image
     from cliplit.export.onnx_export import DEFAULT_OPSET, export_onnx
-    from cliplit.export.tensorrt_build import build_engine_from_args, check_engine_args
     from cliplit.train.checkpoint import load_enhancer
 
     check_writable(args.onnx, args.overwrite)
-    check_engine_args(args)  # bad engine options fail before the export, not after it
+    settings = engine_settings(args)  # bad engine options fail before the export, not after it
     static_size = _static_size(args)
     checkpoint = load_enhancer(args.weights, padding=args.padding)
     images = [read_image(path)[:, :, ::-1] for path in args.verify_image]
@@ -111,10 +119,38 @@ def run(args: argparse.Namespace) -> int:
     for label, diff in report.max_abs_diff.items():
         print(f"  verify {label}: max |ONNX Runtime - PyTorch| = {diff:.3g}")
     print(report.summary())
-    if args.engine is None:
-        return 0
-    build_engine_from_args(args, report)
+    if settings is not None:
+        from cliplit.export.tensorrt_build import build_engine
+
+        build_engine(report.path, args.engine, settings)
     return 0
+
+
+def engine_settings(args: argparse.Namespace) -> BuildSettings | None:
+    """The builder settings of ``args`` (None without ``--engine``), checked before anything is exported.
+
+    The only place command-line arguments become ``BuildSettings``; the settings validate themselves.
+    """
+    from cliplit.core.shapes import profile_from_args
+    from cliplit.export.tensorrt_build import BuildSettings, check_engine_outputs
+
+    if args.engine is None:
+        given = [name for name in ENGINE_ONLY_OPTIONS if getattr(args, name) not in (None, False, 0)]
+        if given:
+            options = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise CliplitError(f"{options} only apply to a TensorRT engine: add --engine OUT.engine")
+        return None
+    check_engine_outputs(args.engine, args.overwrite)
+    return BuildSettings(
+        profile=profile_from_args(args.io, args.min_shape, args.opt_shape, args.max_shape),
+        fp16=args.fp16,
+        workspace_gib=args.workspace,
+        timing_cache=args.timing_cache,
+        version_compatible=args.version_compatible,
+        device=args.device,
+        verify_images=tuple(args.verify_image),
+        overwrite=args.overwrite,
+    )
 
 
 def _static_size(args: argparse.Namespace) -> tuple[int, int] | None:

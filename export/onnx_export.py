@@ -54,14 +54,20 @@ class FloatIO(nn.Module):
 
 
 class Uint8IO(nn.Module):
-    """``frame`` u8 N×H×W×3 BGR → ``enhanced`` u8 N×H×W×3 BGR, rounded as floor(y·255 + 0.5)."""
+    """``frame`` u8 N×H×W×3 BGR → ``enhanced`` u8 N×H×W×3 BGR, rounded as floor(y·255 + 0.5).
+
+    The frame is cast to float before anything else touches it and the result is cast back to uint8 last, so the
+    only uint8 tensors in the graph are its input and output: TensorRT accepts UINT8 only as a network input or
+    output (onnx-tensorrt docs/operators.md: "UINT8 is only supported as network input or output tensor types"), and
+    ``cliplit.export.trt_compat`` checks exactly that.
+    """
 
     def __init__(self, enhancer: LightMapNet) -> None:
         super().__init__()
         self.enhancer = enhancer
 
     def forward(self, frame: torch.Tensor) -> torch.Tensor:
-        rgb = frame[..., [2, 1, 0]].permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        rgb = frame.to(torch.float32).permute(0, 3, 1, 2)[:, [2, 1, 0]] / 255.0
         enhanced = apply_light_map(rgb, self.enhancer(rgb))
         scaled = torch.clamp(torch.floor(enhanced * 255.0 + 0.5), 0.0, 255.0)
         return scaled.permute(0, 2, 3, 1)[..., [2, 1, 0]].to(torch.uint8)

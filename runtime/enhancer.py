@@ -21,6 +21,7 @@ options need the light map, which only ``float`` I/O models output. With neither
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,7 @@ class Enhancer:
         self.upsample = upsample
         self.temporal_smoothing = temporal_smoothing
         self.smoother = LightMapSmoother(temporal_smoothing, scene_cut_threshold) if temporal_smoothing else None
+        self._waiting: deque[Pending] = deque()  # submitted to the backend, outputs not yet fetched, oldest first
 
     @classmethod
     def open(
@@ -121,9 +123,26 @@ class Enhancer:
         """The enhanced frames of a :meth:`submit`, in order."""
         results: list[np.ndarray] = []
         for group in pending:
-            outputs = self.backend.wait(group.handle)
-            results.extend(self._finish(group.frames, group.network_size, outputs))
+            results.extend(self._finish(group.frames, group.network_size, self._outputs(group)))
         return results
+
+    def _outputs(self, group: Pending) -> dict[str, np.ndarray]:
+        if group.outputs is None:
+            group.outputs = self.backend.wait(group.handle)
+        if group in self._waiting:
+            self._waiting.remove(group)
+        return group.outputs
+
+    def _make_room(self) -> None:
+        """Fetch the oldest outputs while the backend has no free slot (``Backend.max_in_flight``).
+
+        A batch of mixed frame sizes becomes several submissions, which can exceed the backend's slots; their
+        outputs are kept on the ``Pending`` until :meth:`collect`, so order and temporal smoothing are unchanged.
+        """
+        limit = self.backend.max_in_flight
+        while limit is not None and len(self._waiting) >= limit:
+            oldest = self._waiting.popleft()
+            oldest.outputs = self.backend.wait(oldest.handle)
 
     def reset(self) -> None:
         """Forget temporal state (call between unrelated clips)."""
@@ -152,7 +171,10 @@ class Enhancer:
             else:
                 frames_in = frames
             batch = model_input_from_bgr("float", np.stack(frames_in))
-        return Pending(frames, size, self.backend.submit(batch))
+        self._make_room()
+        pending = Pending(frames, size, self.backend.submit(batch))
+        self._waiting.append(pending)
+        return pending
 
     def _finish(
         self, frames: list[np.ndarray], network_size: tuple[int, int], outputs: dict[str, np.ndarray]
@@ -183,10 +205,12 @@ def _checked_dtype(frame: np.ndarray, index: int) -> np.ndarray:
     )
 
 
-@dataclass
+@dataclass(eq=False)
 class Pending:
-    """Frames of one size on their way through the backend, with the backend's handle for them."""
+    """Frames of one size on their way through the backend, with the backend's handle for them (and the outputs,
+    once fetched early to free a backend slot)."""
 
     frames: list[np.ndarray]
     network_size: tuple[int, int]
     handle: object
+    outputs: dict[str, np.ndarray] | None = None

@@ -1,14 +1,27 @@
-"""Fake ``tensorrt`` (10.x, 11.x, ``tensorrt_lean``) and cuda-python runtime modules that record every call.
+"""Fake ``tensorrt`` (10.x, 11.x, ``tensorrt_dispatch``, ``tensorrt_lean``) and cuda-python runtime modules.
 
 They follow the documented Python APIs of TensorRT 10/11 and ``cuda.bindings.runtime`` closely enough for cliplit's
-builder and runtime to run against them on a CPU machine, and they behave in the ways that matter for the tests:
+builder and runtime to run against them on a CPU machine, and they are as strict as the real ones where a lenient fake
+would hide a bug:
 
-* TensorRT 11's fake has no ``BuilderFlag.FP16`` (nor the other weak-typing flags), like the real one;
-* the fake CUDA is backed by NumPy: device and page-locked allocations are real host buffers, ``cudaMemcpyAsync``
-  moves the bytes (and checks the copy direction against what each address is), failures can be injected per call;
-* a fake engine computes its outputs by running ONNX Runtime on the ONNX model it was built from (for TensorRT 11
-  FP16 that is the FP16 model), reading its input from and writing its outputs to the addresses it was given, so
-  the data path and the parity measurement are checked end to end.
+* CUDA is asynchronous: ``cudaMemcpyAsync`` and ``execute_async_v3`` only enqueue work on their stream; it runs, in
+  order, when the stream is synchronized (or destroyed, or memory is freed, which synchronizes like ``cudaFree``). A
+  result read before ``cudaStreamSynchronize`` is the buffer's old content (fresh allocations hold 0xCD garbage).
+* the current device is per thread, as in the CUDA runtime: a new thread starts on device 0; streams and memory
+  belong to the device current when they were made, and enqueuing on a stream of another device fails with
+  ``cudaErrorInvalidResourceHandle``; a TensorRT context only executes with its engine's device current;
+* cuda-python built for a newer CUDA than the driver fails every call with ``cudaErrorInsufficientDriver``;
+* the fake ONNX parser names layers as onnx-tensorrt does: a node's layers get the node's name made unique with a
+  ``_<counter>`` suffix (weightUtils.cpp ``generateUniqueName``) and metadata ``[ONNX Layer: <node>]``
+  (importerUtils.cpp ``processMetadata``); helper layers (constants, broadcast reshapes) get weight or
+  ``ONNXTRT_*`` names and no metadata; and it rejects UINT8 tensors anywhere but on network I/O through a Cast;
+* TensorRT 11's fake has no ``BuilderFlag.FP16`` (nor the other weak-typing flags);
+* a version-compatible plan records whether it embeds the lean runtime; runtimes load it only with
+  ``engine_host_code_allowed`` set, and each runtime module runs what ``cliplit.core.tensorrt`` documents.
+
+A fake engine computes its outputs by running ONNX Runtime on the ONNX model it was built from (for TensorRT 11 FP16
+that is the FP16 model), reading its input from and writing its outputs to the device addresses it was given, so the
+data path and the parity measurement are checked end to end.
 
 Also the shared fixtures of the TensorRT tests: the real exported models (made once per session).
 """
@@ -19,7 +32,9 @@ import ctypes
 import enum
 import json
 import sys
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -68,12 +83,22 @@ class cudaError_t(enum.IntEnum):
     cudaErrorMemoryAllocation = 2
     cudaErrorInsufficientDriver = 35
     cudaErrorNoDevice = 100
+    cudaErrorInvalidDevice = 101
+    cudaErrorInvalidResourceHandle = 400
 
 
 class cudaMemcpyKind(enum.IntEnum):
     cudaMemcpyHostToHost = 0
     cudaMemcpyHostToDevice = 1
     cudaMemcpyDeviceToHost = 2
+
+
+@dataclass
+class FakeStream:
+    """A CUDA stream: the device it belongs to and the work enqueued on it, not yet run."""
+
+    device: int
+    pending: list[Callable[[], None]] = field(default_factory=list)
 
 
 class FakeCudart(ModuleType):
@@ -90,6 +115,7 @@ class FakeCudart(ModuleType):
         compute_capability: tuple[int, int] = (8, 9),
         device_count: int = 1,
         driver_version: int = 12080,
+        runtime_version: int = 12060,
         fail: dict[str, cudaError_t] | None = None,
     ) -> None:
         super().__init__("cuda.bindings.runtime")
@@ -98,13 +124,24 @@ class FakeCudart(ModuleType):
         self.compute_capability = compute_capability
         self.device_count = device_count
         self.driver_version = driver_version
+        self.runtime_version = runtime_version
         self.fail = dict(fail or {})
-        self.memory: dict[int, tuple[str, np.ndarray]] = {}  # address -> ("device" | "host", backing buffer)
-        self.streams: set[int] = set()
+        self.memory: dict[int, tuple[str, int, np.ndarray]] = {}  # address -> (kind, device, backing buffer)
+        self.streams: dict[int, FakeStream] = {}
         self._next_stream = 1
+        self._thread = threading.local()  # the current device of each host thread
+        self._lock = threading.Lock()
+
+    # --- the per-thread current device and status handling ---
+
+    def current(self) -> int:
+        """The calling thread's current device (0 until it calls cudaSetDevice, as in CUDA)."""
+        return getattr(self._thread, "device", 0)
 
     def _call(self, name: str, *args: Any) -> cudaError_t:
         self.log.append((name, args))
+        if self.driver_version // 1000 < self.runtime_version // 1000:
+            return cudaError_t.cudaErrorInsufficientDriver  # cuda-python built for a newer CUDA than the driver
         return self.fail.get(name, cudaError_t.cudaSuccess)
 
     def cudaGetDeviceCount(self) -> tuple[cudaError_t, int | None]:
@@ -115,8 +152,21 @@ class FakeCudart(ModuleType):
         self.log.append(("cudaDriverGetVersion", ()))
         return cudaError_t.cudaSuccess, self.driver_version
 
+    def cudaRuntimeGetVersion(self) -> tuple[cudaError_t, int]:
+        self.log.append(("cudaRuntimeGetVersion", ()))
+        return cudaError_t.cudaSuccess, self.runtime_version
+
     def cudaSetDevice(self, index: int) -> tuple[cudaError_t]:
-        return (self._call("cudaSetDevice", index),)
+        status = self._call("cudaSetDevice", index)
+        if status == 0 and not 0 <= index < self.device_count:
+            return (cudaError_t.cudaErrorInvalidDevice,)
+        if status == 0:
+            self._thread.device = index
+        return (status,)
+
+    def cudaGetDevice(self) -> tuple[cudaError_t, int | None]:
+        status = self._call("cudaGetDevice")
+        return status, (self.current() if status == 0 else None)
 
     def cudaGetDeviceProperties(self, index: int) -> tuple[cudaError_t, Any]:
         status = self._call("cudaGetDeviceProperties", index)
@@ -126,18 +176,21 @@ class FakeCudart(ModuleType):
         )
         return status, props
 
+    # --- memory ---
+
     def _allocate(self, kind: str, name: str, nbytes: int) -> tuple[cudaError_t, int | None]:
         status = self._call(name, nbytes)
         if status != 0:
             return status, None
-        buffer = np.full(max(nbytes, 1), 0xCD, dtype=np.uint8)  # garbage, so a missing copy shows
+        buffer = np.full(max(nbytes, 1), 0xCD, dtype=np.uint8)  # garbage, so a missing copy or sync shows
         address = buffer.ctypes.data
-        self.memory[address] = (kind, buffer)
+        self.memory[address] = (kind, self.current(), buffer)
         return status, address
 
     def _release(self, kind: str, name: str, address: int) -> tuple[cudaError_t]:
         status = self._call(name, address)
         if status == 0:
+            self.synchronize_all()  # cudaFree / cudaFreeHost wait for the device like a synchronization
             assert self.memory.pop(address)[0] == kind, f"{name} of a pointer that is not {kind} memory"
         return (status,)
 
@@ -153,35 +206,66 @@ class FakeCudart(ModuleType):
     def cudaFreeHost(self, address: int) -> tuple[cudaError_t]:
         return self._release("host", "cudaFreeHost", address)
 
+    # --- streams: work runs only when the stream is synchronized ---
+
     def cudaStreamCreate(self) -> tuple[cudaError_t, int | None]:
         status = self._call("cudaStreamCreate")
         if status != 0:
             return status, None
         stream, self._next_stream = self._next_stream, self._next_stream + 1
-        self.streams.add(stream)
+        self.streams[stream] = FakeStream(device=self.current())
         return status, stream
 
     def cudaStreamDestroy(self, stream: int) -> tuple[cudaError_t]:
-        self.streams.remove(stream)
-        return (self._call("cudaStreamDestroy", stream),)
+        status = self._call("cudaStreamDestroy", stream)
+        if status == 0:
+            self._run(self.streams.pop(stream))  # CUDA finishes a destroyed stream's work, then releases it
+        return (status,)
 
     def cudaStreamSynchronize(self, stream: int) -> tuple[cudaError_t]:
         assert stream in self.streams, "synchronizing a stream that does not exist"
-        return (self._call("cudaStreamSynchronize", stream),)
+        status = self._call("cudaStreamSynchronize", stream)
+        if status == 0:
+            self._run(self.streams[stream])
+        else:
+            self.streams[stream].pending.clear()  # the work failed; its results never arrive
+        return (status,)
+
+    def enqueue(self, stream: int, work: Callable[[], None]) -> cudaError_t:
+        """Queue ``work`` on ``stream`` (for the fake TensorRT); fails like CUDA for another device's stream."""
+        if stream not in self.streams or self.streams[stream].device != self.current():
+            return cudaError_t.cudaErrorInvalidResourceHandle
+        self.streams[stream].pending.append(work)
+        return cudaError_t.cudaSuccess
+
+    def synchronize_all(self) -> None:
+        for queued in self.streams.values():
+            self._run(queued)
+
+    def _run(self, stream: FakeStream) -> None:
+        with self._lock:
+            work, stream.pending = stream.pending, []
+        for item in work:
+            item()
 
     def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: cudaMemcpyKind, stream: int):
         status = self._call("cudaMemcpyAsync", dst, src, count, kind, stream)
-        if status == 0:
-            expected = {1: ("device", "host"), 2: ("host", "device")}[int(kind)]
-            assert (self._kind_of(dst, count), self._kind_of(src, count)) == expected, "copy direction mismatch"
-            assert stream in self.streams
-            ctypes.memmove(dst, src, count)
-        return (status,)
+        if status != 0:
+            return (status,)
+        expected = {1: ("device", "host"), 2: ("host", "device")}[int(kind)]
+        assert (self.kind_of(dst, count), self.kind_of(src, count)) == expected, "copy direction mismatch"
+        device_side = dst if int(kind) == 1 else src
+        if self.memory[self._start_of(device_side)][1] != self.current():
+            return (cudaError_t.cudaErrorInvalidValue,)  # device memory of another GPU
+        return (self.enqueue(stream, lambda: ctypes.memmove(dst, src, count)),)
 
-    def _kind_of(self, address: int, count: int) -> str:
-        for start, (kind, buffer) in self.memory.items():
+    def kind_of(self, address: int, count: int) -> str:
+        return self.memory[self._start_of(address, count)][0]
+
+    def _start_of(self, address: int, count: int = 1) -> int:
+        for start, (_, _, buffer) in self.memory.items():
             if start <= address and address + count <= start + buffer.size:
-                return kind
+                return start
         raise AssertionError(f"{count} bytes at {address:#x} are not inside any allocation")
 
     def cudaGetErrorName(self, status: cudaError_t) -> tuple[cudaError_t, bytes]:
@@ -222,6 +306,8 @@ _ONNX_TO_TRT = {
     onnx.TensorProto.INT64: DataType.INT64,
     onnx.TensorProto.BOOL: DataType.BOOL,
 }
+# Elementwise ONNX nodes whose constant inputs become a constant layer plus a broadcast reshape in onnx-tensorrt.
+_BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "PRelu", "Clip", "Max", "Min", "Equal", "Less", "Where"}
 
 
 @dataclass
@@ -231,10 +317,13 @@ class FakeTensor:
 
 
 class FakeLayer:
-    """One parsed ONNX node; records precision and output-type changes."""
+    """One layer of a parsed network; records precision and output-type changes."""
 
-    def __init__(self, log: CallLog, name: str, inputs: list[FakeTensor | None], outputs: list[FakeTensor]) -> None:
-        self._log, self.name, self._inputs, self._outputs = log, name, inputs, outputs
+    def __init__(
+        self, log: CallLog, name: str, metadata: str, inputs: list[FakeTensor | None], outputs: list[FakeTensor]
+    ) -> None:
+        self._log, self.name, self.metadata = log, name, metadata
+        self._inputs, self._outputs = inputs, outputs
         self._precision = DataType.FLOAT
 
     num_inputs = property(lambda self: len(self._inputs))
@@ -272,9 +361,13 @@ class FakeNetwork:
 
 
 class FakeParser:
+    """Parses into fake layers named and tagged as onnx-tensorrt does (see the module docstring)."""
+
     def __init__(self, network: FakeNetwork, logger: Any) -> None:
         self.network = network
         self.errors: list[str] = []
+        self._names: set[str] = set()
+        self._counter = 0
         network.log.append(("OnnxParser", ()))
 
     def parse(self, data: bytes) -> bool:
@@ -287,15 +380,44 @@ class FakeParser:
         graph = model.graph
         types = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info, *graph.output)}
         types.update({t.name: t.data_type for t in graph.initializer})
+        io_names = {v.name for v in (*graph.input, *graph.output)}
+        constants = {t.name for t in graph.initializer}
+        for index, node in enumerate(graph.node):
+            error = _uint8_error(node, types, io_names)
+            if error:
+                self.errors.append(f"In node {index} with name: {node.name} and operator: {node.op_type}: {error}")
+                return False
+            if node.op_type == "Constant":  # no layer for a Constant node; its users get a constant layer
+                constants.update(node.output)
+                continue
+            self._add_node(node, types, constants)
+        self.network.model = model
+        return True
 
+    def _add_node(self, node: onnx.NodeProto, types: dict[str, int], constants: set[str]) -> None:
         def tensor(name: str) -> FakeTensor | None:
             return FakeTensor(name, _ONNX_TO_TRT[types[name]]) if name else None
 
-        for node in graph.node:
-            outputs = [tensor(name) for name in node.output]
-            self.network.layers.append(FakeLayer(self.network.log, node.name, [tensor(n) for n in node.input], outputs))
-        self.network.model = model
-        return True
+        inputs = [tensor(name) for name in node.input]
+        if node.op_type in _BROADCASTING:
+            for name in node.input:
+                if name in constants:
+                    self._layer(name, "", [], [tensor(name)])  # the weights' constant layer, named after them
+                    self._layer("ONNXTRT_Broadcast", "", [tensor(name)], [tensor(name)])
+        metadata = f"[ONNX Layer: {node.name}]"
+        outputs = [tensor(name) for name in node.output]
+        if node.op_type == "Clip" and len([name for name in node.input if name]) == 3:
+            # two tensor bounds: onnx-tensorrt clips with an elementwise max, then a min, both for this node
+            self._layer(node.name, metadata, inputs[:2], [FakeTensor(node.name + "/max", outputs[0].dtype)])
+        self._layer(node.name, metadata, inputs, outputs)
+
+    def _layer(self, basename: str, metadata: str, inputs: list, outputs: list) -> None:
+        name = basename
+        while name in self._names:  # generateUniqueName: basename, then basename_<counter>
+            name = f"{basename}_{self._counter}"
+            self._counter += 1
+        self._names.add(name)
+        self.network.layers.append(FakeLayer(self.network.log, name, metadata, inputs, outputs))
 
     @property
     def num_errors(self) -> int:
@@ -303,6 +425,17 @@ class FakeParser:
 
     def get_error(self, index: int) -> str:
         return self.errors[index]
+
+
+def _uint8_error(node: onnx.NodeProto, types: dict[str, int], io_names: set[str]) -> str | None:
+    """TensorRT supports UINT8 only for network inputs and outputs, converted by a Cast."""
+    for name in (*node.input, *node.output):
+        if name and types.get(name) == onnx.TensorProto.UINT8:
+            if name not in io_names:
+                return f"TensorRT does not support UINT8 types for intermediate tensors ({name})"
+            if node.op_type != "Cast":
+                return f"{node.op_type} does not support UINT8 input/output {name}"
+    return None
 
 
 class FakeProfile:
@@ -391,18 +524,21 @@ class FakeBuilder:
         if config.cache is not None:
             config.cache.builds += 1
         flags = {getattr(flag, "name", str(flag)) for flag in config.flags}
-        return _plan(self.trt.__version__, network.model, config.profiles[0].shapes, "VERSION_COMPATIBLE" in flags)
-
-
-def _plan(version: str, model: onnx.ModelProto, shapes: dict[str, list[list[int]]], compatible: bool) -> bytes:
-    """A fake serialized engine: JSON header line, then the ONNX model it computes with."""
-    header = {"magic": "FAKEPLAN", "version": version, "profile": shapes, "version_compatible": compatible}
-    return json.dumps(header).encode() + b"\n" + model.SerializeToString()
+        compatible = "VERSION_COMPATIBLE" in flags
+        header = {
+            "magic": "FAKEPLAN",
+            "version": self.trt.__version__,
+            "profile": config.profiles[0].shapes,
+            "version_compatible": compatible,
+            "lean_runtime_embedded": compatible and "EXCLUDE_LEAN_RUNTIME" not in flags,
+        }
+        return json.dumps(header).encode() + b"\n" + network.model.SerializeToString()
 
 
 class FakeEngine:
     def __init__(self, trt: ModuleType, header: dict[str, Any], model_bytes: bytes) -> None:
         self.trt, self.log = trt, trt.log
+        self.device = trt.cuda.current()  # an engine lives on the device current when it was deserialized
         self.session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.outputs = {o.name: o for o in self.session.get_outputs()}
@@ -433,7 +569,7 @@ class FakeEngine:
 
 
 class FakeContext:
-    """Runs the engine's ONNX model with ONNX Runtime on the bytes at the input address (see module docstring)."""
+    """Enqueues ONNX Runtime on the bytes at the input address onto the CUDA stream (see the module docstring)."""
 
     def __init__(self, engine: FakeEngine) -> None:
         self.engine, self.log = engine, engine.log
@@ -463,14 +599,21 @@ class FakeContext:
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         self.log.append(("IExecutionContext.execute_async_v3", (stream_handle,)))
+        cuda = self.engine.trt.cuda
+        if cuda.current() != self.engine.device:
+            return False  # TensorRT enqueues on the current device; this context's memory lives on another
         (input_name,) = self.engine.inputs
         dtype = _numpy(self.engine.get_tensor_dtype(input_name))
-        batch = _at(self.addresses[input_name], self.shapes[input_name], dtype).copy()
-        outputs = self.engine.session.run(None, {input_name: batch})
-        for name, value in zip(self.engine.outputs, outputs, strict=True):
-            value = self.engine.trt.corrupt(value) if self.engine.trt.corrupt else value
-            _at(self.addresses[name], value.shape, value.dtype)[...] = value
-        return True
+        addresses, shape = dict(self.addresses), self.shapes[input_name]  # bound now, as TensorRT does
+
+        def infer() -> None:  # runs when the stream does
+            batch = _at(addresses[input_name], shape, dtype).copy()
+            outputs = self.engine.session.run(None, {input_name: batch})
+            for name, value in zip(self.engine.outputs, outputs, strict=True):
+                value = self.engine.trt.corrupt(value) if self.engine.trt.corrupt else value
+                _at(addresses[name], value.shape, value.dtype)[...] = value
+
+        return cuda.enqueue(stream_handle, infer) == cudaError_t.cudaSuccess
 
 
 def _numpy(dtype: DataType) -> np.dtype:
@@ -483,36 +626,48 @@ def _at(address: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 class FakeRuntime:
+    """Deserializes fake plans with the rules of the real runtimes (module docstring; cliplit.core.tensorrt)."""
+
     def __init__(self, trt: ModuleType, logger: Any) -> None:
         self.trt, self.log = trt, trt.log
         self.engine_host_code_allowed = False
         self.log.append(("Runtime", ()))
 
-    def load_runtime(self, path: str) -> FakeRuntime:
-        self.log.append(("Runtime.load_runtime", (path,)))
-        return FakeRuntime(self.trt, None)
-
     def deserialize_cuda_engine(self, data: bytes) -> FakeEngine | None:
         self.log.append(("Runtime.deserialize_cuda_engine", (len(data),)))
+        self.log.append(("Runtime.engine_host_code_allowed", (self.engine_host_code_allowed,)))
         header_line, _, model_bytes = bytes(data).partition(b"\n")
         try:
             header = json.loads(header_line)
         except ValueError:
             return None  # TensorRT logs an error and returns None for bytes that are no engine
-        same_version = header["version"] == self.trt.__version__
-        if self.trt.__name__ == "tensorrt_lean" and not header["version_compatible"]:
-            return None
-        if not same_version and not header["version_compatible"]:
+        if not self._can_run(header):
             return None
         return FakeEngine(self.trt, header, model_bytes)
 
+    def _can_run(self, header: dict[str, Any]) -> bool:
+        built, running = _version(header["version"]), _version(self.trt.__version__)
+        kind = self.trt.kind
+        if not header["version_compatible"]:
+            return kind == "full" and built == running
+        if kind == "lean":  # the lean runtime is the runtime of one version
+            return built == running
+        # the full and dispatch runtimes run the lean runtime embedded in the plan, as trusted host code
+        return header["lean_runtime_embedded"] and self.engine_host_code_allowed and built <= running
 
-def make_tensorrt(version: str, log: CallLog, *, lean: bool = False) -> ModuleType:
-    """A fake ``tensorrt`` (or, with ``lean``, ``tensorrt_lean``: runtime only) module of ``version``."""
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def make_tensorrt(version: str, log: CallLog, cuda: FakeCudart, *, kind: str = "full") -> ModuleType:
+    """A fake TensorRT module of ``version``: ``kind`` "full" (``tensorrt``), "dispatch" or "lean" (runtime only)."""
     major = int(version.split(".")[0])
-    trt = ModuleType("tensorrt_lean" if lean else "tensorrt")
+    trt = ModuleType({"full": "tensorrt", "dispatch": "tensorrt_dispatch", "lean": "tensorrt_lean"}[kind])
     trt.__version__ = version
+    trt.kind = kind
     trt.log = log
+    trt.cuda = cuda
     trt.corrupt = None  # set to a function of an output array to make engines compute wrong results
     trt.build_fails = False  # set to make build_serialized_network fail (return None)
     trt.networks = []  # every network created, with the ONNX model parsed into it
@@ -520,7 +675,7 @@ def make_tensorrt(version: str, log: CallLog, *, lean: bool = False) -> ModuleTy
     trt.DataType, trt.TensorIOMode, trt.MemoryPoolType = DataType, TensorIOMode, MemoryPoolType
     trt.float32, trt.float16, trt.uint8, trt.int32 = DataType.FLOAT, DataType.HALF, DataType.UINT8, DataType.INT32
     trt.Runtime = lambda logger: FakeRuntime(trt, logger)
-    if lean:
+    if kind != "full":
         return trt
     if major >= 11:  # weak typing and its precision flags are gone; STRONGLY_TYPED is kept but ignored
         trt.BuilderFlag = enum.Enum("BuilderFlag", {"VERSION_COMPATIBLE": 11, "EXCLUDE_LEAN_RUNTIME": 12})
@@ -554,14 +709,14 @@ class FakeStack:
 
 
 def install(
-    monkeypatch: pytest.MonkeyPatch, version: str = "10.9.0.34", *, lean: bool = False, **cuda: Any
+    monkeypatch: pytest.MonkeyPatch, version: str = "10.9.0.34", *, kind: str = "full", **cuda: Any
 ) -> FakeStack:
-    """Put a fake TensorRT (``tensorrt`` or only ``tensorrt_lean``) and a fake CUDA runtime into ``sys.modules``."""
+    """Put a fake TensorRT (only the module of ``kind``) and a fake CUDA runtime into ``sys.modules``."""
     log = CallLog()
-    trt = make_tensorrt(version, log, lean=lean)
-    if lean:
-        monkeypatch.setitem(sys.modules, "tensorrt", None)  # None in sys.modules makes ``import tensorrt`` fail
-    monkeypatch.setitem(sys.modules, trt.__name__, trt)
     fake_cuda = FakeCudart(log, **cuda)
+    trt = make_tensorrt(version, log, fake_cuda, kind=kind)
+    for name in ("tensorrt", "tensorrt_dispatch", "tensorrt_lean"):
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules makes ``import name`` fail
+    monkeypatch.setitem(sys.modules, trt.__name__, trt)
     monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", fake_cuda)
     return FakeStack(trt=trt, cuda=fake_cuda, log=log)

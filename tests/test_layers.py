@@ -31,7 +31,7 @@ LAZY_ONLY: dict[tuple[str, str], str] = {
     ("runtime/backends/torch.py", "train.checkpoint"): "the optional PyTorch baseline loads checkpoints",
     ("runtime/default_model.py", "export.onnx_export"): "first use of released weights exports them to ONNX",
     ("runtime/default_model.py", "train.checkpoint"): "first use of released weights exports them to ONNX",
-    ("export/tensorrt_build.py", "runtime.backends.tensorrt"): "a built engine is checked by running it",
+    ("export/parity.py", "runtime.backends.tensorrt"): "a built engine is checked by running it",
 }
 
 

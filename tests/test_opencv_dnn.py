@@ -149,6 +149,18 @@ def test_static_export_is_static_folded_and_keeps_the_contract(static_export):
     assert static_export.max_abs_diff[f"static {height}x{width} vs dynamic"] <= LIGHT_MAP_TOLERANCE
 
 
+def test_static_export_passes_the_tensorrt_check_only_with_its_own_fixed_profile(static_export):
+    """The static model would also build in TensorRT, with a profile that is exactly its one input shape."""
+    from cliplit.core.shapes import ProfileShapes, profile_from_args
+    from cliplit.export.trt_compat import find_violations
+
+    model = onnx.load(str(static_export.path))
+    shape = (STATIC_BATCH, 3, *STATIC_SIZE)
+    assert find_violations(model, ProfileShapes("float", shape, shape, shape)) == []
+    rules = {(v.node, v.rule) for v in find_violations(model, profile_from_args("float", None, None, None))}
+    assert rules == {("graph input image", "dynamic-shape")}  # the default 64..2160 profile cannot apply
+
+
 @pytest.mark.parametrize("engine", [*ENGINES, None], ids=[*ENGINES, "default"])
 def test_static_export_matches_onnxruntime_in_every_opencv_engine(static_export, engine):
     net = _read_net(str(static_export.path), engine)

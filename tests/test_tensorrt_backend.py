@@ -105,6 +105,7 @@ def test_call_sequence_of_a_run(
         "Logger",
         "Runtime",
         "Runtime.deserialize_cuda_engine",
+        "Runtime.engine_host_code_allowed",
         "ICudaEngine.get_tensor_profile_shape",
         "ICudaEngine.create_execution_context",
         "cudaStreamCreate",
@@ -114,14 +115,17 @@ def test_call_sequence_of_a_run(
     stack.log.clear()
     backend.run(frames("float", 1, 20, 30, seed=2))
     assert stack.log.names() == [
+        "cudaSetDevice",  # every entry point makes the backend's GPU current for the calling thread
         "IExecutionContext.set_input_shape",
         *["cudaMalloc", "cudaMallocHost", "IExecutionContext.set_tensor_address"] * 3,  # image, enhanced, light_map
         "cudaMemcpyAsync",
         "IExecutionContext.execute_async_v3",
         "cudaMemcpyAsync",
         "cudaMemcpyAsync",
+        "cudaSetDevice",
         "cudaStreamSynchronize",
     ]
+    assert stack.log.of("Runtime.engine_host_code_allowed") == []  # a plain engine runs no code from the plan
     assert stack.log.of("IExecutionContext.set_input_shape") == [("image", (1, 3, 20, 30))]
     assert [name for name, _ in stack.log.of("IExecutionContext.set_tensor_address")] == [
         "image",
@@ -241,33 +245,55 @@ def test_gpu_mismatch_is_caught_before_deserializing(
     assert "Runtime.deserialize_cuda_engine" not in stack.log.names()
 
 
-def test_lean_runtime_runs_only_version_compatible_engines(
-    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("kind", "built", "running", "compatible", "error"),
+    [
+        ("full", "10.9.0.34", "10.9.0.34", False, None),
+        ("full", "10.9.0.34", "10.10.0.31", False, "only runs on that version"),
+        ("full", "10.9.0.34", "10.10.0.31", True, None),
+        ("full", "10.9.0.34", "11.0.0.5", True, None),  # "engines built with TensorRT 10 work with TensorRT 11"
+        ("full", "11.0.0.5", "10.9.0.34", True, "run on the TensorRT they were built with and newer"),
+        ("dispatch", "10.9.0.34", "10.9.0.34", False, r"the dispatch runtime \(tensorrt_dispatch\) only runs"),
+        ("dispatch", "10.9.0.34", "11.0.0.5", True, None),
+        ("lean", "10.9.0.34", "10.9.0.34", False, r"the lean runtime \(tensorrt_lean\) only runs"),
+        ("lean", "10.9.0.34", "10.9.0.34", True, None),
+        ("lean", "10.9.0.34", "10.10.0.31", True, "only runs engines built by its own version"),
+    ],
+)
+def test_each_runtime_module_runs_what_the_contract_says(
+    kind: str,
+    built: str,
+    running: str,
+    compatible: bool,
+    error: str | None,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    stack = install(monkeypatch, "10.9.0.34")
-    plain = make_engine(tmp_path, tmp_path_factory, stack, "float")
-    compatible = make_engine(tmp_path, tmp_path_factory, stack, "float", version_compatible=True)
-    stack = install(monkeypatch, "10.9.0.34", lean=True)
-    with pytest.raises(CliplitError, match=r"without --version-compatible, and the lean runtime \(tensorrt_lean\)"):
-        TensorRTBackend(plain)
+    """The sidecar check and the (strict) fake runtimes agree: what the check lets through really deserializes."""
+    stack = install(monkeypatch, built)
+    engine = make_engine(tmp_path, tmp_path_factory, stack, "float", version_compatible=compatible)
+    stack = install(monkeypatch, running, kind=kind)
+    if error is not None:
+        with pytest.raises(CliplitError, match=error):
+            TensorRTBackend(engine)
+        assert "Runtime.deserialize_cuda_engine" not in stack.log.names()  # refused before TensorRT saw the bytes
+        return
     batch = frames("float", 1, 16, 16, seed=9)
-    with TensorRTBackend(compatible) as backend:
+    with TensorRTBackend(engine) as backend:
         out = backend.run(batch)
     assert np.array_equal(out["enhanced"], reference(tmp_path_factory, "float", batch)["enhanced"])
-    assert "Runtime.deserialize_cuda_engine" in stack.log.names()
+    assert stack.log.of("Runtime.engine_host_code_allowed") == [(compatible,)]
 
 
-def test_lean_runtime_library_is_loaded_for_version_compatible_engines(
+def test_a_version_compatible_engine_without_sidecar_is_not_trusted_with_host_code(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stack = install(monkeypatch, "10.9.0.34")
-    compatible = make_engine(tmp_path, tmp_path_factory, stack, "float", version_compatible=True)
-    stack = install(monkeypatch, "11.0.0.5")
-    with TensorRTBackend(compatible, TensorRTOptions(lean_runtime="/opt/trt/libnvinfer_lean.so.10")) as backend:
-        backend.run(frames("float", 1, 16, 16, seed=10))
-    names = stack.log.names()
-    assert names.index("Runtime.load_runtime") < names.index("Runtime.deserialize_cuda_engine")
-    assert stack.log.of("Runtime.load_runtime") == [("/opt/trt/libnvinfer_lean.so.10",)]
+    engine = make_engine(tmp_path, tmp_path_factory, stack, "float", sidecar=False, version_compatible=True)
+    install(monkeypatch, "11.0.0.5")
+    with pytest.raises(CliplitError, match=r"could not deserialize.*a version-compatible one needs it"):
+        TensorRTBackend(engine)
 
 
 def test_engine_without_sidecar_takes_its_io_from_the_input_name(
@@ -308,6 +334,12 @@ def test_failing_cuda_calls_raise_named_errors(
         with pytest.raises(CudaError, match="cudaStreamSynchronize failed"):
             backend.wait(handle)
         del stack.cuda.fail["cudaStreamSynchronize"]
+        # the failed frame's slot is free again: both slots take a frame, and the results are right
+        batches = [frames("float", 1, 16, 16, seed=seed) for seed in (13, 14)]
+        handles = [backend.submit(batch) for batch in batches]
+        for batch, handle in zip(batches, handles, strict=True):
+            expected = reference(tmp_path_factory, "float", batch)["enhanced"]
+            assert np.array_equal(backend.wait(handle)["enhanced"], expected)
     stack = install(monkeypatch, fail={"cudaStreamCreate": cudaError_t.cudaErrorMemoryAllocation})
     with pytest.raises(CudaError, match="cudaStreamCreate failed"):
         TensorRTBackend(engine)
@@ -322,3 +354,96 @@ def test_sidecar_contract_mismatch_is_refused(
     wrong = make_sidecar(stack.trt.__version__, "uint8", profile, False)
     with pytest.raises(CliplitError, match="the uint8 contract needs 'frame'"):
         TensorRTBackend(engine, TensorRTOptions(sidecar=wrong))
+
+
+def test_close_frees_everything_even_when_a_release_fails(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = install(monkeypatch)
+    engine = make_engine(tmp_path, tmp_path_factory, stack, "float")
+    backend = TensorRTBackend(engine)
+    backend.submit(frames("float", 1, 16, 16, seed=15))
+    backend.submit(frames("float", 1, 16, 16, seed=16))
+    stack.cuda.fail["cudaStreamSynchronize"] = cudaError_t.cudaErrorInvalidValue
+    with pytest.raises(CudaError, match="cudaStreamSynchronize failed"):
+        backend.close()
+    assert len(stack.log.of("cudaStreamSynchronize")) == 2  # it went on to the second slot
+    assert not stack.cuda.memory and not stack.cuda.streams  # every buffer and stream released regardless
+    backend.close()  # closing again is a no-op
+
+
+def test_results_exist_only_after_the_stream_is_synchronized(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fake CUDA runs enqueued work only on synchronization, so a wait() that skipped it reads garbage."""
+    stack = install(monkeypatch)
+    engine = make_engine(tmp_path, tmp_path_factory, stack, "uint8")
+    batch = frames("uint8", 1, 24, 32, seed=17)
+    with TensorRTBackend(engine, TensorRTOptions(in_flight=1)) as backend:
+        handle = backend.submit(batch)
+        (slot,) = backend._slots
+        pending = stack.cuda.streams[slot.stream].pending
+        assert len(pending) == 3  # upload, inference, download: all still queued
+        host = slot.buffers["enhanced"].host
+        assert stack.cuda.memory[host][2][: batch.nbytes].tolist() == [0xCD] * batch.nbytes  # nothing arrived yet
+        expected = reference(tmp_path_factory, "uint8", batch)["enhanced"]
+        assert np.array_equal(backend.wait(handle)["enhanced"], expected)
+        monkeypatch.setattr(backend.cuda, "stream_synchronize", lambda stream: None)  # a wait() without the sync
+        other = frames("uint8", 1, 24, 32, seed=18)
+        stale = backend.wait(backend.submit(other))["enhanced"]
+        assert np.array_equal(stale, expected)  # the previous frame's result, not this one's
+        assert not np.array_equal(stale, reference(tmp_path_factory, "uint8", other)["enhanced"])
+
+
+def test_device_is_set_on_every_thread_that_uses_the_backend(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline calls submit/wait from its inference thread; a fresh thread starts on GPU 0 in CUDA."""
+    import threading
+
+    stack = install(monkeypatch, device_count=2)
+    engine = make_engine(tmp_path, tmp_path_factory, stack, "uint8")
+    batch = frames("uint8", 1, 24, 32, seed=19)
+    expected = reference(tmp_path_factory, "uint8", batch)["enhanced"]
+    results: list[object] = []
+
+    def infer(backend: TensorRTBackend) -> None:
+        try:
+            results.append(backend.run(batch)["enhanced"])
+        except CliplitError as error:
+            results.append(error)
+
+    with TensorRTBackend(engine, TensorRTOptions(device=1)) as backend:
+        worker = threading.Thread(target=infer, args=(backend,))
+        worker.start()
+        worker.join()
+        assert np.array_equal(results[0], expected)
+        assert set(stack.log.of("cudaSetDevice")) == {(1,)}
+        assert {stream.device for stream in stack.cuda.streams.values()} == {1}
+        # the control: without the per-thread call, the worker thread would enqueue on GPU 0's view and fail
+        monkeypatch.setattr(backend.cuda, "set_device", lambda index: None)
+        worker = threading.Thread(target=infer, args=(backend,))
+        worker.start()
+        worker.join()
+        assert isinstance(results[1], CliplitError)
+
+
+def test_the_enhancer_never_submits_more_frames_than_the_backend_has_slots(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of three frame sizes is three submissions; with two slots the first is collected early, in order."""
+    from cliplit.runtime.enhancer import Enhancer
+
+    stack = install(monkeypatch)
+    engine = make_engine(tmp_path, tmp_path_factory, stack, "uint8")
+    sizes = [(20, 30), (20, 30), (24, 40), (16, 16), (24, 40)]
+    rng = np.random.default_rng(20)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+    with Enhancer(TensorRTBackend(engine, TensorRTOptions(in_flight=2))) as enhancer:
+        assert enhancer.backend.max_in_flight == 2
+        first = enhancer.submit(images)  # four groups: 20x30 (two frames), 24x40, 16x16, 24x40
+        second = enhancer.submit(images[:1])
+        results = enhancer.collect(first) + enhancer.collect(second)
+    for image, result in zip([*images, images[0]], results, strict=True):
+        expected = reference(tmp_path_factory, "uint8", image[None])["enhanced"][0]
+        assert np.array_equal(result, expected)

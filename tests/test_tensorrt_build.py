@@ -18,16 +18,9 @@ from tensorrt_fakes import GPU_NAME, PHOTO, FakeParser, cudaError_t, exported_on
 from cliplit.core.errors import CliplitError
 from cliplit.core.shapes import profile_from_args
 from cliplit.core.sidecar import read_sidecar, sidecar_path
-from cliplit.export.cli import add_arguments
-from cliplit.export.onnx_export import ExportReport
-from cliplit.export.tensorrt_build import (
-    GIB,
-    PSNR_THRESHOLD_DB,
-    build_engine_from_args,
-    check_engine_args,
-    fit_to_profile,
-    synthetic_backlit,
-)
+from cliplit.export.cli import add_arguments, engine_settings
+from cliplit.export.parity import PSNR_THRESHOLD_DB, fit_to_profile, synthetic_backlit
+from cliplit.export.tensorrt_build import GIB, BuildSettings, build_engine, source_node
 
 SHAPES = {
     "float": ("1x3x16x16", "1x3x48x64", "1x3x96x128"),
@@ -70,9 +63,10 @@ def parse_args(tmp_path: Path, onnx_path: Path, io: str, *extra: str) -> argpars
 
 
 def build(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, io: str, *extra: str):
+    """What export-engine does after the export: its arguments mapped onto settings, then ``build_engine``."""
     onnx_path = exported_onnx(tmp_path_factory, io)
     args = parse_args(tmp_path, onnx_path, io, *extra)
-    return args, build_engine_from_args(args, ExportReport(path=onnx_path, io=io, opset=17))
+    return args, build_engine(onnx_path, args.engine, engine_settings(args))
 
 
 def builder_calls(stack) -> list[tuple[str, tuple]]:
@@ -108,7 +102,13 @@ def test_tensorrt10_fp16_uses_the_builder_flag_and_pins_the_wrapper_to_fp32(
     # the network is parsed from the FP32 model; FP16 comes from the flag
     assert initializer_types(trt.networks[0].model) == {TensorProto.FLOAT}
     pinned = {layer for layer, precision in stack.log.of("ILayer.precision")}
-    assert pinned == {"/Constant", "/Clip", "/Div", "/Constant_1", "/Constant_2", "/Clip_1"}
+    layers = {layer.name: layer for layer in trt.networks[0].layers}
+    # every layer of the final clamp, the division and the final clip, found by the parser's metadata: /Clip_1 has
+    # two tensor bounds, so the parser made two layers for it and named the second with a unique suffix
+    assert {source_node(layers[name]) for name in pinned} == {"/Clip", "/Div", "/Clip_1"}
+    assert len(pinned) == 4 and any(name.startswith("/Clip_1_") for name in pinned)
+    helpers = [name for name, layer in layers.items() if source_node(layer) is None]
+    assert any(name.startswith("ONNXTRT_Broadcast") for name in helpers) and not pinned & set(helpers)
     assert all(precision == trt.float32 for _, precision in stack.log.of("ILayer.precision"))
     assert {layer for layer, _, dtype in stack.log.of("ILayer.set_output_type") if dtype == trt.float32} == pinned
     assert sidecar.fp16_method == "builder-flag" and sidecar.precision == "fp16"
@@ -165,14 +165,16 @@ def test_no_fp16_builds_fp32_from_the_fp32_onnx(
 
 
 @pytest.mark.parametrize("version", ["10.9.0.34", "11.0.0.5"])
-def test_version_compatible_excludes_the_lean_runtime(
+def test_version_compatible_embeds_the_lean_runtime_and_runs_it_as_trusted_host_code(
     version: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stack = install(monkeypatch, version)
     _, sidecar = build(tmp_path, tmp_path_factory, "float", "--version-compatible", "--no-fp16")
     flag = stack.trt.BuilderFlag
-    assert stack.log.of("IBuilderConfig.set_flag") == [(flag.VERSION_COMPATIBLE,), (flag.EXCLUDE_LEAN_RUNTIME,)]
+    assert stack.log.of("IBuilderConfig.set_flag") == [(flag.VERSION_COMPATIBLE,)]  # no EXCLUDE_LEAN_RUNTIME
     assert sidecar.version_compatible
+    # the parity run deserialized it with host code allowed (the fake runtime refuses embedded code otherwise)
+    assert stack.log.of("Runtime.engine_host_code_allowed") == [(True,)]
 
 
 def test_timing_cache_is_loaded_and_saved_back(
@@ -267,9 +269,10 @@ def test_without_tensorrt_the_message_says_what_to_install(
 def test_lean_runtime_alone_cannot_build(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    install(monkeypatch, "10.9.0.34", lean=True)
-    with pytest.raises(CliplitError, match="needs the full TensorRT package"):
-        build(tmp_path, tmp_path_factory, "float")
+    for kind in ("lean", "dispatch"):
+        install(monkeypatch, "10.9.0.34", kind=kind)
+        with pytest.raises(CliplitError, match="needs the full TensorRT package"):
+            build(tmp_path, tmp_path_factory, "float")
 
 
 def test_without_gpu_the_message_says_a_gpu_is_needed(
@@ -298,18 +301,18 @@ def test_engine_options_are_checked_before_exporting(tmp_path: Path) -> None:
     add_arguments(parser)
     base = ["--onnx", str(tmp_path / "m.onnx")]
     with pytest.raises(CliplitError, match="--max-shape, --version-compatible only apply to a TensorRT engine"):
-        check_engine_args(parser.parse_args([*base, "--max-shape", "1x3x64x64", "--version-compatible"]))
-    assert check_engine_args(parser.parse_args(base)) is None
+        engine_settings(parser.parse_args([*base, "--max-shape", "1x3x64x64", "--version-compatible"]))
+    assert engine_settings(parser.parse_args(base)) is None
     engine = tmp_path / "m.engine"
     with pytest.raises(CliplitError, match=r"--workspace 0\.0"):
-        check_engine_args(parser.parse_args([*base, "--engine", str(engine), "--workspace", "0"]))
+        engine_settings(parser.parse_args([*base, "--engine", str(engine), "--workspace", "0"]))
     with pytest.raises(CliplitError, match="did you mean 1x64x64x3"):
-        check_engine_args(
+        engine_settings(
             parser.parse_args([*base, "--engine", str(engine), "--io", "uint8", "--min-shape", "1x3x64x64"])
         )
     sidecar_path(engine).write_text("{}")
     with pytest.raises(CliplitError, match=r"m\.engine\.json exists; pass --overwrite"):
-        check_engine_args(parser.parse_args([*base, "--engine", str(engine)]))
+        engine_settings(parser.parse_args([*base, "--engine", str(engine)]))
 
 
 def test_fit_to_profile_keeps_the_aspect_ratio_inside_the_bounds() -> None:
@@ -324,3 +327,57 @@ def test_synthetic_scene_is_deterministic_and_backlit() -> None:
     assert scene.dtype == np.uint8 and scene.shape == (120, 160, 3)
     assert np.array_equal(scene, synthetic_backlit(120, 160))
     assert scene[:20].mean() > 190 and scene[-20:].mean() < 90  # bright sky over a dark foreground
+
+
+def test_a_graph_tensorrt_would_reject_fails_before_tensorrt_is_touched(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The static check runs first: the old uint8 wrapper (reorder, then cast) is refused naming node and rule."""
+    from test_tensorrt_compat import reorder_before_cast
+
+    broken = tmp_path / "old-uint8.onnx"
+    onnx.save(reorder_before_cast(onnx.load(str(exported_onnx(tmp_path_factory, "uint8")))), str(broken))
+    stack = install(monkeypatch, "10.9.0.34")
+    settings = BuildSettings(profile_from_args("uint8", *SHAPES["uint8"]))
+    with pytest.raises(CliplitError, match=r"/Gather \(Gather\) breaks rule uint8-io-only"):
+        build_engine(broken, tmp_path / "m.engine", settings)
+    assert stack.log == []  # neither TensorRT nor CUDA was called
+    assert not (tmp_path / "m.engine").exists()
+
+
+def test_the_fake_parser_rejects_uint8_intermediates_too(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fake is as strict as TensorRT's parser, so the static check is not the only guard in these tests."""
+    from test_tensorrt_compat import reorder_before_cast
+
+    from cliplit.export.tensorrt_build import build_serialized_engine
+
+    stack = install(monkeypatch, "10.9.0.34")
+    broken = reorder_before_cast(onnx.load(str(exported_onnx(tmp_path_factory, "uint8"))))
+    settings = BuildSettings(profile_from_args("uint8", *SHAPES["uint8"]), fp16=False)
+    with pytest.raises(CliplitError, match=r"parser rejected the model: In node \d+ with name: /Gather"):
+        build_serialized_engine(stack.trt, broken, settings, b"")
+
+
+def test_device_option_builds_and_checks_parity_on_that_gpu(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, trt_home: Path
+) -> None:
+    stack = install(monkeypatch, "11.0.0.5", device_count=2)
+    build(tmp_path, tmp_path_factory, "uint8", "--device", "1", "--no-fp16")
+    assert set(stack.log.of("cudaSetDevice")) == {(1,)}  # never GPU 0
+    assert {stream.device for stream in stack.cuda.streams.values()} <= {1}
+    with pytest.raises(CliplitError, match="GPU 2 does not exist; this machine has 2"):
+        build(tmp_path, tmp_path_factory, "uint8", "--device", "2", "--overwrite")
+
+
+def test_build_settings_validate_themselves(tmp_path: Path) -> None:
+    profile = profile_from_args("float", *SHAPES["float"])
+    with pytest.raises(CliplitError, match=r"--workspace -1: the builder workspace must be a positive number"):
+        BuildSettings(profile, workspace_gib=-1)
+    with pytest.raises(CliplitError, match="--device -1: GPU indices start at 0"):
+        BuildSettings(profile, device=-1)
+    with pytest.raises(CliplitError, match=r"--verify-image .*missing\.jpg: no such image file"):
+        BuildSettings(profile, verify_images=[tmp_path / "missing.jpg"])
+    settings = BuildSettings(profile, timing_cache=str(tmp_path / "c"), verify_images=[PHOTO])
+    assert settings.timing_cache == tmp_path / "c" and settings.verify_images == (PHOTO,)

@@ -14,7 +14,7 @@ from cliplit.core.contract import model_input_from_rgb
 from cliplit.core.errors import CliplitError
 from cliplit.core.metrics import psnr
 from cliplit.export.fp16 import NETWORK_SCOPE, convert_to_fp16, split_nodes
-from cliplit.export.tensorrt_build import PSNR_PEAK, PSNR_THRESHOLD_DB
+from cliplit.export.parity import PSNR_PEAK, PSNR_THRESHOLD_DB
 
 
 @pytest.fixture(scope="module", params=["float", "uint8"])

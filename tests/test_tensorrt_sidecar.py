@@ -97,7 +97,8 @@ def check(sidecar: EngineSidecar, *, version: str = "11.0.0.5", module: str = "t
 
 def test_same_version_and_gpu_pass() -> None:
     check(make_sidecar())
-    check(make_sidecar(version_compatible=True), version="11.2.1.1", module="tensorrt_lean")
+    check(make_sidecar(version_compatible=True), version="11.2.1.1", module="tensorrt_dispatch")
+    check(make_sidecar(version_compatible=True), module="tensorrt_lean")
 
 
 def test_plain_engines_need_the_exact_tensorrt_version() -> None:
@@ -115,9 +116,22 @@ def test_version_compatible_engines_need_the_same_or_newer_tensorrt() -> None:
         check(make_sidecar(version_compatible=True), version="10.9.0.34")
 
 
-def test_lean_runtime_needs_a_version_compatible_engine() -> None:
+def test_lean_and_dispatch_runtimes_need_a_version_compatible_engine() -> None:
     with pytest.raises(CliplitError, match=r"without --version-compatible.*tensorrt_lean.*full tensorrt package"):
         check(make_sidecar(), module="tensorrt_lean")
+    with pytest.raises(CliplitError, match=r"the dispatch runtime \(tensorrt_dispatch\) only runs version-compatible"):
+        check(make_sidecar(), module="tensorrt_dispatch")
+
+
+def test_the_lean_runtime_runs_only_engines_of_its_own_version() -> None:
+    """It is the runtime of one version; later versions run the lean runtime the plan embeds (dispatch, full)."""
+    with pytest.raises(
+        CliplitError, match=r"lean runtime \(tensorrt_lean\) 11\.2\.1\.1 only runs engines built by its own version"
+    ) as caught:
+        check(make_sidecar(version_compatible=True), version="11.2.1.1", module="tensorrt_lean")
+    assert "Install tensorrt_lean 11.0.0.5, or tensorrt_dispatch / the full tensorrt package 11.2.1.1" in str(
+        caught.value
+    )
 
 
 def test_engines_are_tied_to_the_gpu_architecture() -> None:

@@ -50,7 +50,8 @@ REGISTRY: dict[str, BackendSpec] = {
         "TensorRTBackend",
         "TensorRTOptions",
         "engine",
-        "pip install 'cliplit[tensorrt]' (or only tensorrt_lean for engines built with --version-compatible)",
+        "pip install 'cliplit[tensorrt]' (or only tensorrt-dispatch-cu13 / -cu12 for engines built with "
+        "--version-compatible; docs/tensorrt.md)",
     ),
     "torch": BackendSpec(
         "cliplit.runtime.backends.torch", "TorchBackend", "TorchOptions", "weights", "pip install 'cliplit[export]'"

@@ -4,11 +4,12 @@ A backend runs one model that follows the ONNX I/O contract (``cliplit.core.cont
 model's input layout and returns the model's named outputs as NumPy arrays. Pre- and post-processing around it
 (scaling, temporal smoothing, colour conversions) lives in the enhancer, so every backend gets it for free.
 
-Everything a caller may use is declared here — ``name``, ``io``, ``run``, the asynchronous ``submit``/``wait`` pair,
-``describe``, ``details`` and ``close`` — so callers never probe a backend for optional methods. Backends that
-cannot overlap work inherit the synchronous ``submit``/``wait``. Each backend has a frozen dataclass of options
-(``Options``), subclassing :class:`BackendOptions`, that names the backend it configures: passing one to
-:func:`cliplit.runtime.backends.open_backend` picks that backend, as vs-mlrt's ``backend=`` argument does.
+Everything a caller may use is declared here — ``name``, ``io``, ``run``, the asynchronous ``submit``/``wait`` pair
+and its ``max_in_flight`` limit, ``describe``, ``details`` and ``close`` — so callers never probe a backend for
+optional methods. Backends that cannot overlap work inherit the synchronous ``submit``/``wait``. Each backend has a
+frozen dataclass of options (``Options``), subclassing :class:`BackendOptions`, that names the backend it
+configures: passing one to :func:`cliplit.runtime.backends.open_backend` picks that backend, as vs-mlrt's
+``backend=`` argument does.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class Backend(ABC):
 
     #: the registered name (or a benchmark configuration's), used on the command line and in benchmark tables
     name: str = ""
+    #: how many submitted batches may await ``wait`` at once; None: no limit (the synchronous default). Callers
+    #: keeping several batches in flight wait for the oldest before submitting past it (``Enhancer`` does)
+    max_in_flight: int | None = None
 
     def __init__(self, io: str) -> None:
         #: the contract variant of the loaded model: "float" (N×3×H×W RGB in [0,1]) or "uint8" (N×H×W×3 BGR)

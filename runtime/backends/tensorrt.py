@@ -6,14 +6,19 @@ memory), so while one frame's results are copied back and post-processed the nex
 Buffers are reallocated only when a frame needs more memory than its slot holds, so a stream of equal frames
 allocates once. Before the engine is deserialized its sidecar is checked against the running TensorRT and GPU, and
 every frame is checked against the engine's optimization profile: both fail with a message saying what to rebuild
-rather than with TensorRT's opaque errors. Runs with the full ``tensorrt`` package or only ``tensorrt_lean``.
+rather than with TensorRT's opaque errors. Runs with the full ``tensorrt`` package, or for version-compatible engines
+with only ``tensorrt_dispatch`` or ``tensorrt_lean`` (``cliplit.core.tensorrt`` says which runs what).
+
+The CUDA device is current per host thread, and the pipeline calls ``submit``/``wait`` from its inference thread,
+not the thread that built the backend: every entry point makes the backend's GPU current first (``cudaSetDevice`` is
+cheap), so ``device=1`` really runs on GPU 1 whichever thread calls.
 """
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -25,48 +30,28 @@ from cliplit.core.contract import IO_SPECS, io_spec
 from cliplit.core.cuda import CudaRuntime, host_array
 from cliplit.core.errors import CliplitError
 from cliplit.core.shapes import ProfileShapes, format_shape
-from cliplit.core.sidecar import LEAN_MODULE, EngineSidecar, check_compatible, read_sidecar
+from cliplit.core.sidecar import EngineSidecar, check_compatible, read_sidecar
+from cliplit.core.tensorrt import import_tensorrt
 from cliplit.runtime.backends.base import Backend, BackendOptions
 
-FULL_MODULE = "tensorrt"
-INSTALL_HINT = (
-    "pip install 'cliplit[tensorrt]' (the full tensorrt package, which also builds engines) or pip install "
-    "tensorrt_lean cuda-python (the 44 MB lean runtime, for engines built with --version-compatible); "
-    "TensorRT needs an NVIDIA GPU"
-)
 DEFAULT_IN_FLIGHT = 2
-
-
-def import_tensorrt(*, lean_ok: bool = True) -> ModuleType:
-    """Import the full ``tensorrt`` package or, where ``lean_ok``, the lean runtime ``tensorrt_lean``."""
-    for module_name in (FULL_MODULE, LEAN_MODULE) if lean_ok else (FULL_MODULE,):
-        try:
-            return importlib.import_module(module_name)
-        except ImportError:
-            continue
-    if lean_ok:
-        raise CliplitError(f"TensorRT is not installed: {INSTALL_HINT}")
-    raise CliplitError(
-        "building a TensorRT engine needs the full TensorRT package and an NVIDIA GPU: pip install "
-        "'cliplit[tensorrt]' (tensorrt and cuda-python) on a machine with an NVIDIA GPU and driver"
-    )
 
 
 @dataclass(frozen=True)
 class TensorRTOptions(BackendOptions):
     """``device``: GPU index; ``in_flight``: frames running at once (one execution context and CUDA stream each);
-    ``sidecar``: the engine's sidecar (default: read ``<engine>.json``); ``lean_runtime``: path of a TensorRT lean
-    runtime library to load with ``Runtime.load_runtime`` for a version-compatible engine."""
+    ``sidecar``: the engine's sidecar (default: read ``<engine>.json``)."""
 
     backend = "tensorrt"
     device: int = 0
     in_flight: int = DEFAULT_IN_FLIGHT
     sidecar: EngineSidecar | None = None
-    lean_runtime: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         if self.in_flight < 1:
             raise ValueError("in_flight must be at least 1")
+        if self.device < 0:
+            raise ValueError("device must be a GPU index (0 or more)")
 
 
 @dataclass
@@ -108,14 +93,13 @@ class TensorRTBackend(Backend):
 
     def __init__(self, engine_path: str | os.PathLike[str], options: TensorRTOptions | None = None) -> None:
         options = options or TensorRTOptions()
-        device, in_flight, lean_runtime = options.device, options.in_flight, options.lean_runtime
         path = Path(engine_path)
         if not path.is_file():
             raise CliplitError(f"{path}: no such engine file; build one with export-engine --engine {path}")
         trt = import_tensorrt()
         self.sidecar = options.sidecar if options.sidecar is not None else read_sidecar(path)
         self.cuda = CudaRuntime()
-        self.gpu = self.cuda.gpu(device)
+        self.gpu = self.cuda.gpu(options.device)
         if self.sidecar is not None:
             check_compatible(
                 self.sidecar,
@@ -127,18 +111,8 @@ class TensorRTBackend(Backend):
             )
         self._trt = trt
         self._logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(self._logger)
-        if lean_runtime is not None:
-            if self.sidecar is not None and not self.sidecar.version_compatible:
-                raise CliplitError(f"{path} was not built with --version-compatible; a lean runtime cannot load it")
-            runtime = runtime.load_runtime(str(lean_runtime))
-        engine = runtime.deserialize_cuda_engine(path.read_bytes())
-        if engine is None:
-            raise CliplitError(
-                f"TensorRT {trt.__version__} could not deserialize {path} (its log above says why); rebuild the "
-                "engine with export-engine on this machine"
-            )
-        self._runtime, self._engine = runtime, engine  # the engine must not outlive its runtime
+        self._runtime, self._engine = self._deserialize(path)  # the engine must not outlive its runtime
+        engine = self._engine
         self.input_name, self.output_names = self._io_names(trt, engine, path)
         super().__init__(self.sidecar.io if self.sidecar is not None else _io_from_input(self.input_name, path))
         self.dtypes = {name: _numpy_dtype(trt, engine.get_tensor_dtype(name)) for name in self._tensor_names}
@@ -149,7 +123,7 @@ class TensorRTBackend(Backend):
         self._tickets = itertools.count()
         self._slots: list[_Slot] = []
         try:
-            for _ in range(in_flight):  # each context holds activation memory for the profile's largest input
+            for _ in range(options.in_flight):  # each context holds activation memory for the profile's largest input
                 context = engine.create_execution_context()
                 if context is None:
                     raise CliplitError(f"TensorRT could not create an execution context for {path} (GPU memory?)")
@@ -158,12 +132,37 @@ class TensorRTBackend(Backend):
             self.close()
             raise
 
+    def _deserialize(self, path: Path) -> tuple[Any, Any]:
+        """(runtime, engine) for the engine file; version-compatible engines may run the lean runtime they embed."""
+        trt = self._trt
+        runtime = trt.Runtime(self._logger)
+        if self.sidecar is not None and self.sidecar.version_compatible:
+            # A version-compatible plan carries TensorRT's lean runtime, which the runtime loads and runs as host
+            # code only when allowed (IRuntime.engine_host_code_allowed, default False; the developer guide's
+            # "Version Compatibility" section; trtexec sets it for every version-compatible engine). The sidecar
+            # says export-engine built this plan, so it is trusted like the rest of the model.
+            runtime.engine_host_code_allowed = True
+        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            hint = "rebuild the engine with export-engine on this machine"
+            if self.sidecar is None:
+                hint += " (without its sidecar an engine loads as a plain one; a version-compatible one needs it)"
+            raise CliplitError(
+                f"TensorRT {trt.__version__} could not deserialize {path} (its log above says why); {hint}"
+            )
+        return runtime, engine
+
     def describe(self) -> str:
         precision = self.sidecar.precision.upper() if self.sidecar is not None else "unknown precision"
         return f"{self.name} ({self.gpu.name}, {precision}, {len(self._slots)} frames in flight)"
 
     def details(self) -> dict[str, Any]:
         return {"precision": self.sidecar.precision} if self.sidecar is not None else {}
+
+    @property
+    def max_in_flight(self) -> int:
+        """Frames that may be submitted and not yet waited for: one per execution context and stream."""
+        return len(self._slots)
 
     @property
     def _tensor_names(self) -> list[str]:
@@ -176,6 +175,7 @@ class TensorRTBackend(Backend):
         """Enqueue ``batch`` (contract input layout) on a free stream; returns at once."""
         batch = self._check_batch(batch)
         index, slot = self._free_slot()
+        self.cuda.set_device(self.gpu.index)  # the calling thread may not be the one that built the backend
         context = slot.context
         if not context.set_input_shape(self.input_name, batch.shape):
             raise CliplitError(f"TensorRT rejected input shape {format_shape(batch.shape)} ({self.profile.describe()})")
@@ -198,35 +198,49 @@ class TensorRTBackend(Backend):
             download = slot.buffers[name]
             nbytes = int(np.prod(shapes[name])) * self.dtypes[name].itemsize
             self.cuda.copy_to_host(download.host, download.device, nbytes, slot.stream)
-        slot.ticket, slot.shapes = next(self._tickets), shapes
+        slot.ticket, slot.shapes = next(self._tickets), shapes  # a failed enqueue leaves the slot free
         return Handle(slot=index, ticket=slot.ticket)
 
     def wait(self, handle: Handle) -> dict[str, np.ndarray]:
-        """Block until the frame of ``handle`` is done and return its outputs by contract name."""
+        """Block until the frame of ``handle`` is done and return its outputs by contract name.
+
+        The slot is free again afterwards even when CUDA reports an error, so one failed frame does not use up the
+        backend (a sticky CUDA error still fails the next call, with its own message).
+        """
         slot = self._slots[handle.slot]
         if slot.ticket != handle.ticket:
             raise CliplitError("this frame's results were already collected (each handle can be waited on once)")
-        self.cuda.stream_synchronize(slot.stream)
-        outputs = {
-            name: _host_view(slot.buffers[name], slot.shapes[name], self.dtypes[name]).copy()
-            for name in self.output_names
-        }
-        slot.ticket = None
-        return outputs
+        try:
+            self.cuda.set_device(self.gpu.index)
+            self.cuda.stream_synchronize(slot.stream)  # results exist in host memory only after this
+            return {
+                name: _host_view(slot.buffers[name], slot.shapes[name], self.dtypes[name]).copy()
+                for name in self.output_names
+            }
+        finally:
+            slot.ticket = None
 
     def close(self) -> None:
-        """Finish queued work and free streams and memory; the backend cannot run afterwards."""
-        for slot in getattr(self, "_slots", []):
-            self.cuda.stream_synchronize(slot.stream)
+        """Finish queued work and free streams and memory; the backend cannot run afterwards.
+
+        Every resource is released even when some release fails; the first CUDA error is raised at the end.
+        """
+        errors: list[CliplitError] = []
+        slots, self._slots = getattr(self, "_slots", []), []
+        if slots:
+            _attempt(errors, self.cuda.set_device, self.gpu.index)
+        for slot in slots:
+            _attempt(errors, self.cuda.stream_synchronize, slot.stream)
             for buffer in slot.buffers.values():
-                self.cuda.free(buffer.device)
-                self.cuda.free_host(buffer.host)
+                _attempt(errors, self.cuda.free, buffer.device)
+                _attempt(errors, self.cuda.free_host, buffer.host)
             slot.buffers.clear()
-            self.cuda.stream_destroy(slot.stream)
+            _attempt(errors, self.cuda.stream_destroy, slot.stream)
             slot.context = None
-        self._slots = []
         self._engine = None
         self._runtime = None
+        if errors:
+            raise errors[0]
 
     def _io_names(self, trt: ModuleType, engine: Any, path: Path) -> tuple[str, list[str]]:
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -287,6 +301,14 @@ class TensorRTBackend(Backend):
             raise
         slot.buffers[name] = _Buffer(device=device, host=host, capacity=nbytes)
         return slot.buffers[name]
+
+
+def _attempt(errors: list[CliplitError], release: Callable[..., None], *args: Any) -> None:
+    """Run one release step of ``close``, recording a failure instead of stopping at it."""
+    try:
+        release(*args)
+    except CliplitError as error:
+        errors.append(error)
 
 
 def _host_view(buffer: _Buffer, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
