@@ -56,10 +56,11 @@ class Enhancer:
             raise CliplitError(f"unknown upsampling {upsample!r}; expected one of {', '.join(UPSAMPLE_METHODS)}")
         if not 0.0 <= temporal_smoothing < 1.0:
             raise CliplitError(f"--temporal-smoothing must be in [0, 1), got {temporal_smoothing}")
-        if backend.io != "float" and (scale != 1.0 or temporal_smoothing):
+        if "light_map" not in backend.outputs and (scale != 1.0 or temporal_smoothing):
             raise CliplitError(
-                f"--scale and --temporal-smoothing need the light map, which a model with io={backend.io} does not "
-                "output; use a float-I/O model (export-engine --io float)"
+                f"--scale and --temporal-smoothing need the light map, which this model (io={backend.io}, outputs: "
+                f"{', '.join(backend.outputs)}) does not output; use a float-I/O model with its light map "
+                "(export-engine --io float, without --outputs)"
             )
         self.backend = backend
         self.scale = scale
@@ -158,7 +159,7 @@ class Enhancer:
         if self.io == "uint8":
             return list(outputs["enhanced"])
         full_size = network_size == (frames[0].shape[1], frames[0].shape[0])
-        if full_size and self.smoother is None:
+        if full_size and self.smoother is None and "enhanced" in outputs:
             return [to_uint8(enhanced[::-1].transpose(1, 2, 0)) for enhanced in outputs["enhanced"]]
         results = []
         for frame, light_map in zip(frames, outputs["light_map"][:, 0], strict=True):

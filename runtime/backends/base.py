@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from cliplit.core.contract import io_spec
+
 
 @dataclass(frozen=True)
 class BackendOptions:
@@ -40,9 +42,11 @@ class Backend(ABC):
     #: the registered name (or a benchmark configuration's), used on the command line and in benchmark tables
     name: str = ""
 
-    def __init__(self, io: str) -> None:
+    def __init__(self, io: str, outputs: tuple[str, ...] | None = None) -> None:
         #: the contract variant of the loaded model: "float" (N×3×H×W RGB in [0,1]) or "uint8" (N×H×W×3 BGR)
         self.io = io
+        #: the contract outputs ``run`` returns: all of the variant's unless the model was exported with fewer
+        self.outputs = io_spec(io, outputs).output_names
 
     @abstractmethod
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
