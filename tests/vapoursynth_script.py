@@ -47,7 +47,7 @@ def enhance(clip: vs.VideoNode, model: str, plugin: str, setting: str) -> vs.Vid
         options["tilesize"] = [clip.width // 2, clip.height // 2]
         options["overlap"] = [16, 16]
     if plugin == "ort":
-        out = core.ort.Model(rgbs, **options)
+        out = core.ort.Model(rgbs, verbosity=0, **options)  # 0: ONNX Runtime's fatal errors only
     else:
         if setting == "fp32":
             options["config"] = lambda: {"INFERENCE_PRECISION_HINT": "f32"}
