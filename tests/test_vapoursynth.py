@@ -40,9 +40,11 @@ def enhanced_only_onnx(released_enhancer, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="module")
 def vapoursynth(request: pytest.FixtureRequest) -> VapourSynthEnv:
     env = ensure_environment()
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if env.created_s is not None and reporter is not None:
-        reporter.write_line(f"built the VapourSynth environment {env.python.parents[1]} in {env.created_s:.0f} s")
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if env.created_s is not None and reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # the build time belongs in the log, not in captured output
+            reporter.write_line(f"built the VapourSynth environment {env.python.parents[1]} in {env.created_s:.0f} s")
     return env
 
 
@@ -100,3 +102,11 @@ def test_verification_of_an_enhanced_only_model_can_fail(enhanced_only_onnx, rel
         model.cond_add1.bias += 0.01
     with pytest.raises(CliplitError, match=r"failed verification .* in enhanced"):
         verify_against_torch(enhanced_only_onnx, FloatIO(model, ("enhanced",)), "float", [])
+
+
+def test_a_machine_without_python_3_12_fails_saying_how_to_fix_it(monkeypatch):
+    import vapoursynth_env
+
+    monkeypatch.setattr(vapoursynth_env, "candidate_pythons", lambda: [Path("/nonexistent/python3")])
+    with pytest.raises(vapoursynth_env.VapourSynthEnvError, match=r"needs Python >= 3\.12 .* CLIPLIT_VS_PYTHON"):
+        vapoursynth_env.ensure_environment()

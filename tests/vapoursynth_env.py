@@ -85,8 +85,13 @@ def candidate_pythons() -> list[Path]:
             found.append(Path(on_path))
     roots = {Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")), Path.home() / ".pyenv", Path("/root/.pyenv")}
     for root in sorted(roots):
-        found.extend(sorted((root / "versions").glob("3.*/bin/python3"), reverse=True))
+        found.extend(sorted((root / "versions").glob("3.*/bin/python3"), key=_version_key, reverse=True))
     return found
+
+
+def _version_key(python: Path) -> tuple[int, ...]:
+    """pyenv's version folder name as numbers (3.13.0 after 3.9.18), from ``<root>/versions/<version>/bin/python3``."""
+    return tuple(int(part) if part.isdigit() else -1 for part in python.parents[1].name.split("."))
 
 
 def find_python() -> tuple[Path, tuple[int, int]]:
