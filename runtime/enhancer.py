@@ -14,8 +14,9 @@ It is meant to drop into someone else's OpenCV loop::
 Everything around the network lives here, so every backend gets it: colour order and layout of the model's I/O
 variant (read from the model, never guessed), ``scale`` (run the network at a lower resolution and upsample the light
 map, see :mod:`cliplit.runtime.upsample`) and ``temporal_smoothing`` (see :mod:`cliplit.runtime.temporal`). Both
-options need the light map, which only ``float`` I/O models output. With neither, a ``float`` model's own
-``enhanced`` output is used, so results match the official inference bit for bit up to float rounding.
+options need the light map, which only ``float`` I/O models output, and not those exported with
+``--outputs enhanced``. With neither, a ``float`` model's own ``enhanced`` output is used (a light-map-only model's
+light map is applied here), so results match the official inference bit for bit up to float rounding.
 """
 
 from __future__ import annotations
