@@ -48,6 +48,7 @@ def vapoursynth(request: pytest.FixtureRequest) -> VapourSynthEnv:
     return env
 
 
+@pytest.mark.slow  # a subprocess under another Python, the first time also building its environment
 def test_vs_mlrt_ort_and_openvino_reproduce_the_official_output(vapoursynth, enhanced_only_onnx, tmp_path):
     """docs/vapoursynth.md's pipeline (RGB24 → RGBS → model → RGB24) with ``core.ort.Model`` and ``core.ov.Model``
     (FP32 hint), against the official output."""
