@@ -7,7 +7,8 @@ module must stay importable without torch (the runtime imports it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,6 +41,8 @@ class IoSpec:
     output_names: tuple[str, ...]
 
 
+# The ``float`` variant's outputs are a choice (``export-engine --outputs``): hosts such as VapourSynth's vs-mlrt take
+# single-output models only. ``IO_SPECS`` lists every output a variant can have, in the order a model has them.
 IO_SPECS: dict[str, IoSpec] = {
     "float": IoSpec(
         input_name="image",
@@ -71,13 +74,26 @@ META_VERSION = "cliplit.version"
 META_MIN_SIDE = "cliplit.min_side"
 META_EPS = "cliplit.light_map_eps"
 META_PADDING = "cliplit.padding_variant"
+# Comma-separated output names in the model's order; models exported before this key have all their variant's outputs.
+META_OUTPUTS = "cliplit.outputs"
+
+
+class OutputsError(CliplitError, ValueError):
+    """A choice of outputs the I/O variant does not offer."""
 
 
 def metadata_for(
-    io: str, *, model_name: str, weights_sha256: str, opset: int, version: str, padding: str
+    io: str,
+    *,
+    model_name: str,
+    weights_sha256: str,
+    opset: int,
+    version: str,
+    padding: str,
+    outputs: Sequence[str] | None = None,
 ) -> dict[str, str]:
-    """Return the metadata_props that describe a model of I/O variant ``io``."""
-    spec = io_spec(io)
+    """Return the metadata_props that describe a model of I/O variant ``io`` with ``outputs`` (default: all)."""
+    spec = io_spec(io, outputs)
     return {
         META_MODEL_NAME: model_name,
         META_WEIGHTS_SHA256: weights_sha256,
@@ -90,15 +106,34 @@ def metadata_for(
         META_MIN_SIDE: str(MIN_SIDE),
         META_EPS: repr(LIGHT_MAP_EPS),
         META_PADDING: padding,
+        META_OUTPUTS: ",".join(spec.output_names),
     }
 
 
-def io_spec(io: str) -> IoSpec:
-    """The spec of I/O variant ``io``, with a clear error for unknown names."""
+def io_spec(io: str, outputs: Sequence[str] | None = None) -> IoSpec:
+    """The spec of I/O variant ``io`` with ``outputs`` (default: all the variant's outputs), with a clear error for
+    unknown names. The chosen outputs keep the contract's order, whatever order they are given in."""
     try:
-        return IO_SPECS[io]
+        spec = IO_SPECS[io]
     except KeyError:
         raise ValueError(f"unknown I/O variant {io!r}; expected one of {', '.join(IO_VARIANTS)}") from None
+    if outputs is None:
+        return spec
+    unknown = sorted(set(outputs) - set(spec.output_names))
+    if unknown or not outputs:
+        offered = ", ".join(spec.output_names)
+        raise OutputsError(
+            f"a {io} model can output {offered} (one or more, comma-separated); got {','.join(outputs) or 'none'}"
+        )
+    return replace(spec, output_names=tuple(name for name in spec.output_names if name in outputs))
+
+
+def outputs_from_metadata(io: str, metadata: Mapping[str, str]) -> tuple[str, ...]:
+    """The outputs a model's ``metadata_props`` record (all of variant ``io``'s when the key predates the choice)."""
+    recorded = metadata.get(META_OUTPUTS)
+    if recorded is None:
+        return io_spec(io).output_names
+    return io_spec(io, recorded.split(",")).output_names
 
 
 class FrameSizeError(CliplitError, ValueError):

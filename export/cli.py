@@ -40,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--io", choices=IO_VARIANTS, default="float", help="ONNX I/O variant (default: %(default)s)")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17)")
     parser.add_argument(
+        "--outputs",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated outputs of a float model (default: enhanced,light_map); 'enhanced' makes the "
+        "single-output model that VapourSynth's vs-mlrt and other single-output hosts need (docs/vapoursynth.md)",
+    )
+    parser.add_argument(
         "--padding",
         "--variant",
         dest="padding",
@@ -107,11 +114,12 @@ def run(args: argparse.Namespace) -> int:
     check_writable(args.onnx, args.overwrite)
     settings = engine_settings(args)  # bad engine options fail before the export, not after it
     static_size = _static_size(args)
+    outputs = _outputs(args)
     checkpoint = load_enhancer(args.weights, padding=args.padding)
     images = [read_image(path)[:, :, ::-1] for path in args.verify_image]
     options = {"opset": args.opset or DEFAULT_OPSET, "verify_images": images, "overwrite": args.overwrite}
     if static_size is None:
-        report = export_onnx(checkpoint, args.onnx, io=args.io, **options)
+        report = export_onnx(checkpoint, args.onnx, io=args.io, outputs=outputs, **options)
     else:
         from cliplit.export.opencv_compat import export_opencv_static
 
@@ -162,6 +170,21 @@ def _static_size(args: argparse.Namespace) -> tuple[int, int] | None:
     from cliplit.export.opencv_compat import parse_static_size
 
     return parse_static_size(args.opencv_static)
+
+
+def _outputs(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The validated ``--outputs`` choice, or None (all outputs); the engine and the static OpenCV model keep both."""
+    if args.outputs is None:
+        return None
+    from cliplit.core.contract import io_spec
+
+    outputs = io_spec(args.io, args.outputs.split(",")).output_names
+    if args.engine is not None or args.opencv_static is not None:
+        raise CliplitError(
+            "--outputs is for single-output hosts (vs-mlrt, ONNX Runtime's C++ API); --engine and --opencv-static "
+            "build from the full model: drop --outputs"
+        )
+    return outputs
 
 
 def main(argv: Sequence[str] | None = None) -> int:

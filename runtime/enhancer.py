@@ -14,8 +14,9 @@ It is meant to drop into someone else's OpenCV loop::
 Everything around the network lives here, so every backend gets it: colour order and layout of the model's I/O
 variant (read from the model, never guessed), ``scale`` (run the network at a lower resolution and upsample the light
 map, see :mod:`cliplit.runtime.upsample`) and ``temporal_smoothing`` (see :mod:`cliplit.runtime.temporal`). Both
-options need the light map, which only ``float`` I/O models output. With neither, a ``float`` model's own
-``enhanced`` output is used, so results match the official inference bit for bit up to float rounding.
+options need the light map, which only ``float`` I/O models output, and not those exported with
+``--outputs enhanced``. With neither, a ``float`` model's own ``enhanced`` output is used (a light-map-only model's
+light map is applied here), so results match the official inference bit for bit up to float rounding.
 """
 
 from __future__ import annotations
@@ -57,10 +58,11 @@ class Enhancer:
             raise CliplitError(f"unknown upsampling {upsample!r}; expected one of {', '.join(UPSAMPLE_METHODS)}")
         if not 0.0 <= temporal_smoothing < 1.0:
             raise CliplitError(f"--temporal-smoothing must be in [0, 1), got {temporal_smoothing}")
-        if backend.io != "float" and (scale != 1.0 or temporal_smoothing):
+        if "light_map" not in backend.outputs and (scale != 1.0 or temporal_smoothing):
             raise CliplitError(
-                f"--scale and --temporal-smoothing need the light map, which a model with io={backend.io} does not "
-                "output; use a float-I/O model (export-engine --io float)"
+                f"--scale and --temporal-smoothing need the light map, which this model (io={backend.io}, outputs: "
+                f"{', '.join(backend.outputs)}) does not output; use a float-I/O model with its light map "
+                "(export-engine --io float, without --outputs)"
             )
         self.backend = backend
         self.scale = scale
@@ -182,7 +184,7 @@ class Enhancer:
         if self.io == "uint8":
             return list(outputs["enhanced"])
         full_size = network_size == (frames[0].shape[1], frames[0].shape[0])
-        if full_size and self.smoother is None:
+        if full_size and self.smoother is None and "enhanced" in outputs:
             return [to_uint8(enhanced[::-1].transpose(1, 2, 0)) for enhanced in outputs["enhanced"]]
         results = []
         for frame, light_map in zip(frames, outputs["light_map"][:, 0], strict=True):

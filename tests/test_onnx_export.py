@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import SMALL_PHOTO, photo
+from conftest import SMALL_PHOTO, photo, reference
 
 from cliplit.core import contract
 from cliplit.core.atomic import OutputExistsError
@@ -111,3 +111,51 @@ def test_frame_size_check_names_the_minimum():
     contract.check_frame_size(contract.MIN_SIDE, contract.MIN_SIDE)
     with pytest.raises(ValueError, match=f"at least {contract.MIN_SIDE}x{contract.MIN_SIDE}"):
         contract.check_frame_size(1, 640)
+
+
+def test_light_map_only_export_is_recorded_verified_and_runs_with_scale(tmp_path, capsys):
+    """``--outputs light_map``: for hosts that apply the light map themselves (at a lower network resolution, or
+    smoothed over time); cliplit's runtime applies it too, at full size matching the official output."""
+    from cliplit.core.metrics import psnr
+    from cliplit.export.cli import main
+    from cliplit.runtime.enhancer import Enhancer
+
+    target = tmp_path / "light-map.onnx"
+    assert main(["--onnx", str(target), "--outputs", "light_map"]) == 0
+    assert "outputs=light_map" in capsys.readouterr().out
+    model = onnx.load(str(target))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert [o.name for o in model.graph.output] == ["light_map"] and meta[contract.META_OUTPUTS] == "light_map"
+    bgr = read_image(photo(SMALL_PHOTO))
+    with Enhancer.open(target, "onnxruntime") as enhancer:
+        assert psnr(enhancer.enhance(bgr), read_image(reference(SMALL_PHOTO))) >= 80.0
+    with Enhancer.open(target, "onnxruntime", scale=0.5) as enhancer:
+        assert enhancer.enhance(bgr).shape == bgr.shape
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--outputs", "enhanced,mask"], "a float model can output enhanced, light_map"),
+        (["--outputs", ""], "got none"),
+        (["--io", "uint8", "--outputs", "light_map"], "a uint8 model can output enhanced"),
+        (["--outputs", "enhanced", "--engine", "x.engine"], "drop --outputs"),
+        (["--outputs", "enhanced", "--opencv-static", "24x40"], "drop --outputs"),
+    ],
+)
+def test_bad_outputs_choices_fail_with_a_message_and_write_nothing(tmp_path, capsys, extra, message):
+    from cliplit.export.cli import main
+
+    assert main(["--onnx", str(tmp_path / "model.onnx"), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_keep_the_contract_order_and_default_to_all(float_onnx):
+    meta = {p.key: p.value for p in onnx.load(str(float_onnx)).metadata_props}
+    assert meta[contract.META_OUTPUTS] == "enhanced,light_map"
+    assert contract.io_spec("float", ["light_map", "enhanced"]).output_names == ("enhanced", "light_map")
+    assert contract.outputs_from_metadata("float", {}) == ("enhanced", "light_map")
+    assert contract.outputs_from_metadata("uint8", {contract.META_OUTPUTS: "enhanced"}) == ("enhanced",)
+    with pytest.raises(CliplitError, match="can output enhanced"):
+        contract.outputs_from_metadata("uint8", {contract.META_OUTPUTS: "light_map"})

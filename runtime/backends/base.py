@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from cliplit.core.contract import io_spec
+
 
 @dataclass(frozen=True)
 class BackendOptions:
@@ -44,9 +46,11 @@ class Backend(ABC):
     #: keeping several batches in flight wait for the oldest before submitting past it (``Enhancer`` does)
     max_in_flight: int | None = None
 
-    def __init__(self, io: str) -> None:
+    def __init__(self, io: str, outputs: tuple[str, ...] | None = None) -> None:
         #: the contract variant of the loaded model: "float" (N×3×H×W RGB in [0,1]) or "uint8" (N×H×W×3 BGR)
         self.io = io
+        #: the contract outputs ``run`` returns: all of the variant's unless the model was exported with fewer
+        self.outputs = io_spec(io, outputs).output_names
 
     @abstractmethod
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from cliplit.core.contract import IO_VARIANTS, META_IO, io_spec
+from cliplit.core.contract import IO_VARIANTS, META_IO, META_OUTPUTS, io_spec, outputs_from_metadata
 from cliplit.core.errors import CliplitError
 from cliplit.core.weights import cliplit_home
 from cliplit.runtime.backends.base import Backend, BackendOptions
@@ -89,16 +89,21 @@ class OnnxRuntimeBackend(Backend):
                 f"{path} has no valid '{META_IO}' metadata ({io!r}): it was not exported by cliplit. Export it with "
                 "`export-engine --onnx` so the runtime knows its input layout"
             )
-        super().__init__(io)
+        try:
+            recorded = outputs_from_metadata(io, metadata)
+        except CliplitError as error:
+            raise CliplitError(f"{path} says io={io} but its '{META_OUTPUTS}' metadata does not fit: {error}") from None
+        super().__init__(io, recorded)
         self.model_path = path
         self.metadata = dict(metadata)
-        spec = io_spec(io)
+        spec = io_spec(io, recorded)
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         if inputs != [spec.input_name] or not set(spec.output_names) <= set(outputs):
             raise CliplitError(
-                f"{path} says io={io} but has inputs {inputs} and outputs {outputs}; expected input "
-                f"{spec.input_name!r} and outputs {list(spec.output_names)}"
+                f"{path} says io={io} with outputs {list(spec.output_names)} but has inputs {inputs} and outputs "
+                f"{outputs}; expected input {spec.input_name!r}. A model edited by hand keeps metadata that no longer "
+                "fits: export it with `export-engine --outputs ...` instead"
             )
         self._input_name = spec.input_name
         self._output_names = list(spec.output_names)
