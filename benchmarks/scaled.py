@@ -21,7 +21,7 @@ class _ShapeRecorder(Backend):
     height and width."""
 
     def __init__(self, inner: Backend) -> None:
-        super().__init__(inner.io)
+        super().__init__(inner.io, inner.outputs)
         self.inner = inner
         self.name = inner.name
         self.last_size: tuple[int, int] | None = None
