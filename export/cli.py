@@ -16,6 +16,7 @@ from cliplit.core.atomic import check_writable
 from cliplit.core.contract import IO_VARIANTS
 from cliplit.core.errors import CliplitError
 from cliplit.core.weights import DEFAULT_WEIGHTS
+from cliplit.export import triton_repo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_engine_arguments(parser)
+    triton_repo.add_triton_arguments(parser)
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_writable(args.onnx, args.overwrite)
     check_engine_args(args)  # bad engine options fail before the export, not after it
+    triton = triton_repo.settings_from_args(args)
     static_size = _static_size(args)
     checkpoint = load_enhancer(args.weights, padding=args.padding)
     images = [read_image(path)[:, :, ::-1] for path in args.verify_image]
@@ -107,9 +110,9 @@ def run(args: argparse.Namespace) -> int:
     for label, diff in report.max_abs_diff.items():
         print(f"  verify {label}: max |ONNX Runtime - PyTorch| = {diff:.3g}")
     print(report.summary())
-    if args.engine is None:
-        return 0
-    build_engine_from_args(args, report)
+    engine = None if args.engine is None else build_engine_from_args(args, report)
+    if triton is not None:
+        triton_repo.write_from_args(args, triton, report.path, report.io, engine)
     return 0
 
 
