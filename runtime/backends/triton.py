@@ -77,6 +77,8 @@ class TritonBackend(Backend):
         self.server = parse_model_url(str(model_path))
         self._client_module = _client_module(self.server.protocol)
         self._local = threading.local()
+        self._clients: list[Any] = []
+        self._clients_lock = threading.Lock()
         metadata, config = self._describe_model()
         inputs = [tensor["name"] for tensor in metadata.get("inputs", [])]
         matches = [io for io, spec in IO_SPECS.items() if inputs == [spec.input_name]]
@@ -113,7 +115,13 @@ class TritonBackend(Backend):
         return {name: np.concatenate([part[name] for part in parts]) for name in self._output_names}
 
     def close(self) -> None:
+        """Wait for requests in flight, then close every connection: a stopping Triton waits for open HTTP
+        connections (up to its exit timeout) before it finishes, so clients must not leave them idle."""
         self._pool.shutdown(wait=True)
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
 
     def _client(self) -> Any:
         """This thread's client (created on first use)."""
@@ -126,6 +134,8 @@ class TritonBackend(Backend):
             else:
                 client = self._client_module.InferenceServerClient(self.server.address)
             self._local.client = client
+            with self._clients_lock:
+                self._clients.append(client)
         return client
 
     def _describe_model(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -159,8 +169,10 @@ class TritonBackend(Backend):
                 f"Triton server at {self.server.address} rejected a {batch.dtype} batch of shape {batch.shape}: "
                 f"{server_message(error.message())}"
             ) from None
-        except OSError as error:
-            raise CliplitError(f"lost the Triton server at {self.server.address} ({error})") from None
+        except Exception as error:  # sockets closed or reset, timeouts: each client library has its own classes
+            raise CliplitError(
+                f"lost the Triton server at {self.server.address} ({type(error).__name__}: {error})"
+            ) from None
         return {name: result.as_numpy(name) for name in self._output_names}
 
 
