@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -51,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         results["phases"].append(
             _phase("in-process Enhancer", 1, lambda index: enhancer.enhance(frames[index]), frames, None)
         )
-    server, url = _start_server(args)
+    server, url, metrics = _start_server(args)
     try:
         for clients in (int(text) for text in args.clients.split(",")):
-            results["phases"].append(_served(url, clients, frames, server.pid))
+            results["phases"].append(_served(url, metrics, clients, frames, server.pid))
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _served(url: str, clients: int, frames: list[np.ndarray], server_pid: int) -> dict[str, object]:
+def _served(url: str, metrics: str, clients: int, frames: list[np.ndarray], server_pid: int) -> dict[str, object]:
     remotes = [Enhancer.open(url, TritonOptions(timeout=600, in_flight=1)) for _ in range(clients)]
     try:
         for remote in remotes:
@@ -87,7 +88,10 @@ def _served(url: str, clients: int, frames: list[np.ndarray], server_pid: int) -
             for thread in threads:
                 thread.join()
 
+        frames0, batches0 = _batch_counters(metrics)
         phase = _phase(f"cliplit serve, {clients} client(s)", clients, run_all, [None], server_pid)
+        frames1, batches1 = _batch_counters(metrics)
+        phase["mean_batch"] = (frames1 - frames0) / max(1, batches1 - batches0)
         phase["latency_ms"] = _percentiles(latencies)
         phase["frames"] = len(latencies)
         phase["fps"] = len(latencies) / phase["wall_s"]
@@ -119,12 +123,23 @@ def _phase(name: str, clients: int, run, items: list, server_pid: int | None) ->
     }
 
 
+def _batch_counters(metrics: str) -> tuple[int, int]:
+    """Triton's counts of frames inferred and of model executions (batches) so far."""
+    with urllib.request.urlopen(metrics, timeout=10) as response:
+        text = response.read().decode()
+    counts = {}
+    for name in ("nv_inference_count", "nv_inference_exec_count"):
+        found = re.search(rf'^{name}\{{model="clip_lit",version="1"\}} (\d+)', text, re.MULTILINE)
+        counts[name] = int(found.group(1)) if found else 0
+    return counts["nv_inference_count"], counts["nv_inference_exec_count"]
+
+
 def _percentiles(seconds: list[float]) -> dict[str, float]:
     values = np.array(seconds) * 1000.0
     return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95))}
 
 
-def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str, str]:
     ports = []
     for _ in range(3):
         with socket.socket() as sock:
@@ -138,7 +153,7 @@ def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     while time.monotonic() < deadline and server.poll() is None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/v2/models/clip_lit/ready", timeout=5):
-                return server, f"triton://127.0.0.1:{ports[0]}/clip_lit"
+                return server, f"triton://127.0.0.1:{ports[0]}/clip_lit", f"http://127.0.0.1:{ports[2]}/metrics"
         except OSError:
             time.sleep(0.5)
     server.kill()
@@ -185,14 +200,15 @@ def _table(results: dict, args: argparse.Namespace) -> str:
         f"server: {args.instances} instance(s), max batch {args.max_batch}; load average before "
         f"{results['load_before'].get('load_average')}, after {results['load_after'].get('load_average')}",
         "",
-        "| how | clients | frames | frames/s | p50 ms | p95 ms | other processes (cores) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| how | clients | frames | frames/s | p50 ms | p95 ms | mean batch | other processes (cores) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for phase in results["phases"]:
         latency = phase["latency_ms"]
         lines.append(
             f"| {phase['phase']} | {phase['clients']} | {phase['frames']} | {phase['fps']:.2f} | "
-            f"{latency['p50']:.0f} | {latency['p95']:.0f} | {phase['other_load_cores']:.1f} |"
+            f"{latency['p50']:.0f} | {latency['p95']:.0f} | {phase.get('mean_batch', 1):.1f} | "
+            f"{phase['other_load_cores']:.1f} |"
         )
     return "\n".join(lines)
 
