@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import sysconfig
 from collections.abc import Mapping, Sequence
@@ -149,6 +150,7 @@ def serve(settings: ServeSettings) -> None:
     """Load ``settings.instances`` enhancers, start Triton and serve until SIGINT or SIGTERM, then stop gracefully:
     Triton stops accepting requests, finishes those in flight (up to ``exit_timeout_s``), and this returns."""
     _check_pytriton()
+    _check_ports_free(settings)
     os.environ["LD_LIBRARY_PATH"] = stub_library_path(os.environ)
     with ExitStack() as stack:
         handlers = []
@@ -186,6 +188,24 @@ def _check_pytriton() -> None:
             f"cliplit serve needs NumPy < 2 for PyTriton's Python backend (this is NumPy {np.__version__}); "
             f"install with {INSTALL_HINT}, which pins it"
         )
+
+
+def _check_ports_free(settings: ServeSettings) -> None:
+    """Fail at once, naming the port, when one is taken (Triton would fail later, after the models are loaded)."""
+    ports = {
+        "--http-port": settings.http_port,
+        "--grpc-port": settings.grpc_port,
+        "--metrics-port": settings.metrics_port,
+    }
+    for option, port in ports.items():
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is not "taken"
+            try:
+                probe.bind((settings.address, port))
+            except OSError as error:
+                raise CliplitError(
+                    f"{option} {port}: cannot listen on {settings.address}:{port} ({error.strerror})"
+                ) from None
 
 
 def _start(settings: ServeSettings, handlers: list[FrameHandler]) -> Any:
