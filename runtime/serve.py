@@ -213,7 +213,7 @@ def _start(settings: ServeSettings, handlers: list[FrameHandler]) -> Any:
 
     Loading is retried: PyTriton's second and later instances wait only one second for the first one's handshake
     socket, which a loaded machine misses now and then (seen here at load average 13 on 2 cores), and the whole load
-    then fails. A port in use fails every attempt, with Triton's message.
+    then fails.
     """
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
