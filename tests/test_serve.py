@@ -244,10 +244,10 @@ def test_cliplit_enhance_sends_a_video_to_the_server(server, local, tmp_path):
 def test_sigterm_finishes_requests_in_flight_and_exits_0(float_onnx, local, tmp_path):
     server = start_server(float_onnx, tmp_path / "server.log", "--instances", "1", "--threads", "1", "--max-batch", "4")
     try:
-        # eight requests of four 96×128 frames, all sent at once: one instance runs them one after another, so when
+        # eight requests of four 64×96 frames, all sent at once: one instance runs them one after another, so when
         # the first answer arrives the others are queued or running in the server. The client holds its HTTP
         # connections open until it has all answers, as real clients do (Triton drains them before stopping).
-        batches = [frames_of(4, seed=10 + i, sizes=((96, 128),)) for i in range(8)]
+        batches = [frames_of(4, seed=10 + i, sizes=((64, 96),)) for i in range(8)]
         with Enhancer.open(server.url, TritonOptions(timeout=REQUEST_TIMEOUT_S, in_flight=8)) as remote:
             pending = [remote.submit(batch) for batch in batches]
             handles = [future for group in pending for part in group for future in part.handle]
