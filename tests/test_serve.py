@@ -218,9 +218,14 @@ def success_count(server: Server) -> int:
     return int(found.group(1))
 
 
-def test_health_and_metrics(server):
+def test_health_config_and_metrics(server):
     assert http_status(f"http://127.0.0.1:{server.http}/v2/health/live") == 200
     assert http_status(f"http://127.0.0.1:{server.http}/v2/health/ready") == 200
+    config = httpclient.InferenceServerClient(f"127.0.0.1:{server.http}").get_model_config("clip_lit")
+    assert config["max_batch_size"] == 8
+    assert "dynamic_batching" in config
+    assert [group["count"] for group in config["instance_group"]] == [2]
+    assert [(t["name"], t["data_type"], t["dims"]) for t in config["input"]] == [("frame", "TYPE_UINT8", [-1, -1, 3])]
     before = success_count(server)
     with Enhancer.open(server.url) as remote:
         for frame in frames_of(3, seed=4):
