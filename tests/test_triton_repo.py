@@ -148,3 +148,19 @@ def test_cli_options_are_checked_before_any_export(tmp_path):
     (tmp_path / "clip_lit" / "1" / "model.onnx").write_bytes(b"old")
     with pytest.raises(OutputExistsError):
         settings_from_args(export_args("--triton-repo", str(tmp_path)))
+
+
+def test_export_engine_writes_the_repository(tmp_path, capsys):
+    from cliplit.export.cli import main
+
+    onnx_path, repo = tmp_path / "m.onnx", tmp_path / "models"
+    argv = ["--onnx", str(onnx_path), "--io", "uint8", "--triton-repo", str(repo), "--triton-max-batch", "4"]
+    assert main(argv) == 0
+    assert f"wrote the Triton model repository {repo}" in capsys.readouterr().out
+    assert (repo / "clip_lit" / "1" / "model.onnx").read_bytes() == onnx_path.read_bytes()
+    config = parse(repo / "clip_lit" / "config.pbtxt")
+    assert (config.platform, config.max_batch_size, config.input[0].name) == ("onnxruntime_onnx", 4, "frame")
+    before = (repo / "clip_lit" / "config.pbtxt").read_text()
+    assert main([*argv[:2], "--triton-repo", str(repo), "--overwrite"]) == 0  # a float model replaces it when asked
+    assert parse(repo / "clip_lit" / "config.pbtxt").input[0].name == "image"
+    assert (repo / "clip_lit" / "config.pbtxt").read_text() != before
