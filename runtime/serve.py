@@ -164,6 +164,9 @@ def serve(settings: ServeSettings) -> None:
         stack.callback(signal.signal, signal.SIGTERM, previous)
         triton = _start(settings, handlers)
         stack.callback(triton.stop)
+        exit_codes: list[int] = []
+        # PyTriton has no public hook for tritonserver's exit status; its TritonServer offers register_on_exit
+        triton._triton_server.register_on_exit(lambda _success, code: exit_codes.append(code))
         host = "127.0.0.1" if settings.address == "0.0.0.0" else settings.address
         print(
             f"serving model '{settings.model_name}' at http://{host}:{settings.http_port} "
@@ -173,6 +176,12 @@ def serve(settings: ServeSettings) -> None:
             flush=True,
         )
         triton.serve()
+    if exit_codes and exit_codes[-1] != 0:
+        raise CliplitError(
+            f"Triton stopped with exit code {exit_codes[-1]}: --exit-timeout ({settings.exit_timeout_s} s) ran out "
+            "before its open connections and requests were done (its log above says which); any request still "
+            "open then was dropped"
+        )
     print("server stopped", file=sys.stderr)
 
 
