@@ -225,7 +225,14 @@ def _start(settings: ServeSettings, handlers: list[FrameHandler]) -> Any:
     then fails.
     """
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.server import triton_server
     from pytriton.triton import Triton, TritonConfig
+
+    # PyTriton kills tritonserver SERVER_OUTPUT_TIMEOUT_SECS (30) after asking it to stop, whatever Triton's own exit
+    # timeout; give Triton its whole --exit-timeout to finish the requests in flight, plus time to unload.
+    triton_server.SERVER_OUTPUT_TIMEOUT_SECS = max(
+        triton_server.SERVER_OUTPUT_TIMEOUT_SECS, settings.exit_timeout_s + 15
+    )
 
     config = TritonConfig(
         http_address=settings.address,

@@ -174,12 +174,13 @@ def test_concurrent_clients_get_their_own_frames_in_order(server, local):
 
 def raw_infer(server: Server, batch: np.ndarray, datatype: str) -> np.ndarray:
     client = httpclient.InferenceServerClient(f"127.0.0.1:{server.http}", network_timeout=REQUEST_TIMEOUT_S)
-    request = httpclient.InferInput("frame", list(batch.shape), datatype)
-    request.set_data_from_numpy(batch)
-    result = client.infer(
-        "clip_lit", [request], outputs=[httpclient.InferRequestedOutput("enhanced", binary_data=True)]
-    )
-    return result.as_numpy("enhanced")
+    try:  # closed, or the stopping server waits for the idle connection
+        request = httpclient.InferInput("frame", list(batch.shape), datatype)
+        request.set_data_from_numpy(batch)
+        outputs = [httpclient.InferRequestedOutput("enhanced", binary_data=True)]
+        return client.infer("clip_lit", [request], outputs=outputs).as_numpy("enhanced")
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize(
@@ -199,6 +200,29 @@ def test_bad_request_is_a_clear_error_and_the_server_keeps_serving(server, local
     assert message in caught.value.message()
     good = frames_of(2, seed=3, sizes=((32, 48),))
     assert np.array_equal(raw_infer(server, np.stack(good), "UINT8"), np.stack(local.enhance_batch(good)))
+
+
+def test_bad_requests_never_fail_good_ones_sent_at_the_same_time(server, local):
+    """Triton batches only requests of one shape, so a too-large frame cannot share a batch with a good one."""
+    good = frames_of(1, seed=5, sizes=((32, 48),))[0]
+    bad = np.zeros((32, MAX_SIDE + 1, 3), np.uint8)
+    want = local.enhance(good)
+    outcomes: list[str] = []
+
+    def send(frame: np.ndarray) -> None:
+        for _ in range(6):
+            try:
+                out = raw_infer(server, frame[None], "UINT8")[0]
+                outcomes.append("good" if np.array_equal(out, want) else "wrong")
+            except httpclient.InferenceServerException as error:
+                outcomes.append("rejected" if "too large" in error.message() else error.message())
+
+    threads = [threading.Thread(target=send, args=(frame,), daemon=True) for frame in [good, bad] * 4]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=REQUEST_TIMEOUT_S)
+    assert sorted(outcomes) == ["good"] * 24 + ["rejected"] * 24
 
 
 def test_cliplit_client_reports_the_servers_reason(server):
@@ -221,7 +245,11 @@ def success_count(server: Server) -> int:
 def test_health_config_and_metrics(server):
     assert http_status(f"http://127.0.0.1:{server.http}/v2/health/live") == 200
     assert http_status(f"http://127.0.0.1:{server.http}/v2/health/ready") == 200
-    config = httpclient.InferenceServerClient(f"127.0.0.1:{server.http}").get_model_config("clip_lit")
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.http}")
+    try:
+        config = client.get_model_config("clip_lit")
+    finally:
+        client.close()
     assert config["max_batch_size"] == 8
     assert "dynamic_batching" in config
     assert [group["count"] for group in config["instance_group"]] == [2]
