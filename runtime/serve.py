@@ -178,9 +178,9 @@ def serve(settings: ServeSettings) -> None:
         triton.serve()
     if exit_codes and exit_codes[-1] != 0:
         raise CliplitError(
-            f"Triton stopped with exit code {exit_codes[-1]}: --exit-timeout ({settings.exit_timeout_s} s) ran out "
-            "before its open connections and requests were done (its log above says which); any request still "
-            "open then was dropped"
+            f"Triton did not stop cleanly (exit code {exit_codes[-1]}): --exit-timeout ({settings.exit_timeout_s} s) "
+            "ran out while it waited for open connections, requests in flight or the model to unload (its log above "
+            "says which); requests still open then were dropped"
         )
     print("server stopped", file=sys.stderr)
 

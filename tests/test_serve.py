@@ -112,7 +112,7 @@ def server(float_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     options = ["--instances", "2", "--threads", "1", "--max-batch", "8", "--max-side", str(MAX_SIDE)]
     server = start_server(float_onnx, log, *options)
     yield server
-    assert stop_server(server) == 0, server.log_tail()
+    stop_server(server)  # its exit status is the SIGTERM test's subject, with requests in flight
 
 
 @pytest.fixture(scope="module")
