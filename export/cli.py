@@ -18,6 +18,7 @@ from cliplit.core.contract import IO_VARIANTS
 from cliplit.core.errors import CliplitError
 from cliplit.core.extras import missing_extra_error
 from cliplit.core.weights import DEFAULT_WEIGHTS
+from cliplit.export import triton_repo
 
 # No torch at import time: `cliplit --help` and `export-engine --help` build this parser on the base install.
 EXTRA = "export"
@@ -71,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_engine_arguments(parser)
+    triton_repo.add_triton_arguments(parser)
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_writable(args.onnx, args.overwrite)
     settings = engine_settings(args)  # bad engine options fail before the export, not after it
+    triton = triton_repo.settings_from_args(args)
     static_size = _static_size(args)
     outputs = _outputs(args)
     checkpoint = load_enhancer(args.weights, padding=args.padding)
@@ -127,10 +130,13 @@ def run(args: argparse.Namespace) -> int:
     for label, diff in report.max_abs_diff.items():
         print(f"  verify {label}: max |ONNX Runtime - PyTorch| = {diff:.3g}")
     print(report.summary())
+    engine = None
     if settings is not None:
         from cliplit.export.tensorrt_build import build_engine
 
-        build_engine(report.path, args.engine, settings)
+        engine = build_engine(report.path, args.engine, settings)
+    if triton is not None:
+        triton_repo.write_from_args(args, triton, report.path, report.io, engine)
     return 0
 
 

@@ -5,6 +5,8 @@ What ``--model`` names decides what can run it:
 * ``.onnx`` — ONNX Runtime (``auto``, ``onnxruntime``); ``torch`` runs the released weights the file was exported
   from, found by the SHA-256 in its metadata, so backends can be compared on one model;
 * ``.engine`` / ``.plan`` — the native TensorRT backend (``auto``, ``tensorrt``);
+* ``triton://host:port/model`` (HTTP) or ``triton+grpc://host:port/model`` — a model on a Triton server (``auto``,
+  ``triton``), such as ``cliplit serve`` or a stock Triton with a repository from ``export-engine --triton-repo``;
 * PyTorch weights (a released name such as ``clip-lit``, or a ``.pth``) — ``torch`` runs them directly; ``auto`` and
   ONNX backends run their cached ONNX export (:mod:`cliplit.runtime.default_model`). No model means ``clip-lit``.
 
@@ -28,6 +30,7 @@ from cliplit.core.weights import DEFAULT_WEIGHTS, RELEASED
 from cliplit.runtime.backends.base import Backend, BackendOptions
 
 ENGINE_SUFFIXES = frozenset({".engine", ".plan"})
+SERVER_SCHEMES = ("triton://", "triton+grpc://")
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class BackendSpec:
     module: str
     cls: str
     options: str
-    runs: str  # "onnx", "engine" or "weights"
+    runs: str  # "onnx", "engine", "weights" or "server"
     install: str
 
 
@@ -56,10 +59,13 @@ REGISTRY: dict[str, BackendSpec] = {
     "torch": BackendSpec(
         "cliplit.runtime.backends.torch", "TorchBackend", "TorchOptions", "weights", "pip install 'cliplit[export]'"
     ),
+    "triton": BackendSpec(
+        "cliplit.runtime.backends.triton", "TritonBackend", "TritonOptions", "server", "pip install 'cliplit[serve]'"
+    ),
 }
 BACKEND_CHOICES: tuple[str, ...] = ("auto", *REGISTRY)
 #: what ``auto`` picks for each kind of model file
-AUTO: dict[str, str] = {"onnx": "onnxruntime", "engine": "tensorrt", "weights": "onnxruntime"}
+AUTO: dict[str, str] = {"onnx": "onnxruntime", "engine": "tensorrt", "weights": "onnxruntime", "server": "triton"}
 
 __all__ = [
     "BACKEND_CHOICES",
@@ -74,7 +80,9 @@ __all__ = [
 
 
 def model_kind(model: str | os.PathLike[str]) -> str:
-    """ "engine", "onnx" or "weights" (a released name or a .pth), from the file's suffix."""
+    """ "server" (a triton:// URL), "engine", "onnx" or "weights" (a released name or a .pth), from the suffix."""
+    if str(model).startswith(SERVER_SCHEMES):
+        return "server"
     suffix = Path(model).suffix.lower()
     if suffix in ENGINE_SUFFIXES:
         return "engine"
@@ -90,6 +98,11 @@ def select_backend(model: str | os.PathLike[str] | None, backend: str = "auto") 
     if backend == "auto":
         return AUTO[kind]
     runs = REGISTRY[backend].runs
+    if (kind == "server") != (runs == "server"):
+        raise CliplitError(
+            f"--backend {backend} cannot run {model}: only --backend triton (or auto) runs a model on a Triton server, "
+            "given as triton://host:port/model"
+        )
     if kind == "engine" and runs != "engine":
         raise CliplitError(f"{model} is a TensorRT engine; only --backend tensorrt (or auto) can run it")
     if runs == "engine" and kind != "engine":

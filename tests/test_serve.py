@@ -1,0 +1,301 @@
+"""`cliplit serve` for real: PyTriton's tritonserver on 127.0.0.1 (CPU), answering HTTP and gRPC clients.
+
+One server (2 instances, batches of up to 8) serves the whole module; the shutdown test starts its own, since it
+stops it. Frames are small (≤ 48 px) so the released model runs in milliseconds, and every request loop is bounded
+in count and time. Outputs must equal local enhancement exactly: the server runs the same ONNX model through the
+same Enhancer, and ONNX Runtime's CPU kernels compute each image of a batch the same way whatever the batch holds.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SMALL_PHOTO
+from runtime_helpers import decode_all, moving_crops, probe, write_clip
+
+pytest.importorskip("pytriton", reason="PyTriton is not installed (pip install 'cliplit[serve]')")
+import tritonclient.http as httpclient
+
+from cliplit.core.errors import CliplitError
+from cliplit.runtime.backends.triton import TritonOptions
+from cliplit.runtime.cli import main
+from cliplit.runtime.enhancer import Enhancer
+
+START_TIMEOUT_S = 180  # a loaded 2-core machine needs ~10-40 s (and PyTriton may retry a load)
+REQUEST_TIMEOUT_S = 60
+MAX_SIDE = 64
+SIZES = ((32, 48), (24, 40), (48, 32))
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    http: int
+    grpc: int
+    metrics: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"triton://127.0.0.1:{self.http}/clip_lit"
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+
+
+def free_ports(count: int) -> list[int]:
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def start_server(model: Path, log: Path, *options: str) -> Server:
+    """`cliplit serve` in a subprocess on free 127.0.0.1 ports, once its model answers readiness."""
+    http, grpc, metrics = free_ports(3)
+    command = [sys.executable, "-m", "cliplit.runtime.cli", "serve", "--model", str(model), "--address", "127.0.0.1"]
+    command += ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), *options]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+    server = Server(process, http, grpc, metrics, log)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"cliplit serve exited with {process.returncode}:\n{server.log_tail()}")
+        if http_status(f"http://127.0.0.1:{http}/v2/models/clip_lit/ready") == 200:
+            return server
+        time.sleep(0.5)
+    process.kill()
+    pytest.fail(f"cliplit serve was not ready after {START_TIMEOUT_S} s:\n{server.log_tail()}")
+
+
+def stop_server(server: Server) -> int:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+    try:
+        return server.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        raise
+
+
+def http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except OSError:
+        return None
+
+
+def frames_of(count: int, seed: int, sizes=SIZES) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*sizes[i % len(sizes)], 3), dtype=np.uint8) for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+def server(float_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    options = ["--instances", "2", "--threads", "1", "--max-batch", "8", "--max-side", str(MAX_SIDE)]
+    server = start_server(float_onnx, log, *options)
+    yield server
+    stop_server(server)  # its exit status is the SIGTERM test's subject, with requests in flight
+
+
+@pytest.fixture(scope="module")
+def local(float_onnx: Path) -> Iterator[Enhancer]:
+    with Enhancer.open(float_onnx) as enhancer:
+        yield enhancer
+
+
+@pytest.mark.parametrize("scheme", ["triton", "triton+grpc"])
+def test_outputs_equal_local_enhancement(server, local, scheme):
+    port = server.http if scheme == "triton" else server.grpc
+    frames = frames_of(7, seed=1)
+    with Enhancer.open(f"{scheme}://127.0.0.1:{port}/clip_lit", TritonOptions(timeout=REQUEST_TIMEOUT_S)) as remote:
+        assert remote.io == "uint8"
+        got = remote.enhance_batch(frames)
+        # 12 frames of one size: more than the server's max_batch of 8, so the client splits them
+        big = frames_of(12, seed=2, sizes=((16, 24),))
+        got_big = remote.enhance_batch(big)
+    want = local.enhance_batch(frames) + local.enhance_batch(big)
+    for frame, out, expected in zip(frames + big, got + got_big, want, strict=True):
+        assert out.shape == frame.shape
+        assert np.array_equal(out, expected)
+
+
+def test_concurrent_clients_get_their_own_frames_in_order(server, local):
+    clients, per_client = 8, 16
+    inputs = [frames_of(per_client, seed=100 + c, sizes=SIZES[c % 3 :] + SIZES[: c % 3]) for c in range(clients)]
+    results: list[list[np.ndarray] | BaseException | None] = [None] * clients
+
+    def run_client(index: int) -> None:
+        try:
+            with Enhancer.open(server.url, TritonOptions(timeout=REQUEST_TIMEOUT_S, in_flight=4)) as remote:
+                # four frames at a time, as a pipeline keeps batches in flight
+                pending = [remote.submit([frame]) for frame in inputs[index][:4]]
+                out: list[np.ndarray] = []
+                for frame in inputs[index][4:]:
+                    out += remote.collect(pending.pop(0))
+                    pending.append(remote.submit([frame]))
+                for group in pending:
+                    out += remote.collect(group)
+                results[index] = out
+        except BaseException as error:  # reported below, with the client's index
+            results[index] = error
+
+    threads = [threading.Thread(target=run_client, args=(c,), daemon=True) for c in range(clients)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 120
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(thread.is_alive() for thread in threads), "clients still waiting after 120 s"
+    for index, result in enumerate(results):
+        assert isinstance(result, list), f"client {index}: {result!r}"
+        want = local.enhance_batch(inputs[index])
+        assert len(result) == per_client
+        for position, (out, expected) in enumerate(zip(result, want, strict=True)):
+            assert np.array_equal(out, expected), f"client {index}, frame {position}"
+
+
+def raw_infer(server: Server, batch: np.ndarray, datatype: str) -> np.ndarray:
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.http}", network_timeout=REQUEST_TIMEOUT_S)
+    try:  # closed, or the stopping server waits for the idle connection
+        request = httpclient.InferInput("frame", list(batch.shape), datatype)
+        request.set_data_from_numpy(batch)
+        outputs = [httpclient.InferRequestedOutput("enhanced", binary_data=True)]
+        return client.infer("clip_lit", [request], outputs=outputs).as_numpy("enhanced")
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("batch", "datatype", "message"),
+    [
+        (np.zeros((1, 32, 48, 3), np.float32), "FP32", "data-type is 'FP32', but model 'clip_lit' expects 'UINT8'"),
+        (np.zeros((2, 32, 48), np.uint8), "UINT8", "unexpected shape for input 'frame'"),
+        (np.zeros((1, 32, 48, 4), np.uint8), "UINT8", "unexpected shape for input 'frame'"),
+        (np.zeros((1, 1, 48, 3), np.uint8), "UINT8", "frame of 48x1 pixels is too small"),
+        (np.zeros((1, 32, MAX_SIDE + 1, 3), np.uint8), "UINT8", f"takes sides up to {MAX_SIDE}"),
+    ],
+    ids=["dtype", "rank", "channels", "too-small", "too-large"],
+)
+def test_bad_request_is_a_clear_error_and_the_server_keeps_serving(server, local, batch, datatype, message):
+    with pytest.raises(httpclient.InferenceServerException) as caught:
+        raw_infer(server, batch, datatype)
+    assert message in caught.value.message()
+    good = frames_of(2, seed=3, sizes=((32, 48),))
+    assert np.array_equal(raw_infer(server, np.stack(good), "UINT8"), np.stack(local.enhance_batch(good)))
+
+
+def test_bad_requests_never_fail_good_ones_sent_at_the_same_time(server, local):
+    """Triton batches only requests of one shape, so a too-large frame cannot share a batch with a good one."""
+    good = frames_of(1, seed=5, sizes=((32, 48),))[0]
+    bad = np.zeros((32, MAX_SIDE + 1, 3), np.uint8)
+    want = local.enhance(good)
+    outcomes: list[str] = []
+
+    def send(frame: np.ndarray) -> None:
+        for _ in range(6):
+            try:
+                out = raw_infer(server, frame[None], "UINT8")[0]
+                outcomes.append("good" if np.array_equal(out, want) else "wrong")
+            except httpclient.InferenceServerException as error:
+                outcomes.append("rejected" if "too large" in error.message() else error.message())
+
+    threads = [threading.Thread(target=send, args=(frame,), daemon=True) for frame in [good, bad] * 4]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=REQUEST_TIMEOUT_S)
+    assert sorted(outcomes) == ["good"] * 24 + ["rejected"] * 24
+
+
+def test_cliplit_client_reports_the_servers_reason(server):
+    with Enhancer.open(server.url) as remote, pytest.raises(CliplitError) as caught:
+        remote.enhance(np.zeros((32, MAX_SIDE + 8, 3), np.uint8))
+    assert str(caught.value).endswith(
+        f"frame of {MAX_SIDE + 8}x32 pixels is too large: this server takes sides up to {MAX_SIDE} "
+        "(cliplit serve --max-side)"
+    )
+
+
+def success_count(server: Server) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = re.search(r'^nv_inference_request_success\{model="clip_lit",version="1"\} (\d+)', text, re.MULTILINE)
+    assert found, "no request counter for clip_lit in Triton's metrics"
+    return int(found.group(1))
+
+
+def test_health_config_and_metrics(server):
+    assert http_status(f"http://127.0.0.1:{server.http}/v2/health/live") == 200
+    assert http_status(f"http://127.0.0.1:{server.http}/v2/health/ready") == 200
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.http}")
+    try:
+        config = client.get_model_config("clip_lit")
+    finally:
+        client.close()
+    assert config["max_batch_size"] == 8
+    assert "dynamic_batching" in config
+    assert [group["count"] for group in config["instance_group"]] == [2]
+    assert [(t["name"], t["data_type"], t["dims"]) for t in config["input"]] == [("frame", "TYPE_UINT8", [-1, -1, 3])]
+    before = success_count(server)
+    with Enhancer.open(server.url) as remote:
+        for frame in frames_of(3, seed=4):
+            remote.enhance(frame)
+    assert success_count(server) - before == 3
+
+
+def test_cliplit_enhance_sends_a_video_to_the_server(server, local, tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", moving_crops([SMALL_PHOTO], size=(48, 32), frames_per_photo=6))
+    out = tmp_path / "out.mkv"  # lossless, so the decoded frames are exactly the enhanced ones
+    argv = ["enhance", str(clip), "-o", str(out), "--model", server.url, "--codec", "ffv1", "--no-progress"]
+    assert main([*argv, "--batch", "3"]) == 0
+    decoded = decode_all(clip)
+    frames = decode_all(out)
+    assert len(frames) == len(decoded) == 6
+    for index, (frame, want) in enumerate(zip(frames, local.enhance_batch(decoded), strict=True)):
+        assert np.array_equal(frame, want), f"frame {index}"
+    assert "Audio:" in probe(out)
+
+
+def test_sigterm_finishes_requests_in_flight_and_exits_0(float_onnx, local, tmp_path):
+    server = start_server(float_onnx, tmp_path / "server.log", "--instances", "1", "--threads", "1", "--max-batch", "4")
+    try:
+        # eight requests of four 64×96 frames, all sent at once: one instance runs them one after another, so when
+        # the first answer arrives the others are queued or running in the server. The client holds its HTTP
+        # connections open until it has all answers, as real clients do (Triton drains them before stopping).
+        batches = [frames_of(4, seed=10 + i, sizes=((64, 96),)) for i in range(8)]
+        with Enhancer.open(server.url, TritonOptions(timeout=REQUEST_TIMEOUT_S, in_flight=8)) as remote:
+            pending = [remote.submit(batch) for batch in batches]
+            handles = [future for group in pending for part in group for future in part.handle]
+            deadline = time.monotonic() + REQUEST_TIMEOUT_S
+            while not any(future.done() for future in handles) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            in_flight = sum(not future.done() for future in handles)
+            server.process.send_signal(signal.SIGTERM)
+            results = [remote.collect(group) for group in pending]
+        assert in_flight >= 4, "the server answered too fast for the test to stop it mid-work"
+        for batch, result in zip(batches, results, strict=True):
+            assert all(np.array_equal(a, b) for a, b in zip(result, local.enhance_batch(batch), strict=True))
+        assert server.process.wait(timeout=60) == 0, server.log_tail()
+        log = server.log.read_text(errors="replace")
+        assert "server stopped" in log
+        assert "Exit timeout expired" not in log  # Triton stopped cleanly, not by giving up on open work
+    finally:
+        stop_server(server)
