@@ -71,6 +71,7 @@ def _config(photos, tmp_path, **changes) -> DistillConfig:
         batch=2,
         lr=5e-3,
         widths=(4, 8, 8, 8),
+        guide_features=2,
         device="cpu",
     )
     return dataclasses.replace(base, **changes)
@@ -159,10 +160,10 @@ def test_cli_defaults_match_the_config():
 
 
 def test_student_checkpoints_record_their_architecture(tmp_path):
-    student = StudentNet(StudentConfig(widths=(4, 6, 8, 10)))
+    student = StudentNet(StudentConfig(widths=(4, 6, 8, 10), guide_features=3))
     path = save_enhancer(student, tmp_path / "s.pth", source={"distilled_from": "clip-lit"})
     loaded = load_enhancer(path)
-    assert isinstance(loaded.model, StudentNet) and loaded.model.config.widths == (4, 6, 8, 10)
+    assert isinstance(loaded.model, StudentNet) and loaded.model.config == student.config
     x = torch.rand(1, 3, 9, 11)
     with torch.no_grad():
         assert torch.equal(loaded.model(x), student.eval()(x))

@@ -70,6 +70,8 @@ class DistillConfig:
     lr: float = 2e-3
     log_weight: float = 0.05
     widths: tuple[int, int, int, int] = StudentConfig.widths
+    guide_features: int = StudentConfig.guide_features
+    guided: bool = StudentConfig.guided
     seed: int = 0
     device: str = "auto"
 
@@ -201,8 +203,9 @@ def build_samples(config: DistillConfig, teacher: Teacher, photos: list[Path], *
     jobs = [(photo, i) for photo in photos for i in range(1 if validation else config.samples_per_image)]
     samples = []
     label = "teacher (validation)" if validation else "teacher (training crops)"
+    digests = {photo: sha256_of(photo) for photo in photos}  # the cache key follows the photo's content, not its name
     for photo, index in tqdm(jobs, desc=label, unit="img", dynamic_ncols=True):
-        recipe = {"photo": sha256_of(photo), "index": index, "seed": config.seed, "validation": validation}
+        recipe = {"photo": digests[photo], "index": index, "seed": config.seed, "validation": validation}
         recipe.update(
             {"val_size": config.val_size}
             if validation
@@ -295,7 +298,9 @@ class Run:
         torch.manual_seed(config.seed)
         self.config = config
         self.device = device
-        self.student = StudentNet(StudentConfig(widths=tuple(config.widths))).to(device)
+        widths = tuple(config.widths)
+        architecture = StudentConfig(widths=widths, guide_features=config.guide_features, guided=config.guided)
+        self.student = StudentNet(architecture).to(device)
         self.optimiser = torch.optim.Adam(self.student.parameters(), lr=config.lr)
         total = max(1, config.epochs * steps_per_epoch)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(

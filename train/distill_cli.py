@@ -27,6 +27,8 @@ _DEFAULTS = {  # kept here rather than imported so `cliplit --help` does not loa
     "lr": 2e-3,
     "log_weight": 0.05,
     "widths": (8, 16, 32, 32),
+    "guide_features": 6,
+    "guided": True,
     "seed": 0,
     "device": "auto",
 }
@@ -52,6 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--val-size", type=int, default=d["val_size"], help="longer side of validation photos (default 768)")
     add("--log-weight", type=float, default=d["log_weight"], help="weight of the log-light-map loss (default 0.05)")
     add("--widths", type=int, nargs=4, default=list(d["widths"]), metavar="C", help="student widths at 1/4..1/32")
+    add("--guide-features", type=int, default=d["guide_features"], help="learned full-resolution guide features (6)")
+    add(
+        "--guided",
+        action=argparse.BooleanOptionalAction,
+        default=d["guided"],
+        help="full-resolution guided light map (default); --no-guided upsamples a 1/4-resolution map (ablation)",
+    )
     add("--seed", type=int, default=d["seed"], help="seed of the crops, split and initialisation (default 0)")
     add("--device", default=d["device"], help="auto (CUDA if present), cpu, cuda, cuda:N (default auto)")
     add("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
@@ -89,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         log_weight=args.log_weight,
         widths=tuple(args.widths),
+        guide_features=args.guide_features,
+        guided=args.guided,
         seed=args.seed,
         device=args.device,
     )
