@@ -24,9 +24,11 @@ from cliplit.train.student import StudentNet
 # The goals for the shipped student, against the official outputs at full resolution.
 GOAL_MEAN_DB = 42.0
 GOAL_WORST_DB = 38.0
-# What the shipped weights reach (docs/distill.md gives the per-photo figures): asserted as measured, never less.
-REACHED_MEAN_DB = GOAL_MEAN_DB
-REACHED_WORST_DB = GOAL_WORST_DB
+# What the shipped weights reach (measured 41.02 dB mean, 37.21 dB worst; per photo in docs/distill.md): below the
+# goals by 1.0 and 0.8 dB. Asserted as reached, so any regression fails; the goals stay above, for the record.
+REACHED_MEAN_DB = 41.0
+REACHED_WORST_DB = 37.2
+assert REACHED_MEAN_DB <= GOAL_MEAN_DB and REACHED_WORST_DB <= GOAL_WORST_DB
 
 
 def test_resolves_offline_from_the_package(monkeypatch):
@@ -44,6 +46,7 @@ def test_resolves_offline_from_the_package(monkeypatch):
 
 def test_a_damaged_package_file_is_refused(tmp_path, monkeypatch):
     bundle = BUNDLED["clip-lit-rt"]
+    assert sha256_of(bundle.path) == bundle.sha256
     altered = tmp_path / bundle.filename
     altered.write_bytes(bundle.path.read_bytes()[:-1])
     monkeypatch.setattr(weights, "BUNDLED_DIR", tmp_path)
@@ -52,7 +55,6 @@ def test_a_damaged_package_file_is_refused(tmp_path, monkeypatch):
     altered.unlink()
     with pytest.raises(WeightsError, match="missing"):
         resolve_weights("clip-lit-rt")
-    assert sha256_of(bundle.path) == bundle.sha256
 
 
 @pytest.fixture(scope="module")
