@@ -174,3 +174,30 @@ def test_student_checkpoints_record_their_architecture(tmp_path):
     torch.save(blob, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match="unknown architecture 'mystery-net'"):
         load_enhancer(tmp_path / "bad.pth")
+
+
+def test_an_onnx_teacher_matches_the_pytorch_one(float_onnx, uint8_onnx, released_enhancer):
+    """The float export runs as a teacher through ONNX Runtime (its light map); the uint8 export has none."""
+    teacher = distill_module.load_teacher(str(float_onnx), torch.device("cpu"))
+    rgb = _synthetic_photo(np.random.default_rng(1), 21, 34)[..., ::-1].copy()
+    with torch.no_grad():
+        expected = released_enhancer.model(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0)[0, 0]
+    assert np.abs(teacher.light_map(rgb) - expected.numpy()).max() <= 1e-4
+    with pytest.raises(CliplitError, match="no light_map output"):
+        distill_module.load_teacher(str(uint8_onnx), torch.device("cpu"))
+
+
+def test_the_bench_runs_the_shipped_student_beside_the_teacher():
+    from cliplit.benchmarks.registry import BACKENDS, SCALE_BASES, BenchContext
+
+    backend = BACKENDS["onnxruntime-rt"].build(BenchContext(weights="clip-lit", device="cpu"))
+    try:
+        assert backend.io == "float" and "onnxruntime-rt" in SCALE_BASES
+        frame = np.random.default_rng(2).random((1, 3, 9, 13), dtype=np.float32)
+        outputs = backend.run(frame)
+        with torch.no_grad():
+            expected = load_enhancer("clip-lit-rt").model(torch.from_numpy(frame)).numpy()
+        assert np.abs(outputs["light_map"] - expected).max() <= 1e-4
+        assert outputs["enhanced"].shape == frame.shape
+    finally:
+        backend.close()
