@@ -9,7 +9,7 @@ that reason and goes on with the others.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cliplit.core.weights import cliplit_home
@@ -110,6 +110,12 @@ def _provider_options(provider: str, context: BenchContext) -> dict[str, str]:
     return options
 
 
+def _student(io: str) -> Callable[[BenchContext], Backend]:
+    """ONNX Runtime CPU on the distilled real-time student, whatever --weights names, so it runs beside the teacher."""
+    build = _onnxruntime(io, None)
+    return lambda context: build(replace(context, weights=STUDENT_WEIGHTS))
+
+
 def _tensorrt(context: BenchContext) -> Backend:
     if context.engine is None:
         raise BackendUnavailable("no engine given: pass --engine model.engine (build one with export-engine --engine)")
@@ -153,12 +159,20 @@ BACKENDS: dict[str, BackendEntry] = {
             gpu=True,
         ),
         BackendEntry("tensorrt", "native TensorRT engine (--engine)", _tensorrt, precision="float16", gpu=True),
+        BackendEntry(
+            "onnxruntime-rt",
+            "ONNX Runtime CPU, float export of clip-lit-rt, the distilled student (its fidelity against the teacher "
+            "is measured on real photos in README.md; the check frame here is noise)",
+            _student("float"),
+        ),
+        BackendEntry("onnxruntime-rt-uint8", "ONNX Runtime CPU, uint8 export of clip-lit-rt", _student("uint8")),
     )
 }
 
 BASELINE = "torch"
+STUDENT_WEIGHTS = "clip-lit-rt"
 #: the runtime backends ``--scale`` modes are measured on (the float-I/O ones: scaling needs the light map)
-SCALE_BASES: tuple[str, ...] = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt")
+SCALE_BASES: tuple[str, ...] = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt", "onnxruntime-rt")
 
 
 def scaled_entries(names: list[str], scales: list[float], upsample: str) -> list[BackendEntry]:

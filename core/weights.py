@@ -2,7 +2,9 @@
 
 Names (``clip-lit``, ``clip-lit-init``) mean the released CLIP-LIT files, downloaded on first use from the official
 repository at a pinned commit, checked against their SHA-256 and cached under ``$CLIPLIT_HOME`` (default
-``~/.cache/cliplit``). Anything else is taken as a path. No torch here: the runtime resolves weights too.
+``~/.cache/cliplit``). ``clip-lit-rt``, the real-time student distilled from ``clip-lit`` (``cliplit distill``), is
+small enough to ship inside the package (``core/released/``) and resolves offline, also checked against its SHA-256.
+Anything else is taken as a path. No torch here: the runtime resolves weights too.
 """
 
 from __future__ import annotations
@@ -55,6 +57,31 @@ RELEASED: dict[str, ReleasedWeights] = {
     ),
 }
 
+
+@dataclass(frozen=True)
+class BundledWeights:
+    """A file shipped inside the package: its name there and what it must hash to."""
+
+    name: str
+    filename: str
+    sha256: str
+    description: str
+
+    @property
+    def path(self) -> Path:
+        return BUNDLED_DIR / self.filename
+
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "released"
+BUNDLED: dict[str, BundledWeights] = {
+    "clip-lit-rt": BundledWeights(
+        "clip-lit-rt",
+        "clip-lit-rt.pth",
+        "594c9fe7a60dc19f719c1f5ff550e009799e5b4fefc8cb8c750d6d49366ba9c6",
+        "the real-time student distilled from clip-lit (S-Lab License 1.0, see core/released/LICENSE-S-Lab.txt)",
+    ),
+}
+
 DEFAULT_WEIGHTS = "clip-lit"
 
 
@@ -81,16 +108,18 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
 
 
 def is_released_name(name_or_path: str | os.PathLike[str]) -> bool:
-    return str(name_or_path) in RELEASED
+    return str(name_or_path) in RELEASED or str(name_or_path) in BUNDLED
 
 
 def resolve_weights(name_or_path: str | os.PathLike[str], *, download: bool = True) -> Path:
     """Return a local file for a released name or a path, downloading and verifying released files as needed."""
     key = str(name_or_path)
+    if key in BUNDLED:
+        return _bundled(BUNDLED[key])
     if key not in RELEASED:
         path = Path(key).expanduser()
         if not path.is_file():
-            known = ", ".join(RELEASED)
+            known = ", ".join([*RELEASED, *BUNDLED])
             raise WeightsError(f"weights {key!r} not found: give a path to a .pth file or one of the names {known}")
         return path
     release = RELEASED[key]
@@ -106,6 +135,16 @@ def resolve_weights(name_or_path: str | os.PathLike[str], *, download: bool = Tr
         raise WeightsError(_offline_hint(release, target, "downloads are disabled"))
     _download(release, target)
     return target
+
+
+def _bundled(bundle: BundledWeights) -> Path:
+    """The packaged file, verified: a missing or altered file means a broken installation, never silent drift."""
+    if not bundle.path.is_file():
+        raise WeightsError(f"{bundle.name} should ship inside cliplit at {bundle.path} but is missing; reinstall it")
+    actual = sha256_of(bundle.path)
+    if actual != bundle.sha256:
+        raise WeightsError(f"{bundle.path} has SHA-256 {actual}, expected {bundle.sha256}: reinstall cliplit")
+    return bundle.path
 
 
 def _download(release: ReleasedWeights, target: Path) -> None:

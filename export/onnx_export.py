@@ -8,6 +8,7 @@ renamed into place; a model that drifts more than ``LIGHT_MAP_TOLERANCE`` is nev
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from cliplit.core.errors import CliplitError
 from cliplit.core.version import cliplit_version
 from cliplit.export.opencv_compat import expand_single_pixel_resizes
 from cliplit.train.checkpoint import EnhancerCheckpoint
-from cliplit.train.network import LightMapNet, apply_light_map
+from cliplit.train.network import apply_light_map
 
 DEFAULT_OPSET = 17
 # The light map of ONNX Runtime and PyTorch agree to ~1e-7 in FP32 (different summation orders); 1e-4 leaves room
@@ -40,6 +41,9 @@ DEFAULT_OPSET = 17
 LIGHT_MAP_TOLERANCE = 1e-4
 # The enhanced image x / L amplifies that error where L is small; a quarter of one 8-bit level is still invisible.
 ENHANCED_TOLERANCE = 1e-3
+# A distilled student's checkpoint names its teacher and its measured fidelity; the export carries both along.
+META_TEACHER = "cliplit.teacher"
+META_FIDELITY = "cliplit.fidelity"
 # Odd sizes that exercise uneven pooling bins, the minimum size and non-square frames.
 VERIFY_SIZES: tuple[tuple[int, int], ...] = ((MIN_SIDE, MIN_SIDE), (7, 9), (67, 93), (257, 383))
 
@@ -47,7 +51,7 @@ VERIFY_SIZES: tuple[tuple[int, int], ...] = ((MIN_SIDE, MIN_SIDE), (7, 9), (67, 
 class FloatIO(nn.Module):
     """``image`` f32 N×3×H×W RGB [0,1] → ``enhanced`` (same layout) and/or ``light_map`` N×1×H×W, as chosen."""
 
-    def __init__(self, enhancer: LightMapNet, outputs: Sequence[str] | None = None) -> None:
+    def __init__(self, enhancer: nn.Module, outputs: Sequence[str] | None = None) -> None:  # LightMapNet or a student
         super().__init__()
         self.enhancer = enhancer
         self.outputs = io_spec("float", outputs).output_names
@@ -69,7 +73,7 @@ class Uint8IO(nn.Module):
     ``cliplit.export.trt_compat`` checks exactly that.
     """
 
-    def __init__(self, enhancer: LightMapNet) -> None:
+    def __init__(self, enhancer: nn.Module) -> None:  # any light-map network: LightMapNet or a distilled student
         super().__init__()
         self.enhancer = enhancer
 
@@ -152,6 +156,10 @@ def export_onnx(
             padding=model.padding,
             outputs=spec.output_names,
         )
+        if "distilled_from" in checkpoint.source:
+            meta[META_TEACHER] = str(checkpoint.source["distilled_from"])
+            fidelity = checkpoint.source.get("fidelity") or checkpoint.source.get("val_psnr_vs_teacher", {})
+            meta[META_FIDELITY] = json.dumps(fidelity, sort_keys=True)
         onnx.helper.set_model_props(proto, meta)
         expand_single_pixel_resizes(proto)  # OpenCV 5.0 misreads Resize from 1×1 maps; see opencv_compat
         onnx.checker.check_model(proto, full_check=True)

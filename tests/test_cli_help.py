@@ -45,7 +45,12 @@ def test_each_default_is_said_once(name):
 
 def test_train_help_covers_every_option_with_its_default():
     text = " ".join(subcommand_parser("train").format_help().split())
-    assert "its own cache" in text and "(default: off)" in text and "(default: 2000)" in text and "(default: as --epochs allows)" in text
+    assert (
+        "its own cache" in text
+        and "(default: off)" in text
+        and "(default: 2000)" in text
+        and "(default: as --epochs allows)" in text
+    )
     assert all("--" + name.replace("_", "-") in text for name in option_help())
 
 

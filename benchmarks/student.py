@@ -1,0 +1,84 @@
+"""A distilled student against the official CLIP-LIT outputs: per-photo PSNR, and a teacher-vs-student picture.
+
+Usage::
+
+    python -m cliplit.benchmarks.student --photos ../shared/clip-lit/input --references ../shared/clip-lit/reference \
+        [--model clip-lit-rt] [--side-by-side docs/clip-lit-rt-side-by-side.jpg --crop NAME:X,Y,W,H]
+
+The student runs through the runtime exactly as ``cliplit enhance --model clip-lit-rt`` runs it (ONNX Runtime, full
+resolution, 8-bit output); each output is compared with the official output of the released network (the references
+are the teacher's outputs, made by the official inference code). The side-by-side picture shows, for one crop at
+100 % zoom, the input, the official output, the student's output and their difference amplified 8x.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cliplit.core.images import read_image, write_image
+from cliplit.core.metrics import psnr
+from cliplit.runtime.enhancer import Enhancer
+
+DIFF_GAIN = 8  # the difference panel shows |student - official| x 8, so one 8-bit level is visible
+
+
+def fidelity(enhancer: Enhancer, photos: Path, references: Path) -> dict[str, float]:
+    """PSNR (dB) of the enhancer's output against ``references/<stem>.png`` for every ``photos/*.jpg``."""
+    scores = {}
+    for path in sorted(photos.glob("*.jpg")):
+        reference = references / f"{path.stem}.png"
+        scores[path.stem] = psnr(enhancer.enhance(read_image(path)), read_image(reference))
+    return scores
+
+
+def markdown_table(scores: dict[str, float]) -> str:
+    rows = ["| photo | PSNR vs official output (dB) |", "| --- | --- |"]
+    rows += [f"| {name} | {value:.2f} |" for name, value in scores.items()]
+    values = list(scores.values())
+    rows.append(f"| **mean / worst** | **{np.mean(values):.2f} / {np.min(values):.2f}** |")
+    return "\n".join(rows)
+
+
+def side_by_side(image: np.ndarray, official: np.ndarray, student: np.ndarray, box: tuple[int, int, int, int]):
+    """Input | official | student | |difference| x 8 for the crop ``box`` (x, y, w, h), as one BGR image."""
+    x, y, w, h = box
+    panels = [frame[y : y + h, x : x + w] for frame in (image, official, student)]
+    difference = np.abs(official[y : y + h, x : x + w].astype(np.int16) - student[y : y + h, x : x + w])
+    panels.append(np.clip(difference * DIFF_GAIN, 0, 255).astype(np.uint8))
+    gap = np.full((h, 4, 3), 255, np.uint8)
+    row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
+    labels = ("input", "official CLIP-LIT", "clip-lit-rt", f"|difference| x {DIFF_GAIN}")
+    banner = np.full((22, row.shape[1], 3), 255, np.uint8)
+    for index, label in enumerate(labels):
+        cv2.putText(banner, label, (index * (w + 4) + 4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    return np.concatenate([banner, row], axis=0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=Path, required=True)
+    parser.add_argument("--references", type=Path, required=True)
+    parser.add_argument("--model", default="clip-lit-rt", help="the student: a released name, .pth or .onnx")
+    parser.add_argument("--side-by-side", type=Path, default=None, help="write the comparison picture here")
+    parser.add_argument("--crop", default=None, help="NAME:X,Y,W,H, the photo and crop of the picture")
+    args = parser.parse_args(argv)
+    enhancer = Enhancer.open(args.model, "onnxruntime")
+    print(markdown_table(fidelity(enhancer, args.photos, args.references)))
+    if args.side_by_side and args.crop:
+        name, numbers = args.crop.split(":")
+        box = tuple(int(v) for v in numbers.split(","))
+        image = read_image(args.photos / f"{name}.jpg")
+        official = read_image(args.references / f"{name}.png")
+        picture = side_by_side(image, official, enhancer.enhance(image), box)  # type: ignore[arg-type]
+        write_image(args.side_by_side, picture, overwrite=True)
+        print(f"wrote {args.side_by_side}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
