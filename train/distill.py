@@ -39,6 +39,7 @@ from cliplit.core.atomic import atomic_output
 from cliplit.core.contract import META_MODEL_NAME
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import is_image_path, read_image
+from cliplit.core.light_map import to_uint8
 from cliplit.core.metrics import psnr
 from cliplit.core.weights import cliplit_home, sha256_of
 from cliplit.train.checkpoint import load_enhancer, save_enhancer
@@ -180,7 +181,7 @@ def augment(rgb: np.ndarray, crop: int, scale: tuple[float, float], photometric:
     gamma = math.exp(rng.uniform(math.log(0.7), math.log(1.5)))
     depth = rng.uniform(0.0, 0.75)
     x = gain * np.power(x, gamma) * (1.0 - depth * backlight_mask(ch, cw, rng))[..., None]
-    return np.clip(np.floor(x * 255.0 + 0.5), 0, 255).astype(np.uint8)
+    return to_uint8(x)
 
 
 # ------------------------------------------------------------------------------------------------------------ cache
@@ -268,7 +269,7 @@ def validate(student: StudentNet, samples: list[Sample], device: torch.device) -
 
 
 def _to_uint8(image: torch.Tensor) -> np.ndarray:
-    return torch.clamp(torch.floor(image * 255.0 + 0.5), 0, 255).to(torch.uint8).cpu().numpy()
+    return to_uint8(image.detach().float().cpu().numpy())
 
 
 @dataclass
