@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib.metadata import distribution
+from importlib.metadata import PackageNotFoundError, distribution
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
@@ -145,7 +145,10 @@ def link_checkout(directory: Path) -> Path:
             raise ServeEnvError(f"cliplit.{stage} is not importable here: install cliplit (pip install -e .)")
         folder = Path(next(iter(spec.submodule_search_locations))).resolve()
         (package / stage).symlink_to(folder, target_is_directory=True)
-    installed = distribution("cliplit")
+    try:
+        installed = distribution("cliplit")
+    except PackageNotFoundError:
+        raise ServeEnvError("cliplit's metadata is not installed here: install cliplit (pip install -e .)") from None
     info = directory / f"cliplit-{installed.version}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: cliplit\nVersion: {installed.version}\n")

@@ -343,6 +343,7 @@ def test_a_port_in_use_is_named_before_anything_loads(server_env, tmp_path):
     assert done.stderr.strip().splitlines()[-1] == want
 
 
+@pytest.mark.slow  # creating the venv (ensurepip) takes 5-15 s on the shared 2-core machine
 def test_an_environment_pip_cannot_install_fails_naming_the_command(monkeypatch, tmp_path):
     """No package index (here: pip told to use none): a clear error with the command, no half-built environment."""
     (tmp_path / "no-wheels").mkdir()
