@@ -1,9 +1,15 @@
 """`cliplit serve` for real: PyTriton's tritonserver on 127.0.0.1 (CPU), answering HTTP and gRPC clients.
 
+The server runs in its own cached environment with PyTriton and NumPy 1 (tests/serve_env.py; PyTriton pins NumPy < 2,
+the suite runs on NumPy 2), importing this checkout's cliplit; the clients run here, under NumPy 2, as a user's would.
+Building that environment needs the package index once and fails with pip's message when it cannot; only a platform
+without PyTriton wheels skips.
+
 One server (2 instances, batches of up to 8) serves the whole module; the shutdown test starts its own, since it
 stops it. Frames are small (≤ 48 px) so the released model runs in milliseconds, and every request loop is bounded
 in count and time. Outputs must equal local enhancement exactly: the server runs the same ONNX model through the
-same Enhancer, and ONNX Runtime's CPU kernels compute each image of a batch the same way whatever the batch holds.
+same Enhancer on the same ONNX Runtime release, and ONNX Runtime's CPU kernels compute each image of a batch the same
+way whatever the batch holds.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -23,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import serve_env
+import tritonclient.http as httpclient
 from conftest import SMALL_PHOTO
 from runtime_helpers import decode_all, moving_crops, probe, write_clip
-
-pytest.importorskip("pytriton", reason="PyTriton is not installed (pip install 'cliplit[serve]')")
-import tritonclient.http as httpclient
+from serve_env import ServeEnv, ServeEnvError, build_environment, ensure_environment, unsupported_platform
 
 from cliplit.core.errors import CliplitError
 from cliplit.runtime.backends.triton import TritonOptions
@@ -64,13 +69,14 @@ def free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in sockets]
 
 
-def start_server(model: Path, log: Path, *options: str) -> Server:
-    """`cliplit serve` in a subprocess on free 127.0.0.1 ports, once its model answers readiness."""
+def start_server(env: ServeEnv, model: Path, log: Path, *options: str) -> Server:
+    """`cliplit serve` in a subprocess of the serving environment on free 127.0.0.1 ports, once its model answers
+    readiness."""
     http, grpc, metrics = free_ports(3)
-    command = [sys.executable, "-m", "cliplit.runtime.cli", "serve", "--model", str(model), "--address", "127.0.0.1"]
-    command += ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), *options]
+    command = env.cliplit("serve", "--model", str(model), "--address", "127.0.0.1", "--http-port", str(http))
+    command += ["--grpc-port", str(grpc), "--metrics-port", str(metrics), *options]
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env.environ(), cwd=log.parent)
     server = Server(process, http, grpc, metrics, log)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -107,10 +113,28 @@ def frames_of(count: int, seed: int, sizes=SIZES) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def server(float_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ServeEnv:
+    reason = unsupported_platform()
+    if reason is not None:
+        pytest.skip(reason)
+    try:
+        env = ensure_environment(tmp_path_factory.mktemp("serve-source"))
+    except ServeEnvError as error:
+        pytest.fail(str(error), pytrace=False)
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if env.created_s is not None and reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # the build time belongs in the log, not in captured output
+            reporter.write_line(f"built the serving environment {env.python.parents[1]} in {env.created_s:.0f} s")
+    return env
+
+
+@pytest.fixture(scope="module")
+def server(server_env: ServeEnv, float_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("serve") / "server.log"
     options = ["--instances", "2", "--threads", "1", "--max-batch", "8", "--max-side", str(MAX_SIDE)]
-    server = start_server(float_onnx, log, *options)
+    # a short exit timeout: this stop only cleans up, and a two-instance unload has hung once (docs/serving.md)
+    server = start_server(server_env, float_onnx, log, *options, "--exit-timeout", "10")
     yield server
     stop_server(server)  # its exit status is the SIGTERM test's subject, with requests in flight
 
@@ -274,8 +298,9 @@ def test_cliplit_enhance_sends_a_video_to_the_server(server, local, tmp_path):
     assert "Audio:" in probe(out)
 
 
-def test_sigterm_finishes_requests_in_flight_and_exits_0(float_onnx, local, tmp_path):
-    server = start_server(float_onnx, tmp_path / "server.log", "--instances", "1", "--threads", "1", "--max-batch", "4")
+def test_sigterm_finishes_requests_in_flight_and_exits_0(server_env, float_onnx, local, tmp_path):
+    options = ["--instances", "1", "--threads", "1", "--max-batch", "4"]
+    server = start_server(server_env, float_onnx, tmp_path / "server.log", *options)
     try:
         # eight requests of four 64×96 frames, all sent at once: one instance runs them one after another, so when
         # the first answer arrives the others are queued or running in the server. The client holds its HTTP
@@ -299,3 +324,53 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(float_onnx, local, tmp_
         assert "Exit timeout expired" not in log  # Triton stopped cleanly, not by giving up on open work
     finally:
         stop_server(server)
+
+
+def test_a_port_in_use_is_named_before_anything_loads(server_env, tmp_path):
+    """`cliplit serve` exits 2 naming the taken port, before it loads a model (here: one that does not exist)."""
+    http, metrics = free_ports(2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = server_env.cliplit("serve", "--model", "no-such-model.onnx", "--address", "127.0.0.1")
+        command += ["--http-port", str(http), "--grpc-port", str(port), "--metrics-port", str(metrics)]
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, env=server_env.environ(), cwd=tmp_path, check=False
+        )
+    assert done.returncode == 2, done.stderr
+    want = f"error: --grpc-port {port}: cannot listen on 127.0.0.1:{port} (Address already in use)"
+    assert done.stderr.strip().splitlines()[-1] == want
+
+
+@pytest.mark.slow  # creating the venv (ensurepip) takes 5-15 s on the shared 2-core machine
+def test_an_environment_pip_cannot_install_fails_naming_the_command(monkeypatch, tmp_path):
+    """No package index (here: pip told to use none): a clear error with the command, no half-built environment."""
+    (tmp_path / "no-wheels").mkdir()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))
+    target = tmp_path / "cache" / "serve-test"
+    with pytest.raises(ServeEnvError) as caught:
+        build_environment(target, ["nvidia-pytriton==0.7.0"])
+    message = str(caught.value)
+    assert "pip install --quiet --disable-pip-version-check nvidia-pytriton==0.7.0` exited 1" in message
+    assert "No matching distribution found for nvidia-pytriton==0.7.0" in message
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("system", "machine", "libc", "reason"),
+    [
+        ("linux", "x86_64", ("glibc", "2.36"), None),
+        ("linux", "aarch64", ("glibc", "2.35"), None),
+        ("darwin", "arm64", ("", ""), "wheels for Linux x86_64 and aarch64 only, not darwin arm64"),
+        ("linux", "x86_64", ("glibc", "2.31"), "need glibc >= 2.35 (manylinux_2_35), this is glibc 2.31"),
+        ("linux", "x86_64", ("", ""), "this is no glibc"),  # musl
+    ],
+)
+def test_only_a_platform_without_pytriton_wheels_skips(monkeypatch, system, machine, libc, reason):
+    monkeypatch.setattr(serve_env.sys, "platform", system)
+    monkeypatch.setattr(serve_env.platform, "machine", lambda: machine)
+    monkeypatch.setattr(serve_env.platform, "libc_ver", lambda: libc)
+    found = unsupported_platform()
+    assert found == reason if reason is None else reason in found

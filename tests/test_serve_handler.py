@@ -83,23 +83,6 @@ def test_bad_serve_settings(options, message):
         ServeSettings(**options)
 
 
-def test_a_port_in_use_is_named_before_anything_loads():
-    import socket
-
-    from cliplit.runtime.serve import serve
-
-    pytest.importorskip("pytriton", reason="PyTriton is not installed (pip install 'cliplit[serve]')")
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        settings = ServeSettings(
-            model="no-such-model.onnx", address="127.0.0.1", grpc_port=port, http_port=1 + port % 60000
-        )
-        with pytest.raises(CliplitError, match=f"--grpc-port {port}: cannot listen on 127.0.0.1:{port}"):
-            serve(settings)
-
-
 def test_triton_urls_select_the_triton_backend():
     assert parse_model_url("triton://127.0.0.1:8000/clip_lit") == ServerModel("http", "127.0.0.1:8000", "clip_lit")
     assert parse_model_url("triton+grpc://gpu-box:8001/m") == ServerModel("grpc", "gpu-box:8001", "m")
