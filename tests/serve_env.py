@@ -24,15 +24,15 @@ import hashlib
 import importlib.util
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from importlib.metadata import version as installed_version
 from pathlib import Path
+
+from cached_env import build_venv
 
 #: exact versions, so what a test checks does not change under it (resolved by pip for cliplit[serve], Nov 2026)
 PINNED: tuple[str, ...] = (
@@ -117,21 +117,8 @@ def ensure_environment(source_dir: Path) -> ServeEnv:
 
 
 def build_environment(target: Path, wanted: list[str]) -> None:
-    """A venv of this interpreter at ``target`` holding ``wanted``, built aside and renamed into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f"{target.name}.building-", dir=target.parent))
-    try:
-        _run([sys.executable, "-m", "venv", "--clear", str(building)])
-        pip = [str(building / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        _run([*pip, *wanted])
-        # Only the console scripts' shebangs name the build directory, and none is used: Python finds its prefix
-        # from pyvenv.cfg beside bin/, so the renamed environment works.
-        building.rename(target)
-    except OSError:
-        if not (target / "bin" / "python").is_file():  # not a concurrent build that finished first: a real failure
-            raise
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
+    """A venv of this interpreter at ``target`` holding ``wanted``."""
+    build_venv(sys.executable, target, wanted, ServeEnvError, "building the serving test environment")
 
 
 def link_checkout(directory: Path) -> Path:
@@ -182,16 +169,4 @@ def check_environment(env: ServeEnv) -> None:
         raise ServeEnvError(
             f"the serving environment {env.python.parents[1]} imports cliplit.runtime from {runtime} (want {here}), "
             f"NumPy {numpy_version} (want 1.x) and registers {commands} (want serve)"
-        )
-
-
-def _run(command: list[str]) -> None:
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
-    except subprocess.TimeoutExpired as error:
-        raise ServeEnvError(f"`{' '.join(command)}` did not finish in {error.timeout:.0f} s") from None
-    if done.returncode != 0:
-        raise ServeEnvError(
-            f"building the serving test environment failed: `{' '.join(command)}` exited {done.returncode} "
-            f"(does this machine reach the package index?):\n{done.stderr[-4000:]}"
         )

@@ -17,10 +17,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from cached_env import build_venv
 
 #: exact versions, so the result a test checks does not change under it; bump them together with the key
 PINNED: tuple[str, ...] = (
@@ -124,23 +125,5 @@ def ensure_environment() -> VapourSynthEnv:
     if python.is_file():
         return VapourSynthEnv(python, None)
     start = time.perf_counter()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f"{target.name}.building-", dir=target.parent))
-    try:
-        _run([str(base), "-m", "venv", "--clear", str(building)])
-        _run([str(building / "bin" / "python"), "-m", "pip", "install", "--quiet", *PINNED])
-        # Only the console scripts' shebangs name the build directory, and none is used: Python finds its prefix
-        # from pyvenv.cfg beside bin/, so the renamed environment works.
-        building.rename(target)
-    except OSError:
-        if not python.is_file():  # not a concurrent build that finished first: a real failure
-            raise
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
+    build_venv(base, target, PINNED, VapourSynthEnvError, "building the VapourSynth test environment")
     return VapourSynthEnv(python, time.perf_counter() - start)
-
-
-def _run(command: list[str]) -> None:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
-    if done.returncode != 0:
-        raise VapourSynthEnvError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
