@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 from tensorrt_fakes import cudaError_t, exported_onnx, install
 
+from cliplit.core.contract import random_model_input
 from cliplit.core.cuda import CudaError
 from cliplit.core.errors import CliplitError
 from cliplit.core.shapes import profile_from_args
@@ -69,10 +70,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory, io: str, batch: np.ndarr
 
 
 def frames(io: str, batch: int, height: int, width: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    if io == "float":
-        return rng.random((batch, 3, height, width), dtype=np.float32)
-    return rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+    return random_model_input(io, batch, height, width, np.random.default_rng(seed))
 
 
 @pytest.mark.parametrize("io", ["float", "uint8"])
