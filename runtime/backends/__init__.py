@@ -2,8 +2,9 @@
 
 What ``--model`` names decides what can run it:
 
-* ``.onnx`` — ONNX Runtime (``auto``, ``onnxruntime``); ``torch`` runs the released weights the file was exported
-  from, found by the SHA-256 in its metadata, so backends can be compared on one model;
+* ``.onnx`` — OpenVINO or ONNX Runtime (``auto`` picks, see :func:`auto_onnx`; ``openvino``, ``onnxruntime``);
+  ``torch`` runs the released weights the file was exported from, found by the SHA-256 in its metadata, so backends
+  can be compared on one model;
 * ``.engine`` / ``.plan`` — the native TensorRT backend (``auto``, ``tensorrt``);
 * PyTorch weights (a released name such as ``clip-lit``, or a ``.pth``) — ``torch`` runs them directly; ``auto`` and
   ONNX backends run their cached ONNX export (:mod:`cliplit.runtime.default_model`). No model means ``clip-lit``.
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -45,6 +48,13 @@ REGISTRY: dict[str, BackendSpec] = {
     "onnxruntime": BackendSpec(
         "cliplit.runtime.backends.onnxruntime", "OnnxRuntimeBackend", "OnnxRuntimeOptions", "onnx", "the base install"
     ),
+    "openvino": BackendSpec(
+        "cliplit.runtime.backends.openvino",
+        "OpenVinoBackend",
+        "OpenVinoOptions",
+        "onnx",
+        "pip install 'cliplit[openvino]'",
+    ),
     "tensorrt": BackendSpec(
         "cliplit.runtime.backends.tensorrt",
         "TensorRTBackend",
@@ -57,8 +67,32 @@ REGISTRY: dict[str, BackendSpec] = {
     ),
 }
 BACKEND_CHOICES: tuple[str, ...] = ("auto", *REGISTRY)
-#: what ``auto`` picks for each kind of model file
-AUTO: dict[str, str] = {"onnx": "onnxruntime", "engine": "tensorrt", "weights": "onnxruntime"}
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (``auto`` must not load every engine to choose)."""
+    return importlib.util.find_spec(module) is not None
+
+
+def onnxruntime_has_gpu() -> bool:
+    """Whether the installed onnxruntime offers a GPU execution provider (the onnxruntime-gpu package)."""
+    import onnxruntime
+
+    gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+    return bool(gpu & set(onnxruntime.get_available_providers()))
+
+
+def auto_onnx() -> str:
+    """The fastest installed engine for an ONNX model: ONNX Runtime when it has a GPU provider (CUDA/TensorRT beat any
+    CPU), else OpenVINO when installed (on the CI-class CPU 1.26× ONNX Runtime in FP32, 2.6× in bf16; it picks its
+    precision itself), else ONNX Runtime on the CPU."""
+    if not onnxruntime_has_gpu() and installed("openvino"):
+        return "openvino"
+    return "onnxruntime"
+
+
+#: what ``auto`` picks for each kind of model file, decided when asked (it depends on what is installed)
+AUTO: dict[str, Callable[[], str]] = {"onnx": auto_onnx, "engine": lambda: "tensorrt", "weights": auto_onnx}
 
 __all__ = [
     "BACKEND_CHOICES",
@@ -87,7 +121,7 @@ def select_backend(model: str | os.PathLike[str] | None, backend: str = "auto") 
     model = DEFAULT_WEIGHTS if model is None else model
     kind = model_kind(model)
     if backend == "auto":
-        return AUTO[kind]
+        return AUTO[kind]()
     runs = REGISTRY[backend].runs
     if kind == "engine" and runs != "engine":
         raise CliplitError(f"{model} is a TensorRT engine; only --backend tensorrt (or auto) can run it")
