@@ -175,7 +175,7 @@ def run_suite(config: SuiteConfig, *, log: Callable[[str], None] | None = None) 
     photo_results = [
         measure_photos(entry.name, lambda entry=entry: entry.build(context), photos, log)
         for entry in entries
-        if photos and entry.name != BASELINE and entry.name not in skipped
+        if photos and entry.name != BASELINE and not _skipped(entry, skipped)
     ]
     machine["load_at_end"] = load_snapshot()
     _fill_derived(records, model, peaks)
@@ -266,7 +266,7 @@ def _run_size(
     group: list[_Loaded] = []
     with ExitStack() as stack:
         for entry in entries:
-            if entry.name in skipped or entry.name.split("@", 1)[0] in skipped:
+            if _skipped(entry, skipped):
                 continue
             rss_before = reset_peak_rss()
             try:
@@ -289,6 +289,11 @@ def _run_size(
                 group = []
         records += _time_group(group, size, config, rng, log)
     return records
+
+
+def _skipped(entry: BackendEntry, skipped: dict[str, str]) -> bool:
+    """Whether ``entry`` (or the backend a ``--scale`` mode wraps) could not run here."""
+    return entry.name in skipped or entry.name.split("@", 1)[0] in skipped
 
 
 def _time_group(
