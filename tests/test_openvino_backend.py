@@ -92,6 +92,21 @@ def test_outputs_survive_the_reuse_of_their_request(fp32_float):
 
 
 @pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        (np.zeros((1, 3, 32, 32), np.float64), r"takes a 4-D float32 batch \(NCHW\), got float64"),
+        (np.zeros((1, 3, 32, 32), np.uint8), "got uint8"),  # OpenVINO would convert 0..255 to float silently
+        (np.zeros((3, 32, 32), np.float32), "of shape"),
+        (np.zeros((1, 4, 32, 32), np.float32), r"OpenVINO rejected a batch of shape \(1, 4, 32, 32\): .*incompatible"),
+    ],
+)
+def test_a_batch_outside_the_contract_is_a_clear_error(fp32_float, batch, message):
+    with pytest.raises(CliplitError, match=message):
+        fp32_float.submit(batch)
+    assert fp32_float.run(model_input_from_bgr("float", crop()))["enhanced"].shape == (1, 3, 64, 96)  # still usable
+
+
+@pytest.mark.parametrize(
     ("options", "message"),
     [
         ({"threads": 0}, "--threads must be at least 1"),

@@ -159,7 +159,7 @@ class OpenVinoBackend(Backend):
         try:
             model = core.read_model(str(path))
         except Exception as error:  # OpenVINO raises RuntimeError subclasses with the parser's message
-            raise CliplitError(f"{path}: OpenVINO cannot read this model ({_first_line(error)})") from error
+            raise CliplitError(f"{path}: OpenVINO cannot read this model ({_message(error)})") from error
         self.metadata = _metadata(model)
         super().__init__(_io_of(self.metadata, path))
         self.model_path = path
@@ -185,6 +185,7 @@ class OpenVinoBackend(Backend):
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS")) or None
         self.version = ov.get_version()
         self._input_name = spec.input_name
+        self._input_dtype, self._input_layout = np.dtype(spec.input_dtype), spec.input_layout
         self._outputs = {name: self.compiled.output(name) for name in spec.output_names}
         self._slots: list[_Slot] = []
         self._tickets = itertools.count()
@@ -213,6 +214,11 @@ class OpenVinoBackend(Backend):
     def submit(self, batch: np.ndarray) -> Handle:
         """Start inference on ``batch`` (contract input layout) and return at once. A request is created when all
         are busy, so the pool grows to the number of frames the caller keeps in flight (two in the pipeline)."""
+        if batch.ndim != 4 or batch.dtype != self._input_dtype:
+            raise CliplitError(
+                f"the {self.io} model takes a 4-D {self._input_dtype} batch ({self._input_layout}), got "
+                f"{batch.dtype} of shape {batch.shape}"
+            )
         batch = np.ascontiguousarray(batch)
         index = next((i for i, slot in enumerate(self._slots) if slot.ticket is None), None)
         if index is None:
@@ -223,7 +229,7 @@ class OpenVinoBackend(Backend):
         try:
             slot.request.start_async({self._input_name: batch}, share_inputs=True)
         except Exception as error:  # a wrong dtype or rank: OpenVINO's message, on one line
-            raise CliplitError(f"OpenVINO rejected a batch of shape {batch.shape}: {_first_line(error)}") from error
+            raise CliplitError(f"OpenVINO rejected a batch of shape {batch.shape}: {_message(error)}") from error
         slot.ticket, slot.batch = ticket, batch
         return Handle(index, ticket)
 
@@ -275,6 +281,8 @@ def _io_of(metadata: dict[str, str], path: Path) -> str:
     return io
 
 
-def _first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+def _message(error: BaseException) -> str:
+    """OpenVINO's own message: its errors start with where they were raised ("Exception from src/...",
+    "Check '...' failed at ...") and end with what went wrong."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
