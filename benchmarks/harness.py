@@ -159,28 +159,35 @@ def measure_interleaved(
         if not active:
             break
         for name in active:
-            workload = workloads[name]
-            batch = workload.make_input()
             try:
-                if rewarm_below_ms is not None and samples[name] and samples[name][-1] < rewarm_below_ms:
-                    workload.run(workload.make_input())
-            except Exception as error:
+                _timed_call(workloads[name], samples[name], loads[name], load_meter, rewarm_below_ms)
+            except Exception as error:  # the workload leaves the rotation with its error as its result
                 results[name] = error
-                continue
-            if load_meter is not None:
-                load_meter.start()
-            try:
-                samples[name].append(time_once(workload.run, batch, workload.clock)[1])
-            except Exception as error:
-                results[name] = error
-                continue
-            finally:
-                loads[name].append(load_meter.stop() if load_meter is not None else None)
     for name, workload in workloads.items():
         if name not in results:
             load = _weighted_mean(loads[name], samples[name])
             results[name] = Timing(samples[name], warmup, workload.clock.name, load)
     return results
+
+
+def _timed_call(
+    workload: Workload,
+    samples: list[float],
+    loads: list[float | None],
+    load_meter: LoadMeter | None,
+    rewarm_below_ms: float | None,
+) -> None:
+    """One timed call on a fresh input (after an untimed re-warming call if the last one was short), appending its
+    time to ``samples`` and the other processes' load during it to ``loads``."""
+    batch = workload.make_input()
+    if rewarm_below_ms is not None and samples and samples[-1] < rewarm_below_ms:
+        workload.run(workload.make_input())
+    if load_meter is not None:
+        load_meter.start()
+    try:
+        samples.append(time_once(workload.run, batch, workload.clock)[1])
+    finally:
+        loads.append(load_meter.stop() if load_meter is not None else None)
 
 
 def measure(
