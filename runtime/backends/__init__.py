@@ -84,8 +84,8 @@ def onnxruntime_has_gpu() -> bool:
 
 def auto_onnx() -> str:
     """The fastest installed engine for an ONNX model: ONNX Runtime when it has a GPU provider (CUDA/TensorRT beat any
-    CPU), else OpenVINO when installed (on the CI-class CPU 1.26× ONNX Runtime in FP32, 2.6× in bf16; it picks its
-    precision itself), else ONNX Runtime on the CPU."""
+    CPU), else OpenVINO when installed (up to 1.6× ONNX Runtime in FP32, 2.6–5.4× in the bf16 it picks itself on CPUs
+    with native bf16; docs/benchmarks.md), else ONNX Runtime on the CPU, as in the base install."""
     if not onnxruntime_has_gpu() and installed("openvino"):
         return "openvino"
     return "onnxruntime"

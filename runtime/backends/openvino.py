@@ -2,11 +2,12 @@
 
 OpenVINO reads the ``.onnx`` file itself (no conversion step for users) and compiles it for the device; with
 ``cache`` the compiled model is kept under ``$CLIPLIT_HOME/openvino-cache`` so later runs skip the compilation.
-On the 2-core CI-class CPU it ran the float export 1.26× faster than ONNX Runtime in FP32, and 2.6× faster with its
-bf16 inference precision, which reproduced the six official outputs at 56–58 dB (the bar is 50 dB: below half an
-8-bit level RMS). So when ``precision`` is not given, bf16 is chosen on CPUs that have native bf16 arithmetic
-(AVX512_BF16 or AMX) and FP32 elsewhere (bf16 emulated in FP32 units would be slower than FP32); ``describe()`` says
-which and why. A precision the device cannot run natively is refused rather than silently run as FP32.
+On 2-core CPUs it ran the float export 1.02–1.57× as fast as ONNX Runtime in FP32, and 2.6× (AVX512_BF16, AMD
+EPYC) to 4.8–5.4× (AMX, Intel Xeon) as fast with its bf16 inference precision, which reproduced the six official
+outputs at 56.2–58.2 dB (the bar is 50 dB: below half an 8-bit level RMS; docs/benchmarks.md). So when
+``precision`` is not given, bf16 is chosen on CPUs that have native bf16 arithmetic (AVX512_BF16 or AMX) and FP32
+elsewhere (bf16 emulated in FP32 units would be slower than FP32); ``describe()`` says which and why. A precision
+the device cannot run natively is refused rather than silently run as FP32.
 
 Frames are overlapped with a small pool of inference requests: ``submit`` starts one with ``start_async`` and
 returns, ``wait`` blocks on it and copies its outputs out (the request is then reused). Like every backend module,
@@ -173,7 +174,12 @@ class OpenVinoBackend(Backend):
         }
         if options.threads is not None:
             config["INFERENCE_NUM_THREADS"] = options.threads
-        self.compiled = core.compile_model(model, device, config)
+        try:
+            self.compiled = core.compile_model(model, device, config)
+        except Exception as error:  # an operator the device lacks, or out of memory
+            raise CliplitError(
+                f"{path}: OpenVINO cannot compile this model for {device} ({_message(error)})"
+            ) from error
         actual = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         if actual != _HINTS[self.choice.precision]:
             raise CliplitError(
