@@ -48,7 +48,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights", default=DEFAULT_WEIGHTS, help="released name or .pth to benchmark (default: %(default)s)"
     )
     what.add_argument("--engine", type=Path, default=None, help="TensorRT engine for the tensorrt backend")
-    what.add_argument("--threads", type=int, default=None, help="CPU threads for torch and ONNX Runtime")
+    what.add_argument(
+        "--reference-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also run every backend on the real photos DIR/input/* at full size and compare with the official "
+        "outputs DIR/reference/<name>.png (PSNR, peak memory), e.g. the released CLIP-LIT test photos",
+    )
+    what.add_argument("--threads", type=int, default=None, help="CPU threads for torch, ONNX Runtime and OpenVINO")
     timing = parser.add_argument_group("timing")
     timing.add_argument("--repeats", type=int, default=20, help="timed repeats per record (default: %(default)s)")
     timing.add_argument(
@@ -113,11 +121,16 @@ def run(args: argparse.Namespace) -> int:
         video_size=parse_size(args.video_size) if args.video_size else None,
         video_frames=args.video_frames,
         interleave=args.interleave,
+        reference_dir=args.reference_dir,
     )
     if config.video:
         from cliplit.benchmarks.video import check_clip_size
 
         check_clip_size(config.video_size or config.sizes[0])
+    if config.reference_dir is not None:
+        from cliplit.benchmarks.photos import reference_photos
+
+        reference_photos(config.reference_dir)  # a wrong folder fails now, not after the timing
     check_outputs(args.out, args.overwrite)  # before minutes of measuring, not after
     results = run_suite(config)
     results["command"] = command_line(args)

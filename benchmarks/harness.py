@@ -170,6 +170,26 @@ def measure_interleaved(
     return results
 
 
+def _timed_call(
+    workload: Workload,
+    samples: list[float],
+    loads: list[float | None],
+    load_meter: LoadMeter | None,
+    rewarm_below_ms: float | None,
+) -> None:
+    """One timed call on a fresh input (after an untimed re-warming call if the last one was short), appending its
+    time to ``samples`` and the other processes' load during it to ``loads``."""
+    batch = workload.make_input()
+    if rewarm_below_ms is not None and samples and samples[-1] < rewarm_below_ms:
+        workload.run(workload.make_input())
+    if load_meter is not None:
+        load_meter.start()
+    try:
+        samples.append(time_once(workload.run, batch, workload.clock)[1])
+    finally:
+        loads.append(load_meter.stop() if load_meter is not None else None)
+
+
 def measure(
     run: Callable[[Any], object],
     make_input: Callable[[], Any],
@@ -186,26 +206,6 @@ def measure(
     if isinstance(result, Exception):
         raise result
     return result
-
-
-def _timed_call(
-    workload: Workload,
-    samples: list[float],
-    loads: list[float | None],
-    load_meter: LoadMeter | None,
-    rewarm_below_ms: float | None,
-) -> None:
-    """One timed call of ``workload`` (re-warmed first if its last call was short), appended to ``samples`` with the
-    other processes' load during it; a failed timed call still records its load slot, as before."""
-    batch = workload.make_input()
-    if rewarm_below_ms is not None and samples and samples[-1] < rewarm_below_ms:
-        workload.run(workload.make_input())
-    if load_meter is not None:
-        load_meter.start()
-    try:
-        samples.append(time_once(workload.run, batch, workload.clock)[1])
-    finally:
-        loads.append(load_meter.stop() if load_meter is not None else None)
 
 
 def _spent(samples: list[float], budget_s: float | None) -> bool:

@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 from cliplit.core.version import cliplit_version
+from cliplit.runtime.backends.openvino import cpu_flags
 
 SIMD_FLAGS = frozenset(
     {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16"}
     | {"amx_tile", "amx_bf16", "amx_int8", "avx_vnni"}
 )
-LIBRARIES = ("numpy", "torch", "onnx", "onnxruntime", "cv2", "tensorrt", "matplotlib", "imageio_ffmpeg")
+LIBRARIES = ("numpy", "torch", "onnx", "onnxruntime", "openvino", "cv2", "tensorrt", "matplotlib", "imageio_ffmpeg")
 
 
 def machine_info() -> dict[str, object]:
@@ -55,14 +56,7 @@ def cpu_model() -> str:
 
 def cpu_features() -> list[str]:
     """The SIMD extensions that decide which kernels the libraries pick (AVX2, AVX-512, AMX, ...)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return []
-    for line in cpuinfo.read_text(errors="replace").splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return sorted(flag for flag in flags if flag in SIMD_FLAGS)
-    return []
+    return sorted(SIMD_FLAGS & (cpu_flags() or frozenset()))
 
 
 def gpu_names() -> list[str]:
@@ -185,6 +179,36 @@ def _cpu_ticks() -> dict[int, tuple[str, int]]:
         fields = stat[stat.rindex(")") + 2 :].split()
         ticks[int(entry.name)] = (name, int(fields[11]) + int(fields[12]))  # utime, stime (fields 14 and 15)
     return ticks
+
+
+def reset_peak_rss() -> float | None:
+    """Start a new peak-memory measurement of this process and return its resident memory now, in MiB.
+
+    Linux keeps the peak resident set size (``VmHWM``) per process and resets it to the current size when "5" is
+    written to ``/proc/self/clear_refs``; so each backend's peak is measured from its own loading on, not inherited
+    from a larger backend before it. None where this is not possible (then no peak is reported: a lifetime peak
+    would be credited to the wrong backend).
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    return _status_mib("VmRSS")
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory since the last :func:`reset_peak_rss`, in MiB (None: unknown)."""
+    return _status_mib("VmHWM")
+
+
+def _status_mib(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return round(int(line.split()[1]) / 1024, 1)  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def memory_low(min_fraction: float = 0.2, min_gib: float = 2.0) -> bool:

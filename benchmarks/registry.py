@@ -1,9 +1,9 @@
 """Every backend ``cliplit bench`` knows, what it needs, and how to load it from the runtime's own code.
 
 The benchmark measures what users deploy, so it loads backends exactly as the runtime does (``OnnxRuntimeBackend``,
-``TensorRTBackend`` through ``open_backend``, ``TorchBackend``) and adds only the PyTorch variants that exist for
-comparison (``cliplit.benchmarks.variants``). Each entry can say why it cannot run on this machine; the suite records
-that reason and goes on with the others.
+``OpenVinoBackend``, ``TensorRTBackend`` through ``open_backend``, ``TorchBackend``) and adds only the PyTorch
+variants that exist for comparison (``cliplit.benchmarks.variants``). Each entry can say why it cannot run on this
+machine; the suite records that reason and goes on with the others.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ class BackendEntry:
     name: str
     description: str
     build: Callable[[BenchContext], Backend]
-    precision: str = "float32"  # the arithmetic it mostly runs in: picks the peak it is compared with
+    precision: str = "float32"  # the arithmetic it mostly runs in ("bfloat16", ...): picks the peak it is compared with
     gpu: bool = False  # runs its arithmetic on the GPU
+    engine: str | None = None  # "openvino": its reduced-precision peak is measured through that engine
 
     def peak_device(self, context: BenchContext) -> str:
         return "cuda" if self.gpu or (self.name.startswith("torch") and context.device == "cuda") else "cpu"
@@ -116,6 +117,25 @@ def _student(io: str) -> Callable[[BenchContext], Backend]:
     return lambda context: build(replace(context, weights=STUDENT_WEIGHTS))
 
 
+def _openvino(io: str, precision: str) -> Callable[[BenchContext], Backend]:
+    """OpenVINO on the CPU in one fixed precision (what ``--backend openvino --precision P`` runs); a precision this
+    CPU cannot compute natively makes the entry unavailable, with OpenVINO's reason, instead of an FP32 stand-in."""
+
+    def build(context: BenchContext) -> Backend:
+        from cliplit.core.errors import CliplitError
+        from cliplit.runtime.backends import installed
+        from cliplit.runtime.backends.openvino import INSTALL_HINT, OpenVinoBackend, OpenVinoOptions
+
+        if not installed("openvino"):
+            raise BackendUnavailable(f"OpenVINO is not installed ({INSTALL_HINT})")
+        try:
+            return OpenVinoBackend(context.onnx(io), OpenVinoOptions(threads=context.threads, precision=precision))
+        except CliplitError as error:
+            raise BackendUnavailable(str(error)) from error
+
+    return build
+
+
 def _tensorrt(context: BenchContext) -> Backend:
     if context.engine is None:
         raise BackendUnavailable("no engine given: pass --engine model.engine (build one with export-engine --engine)")
@@ -146,6 +166,33 @@ BACKENDS: dict[str, BackendEntry] = {
             _onnxruntime("uint8", None),
         ),
         BackendEntry(
+            "openvino",
+            "OpenVINO CPU, FP32, float export (--precision fp32)",
+            _openvino("float", "fp32"),
+            engine="openvino",
+        ),
+        BackendEntry(
+            "openvino-bf16",
+            "OpenVINO CPU, bf16 inference precision, float export (what auto picks on CPUs with AVX512_BF16 or AMX)",
+            _openvino("float", "bf16"),
+            precision="bfloat16",
+            engine="openvino",
+        ),
+        BackendEntry(
+            "openvino-bf16-uint8",
+            "OpenVINO CPU, bf16, uint8 export (BGR frames in/out, pre/post in the graph)",
+            _openvino("uint8", "bf16"),
+            precision="bfloat16",
+            engine="openvino",
+        ),
+        BackendEntry(
+            "openvino-fp16",
+            "OpenVINO CPU, FP16 inference precision (CPUs with AVX512_FP16 or AMX-FP16)",
+            _openvino("float", "fp16"),
+            precision="float16",
+            engine="openvino",
+        ),
+        BackendEntry(
             "onnxruntime-cuda",
             "ONNX Runtime CUDA execution provider, float export",
             _onnxruntime("float", "CUDAExecutionProvider"),
@@ -172,7 +219,15 @@ BACKENDS: dict[str, BackendEntry] = {
 BASELINE = "torch"
 STUDENT_WEIGHTS = "clip-lit-rt"
 #: the runtime backends ``--scale`` modes are measured on (the float-I/O ones: scaling needs the light map)
-SCALE_BASES: tuple[str, ...] = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt", "onnxruntime-rt")
+SCALE_BASES: tuple[str, ...] = (
+    "onnxruntime",
+    "openvino",
+    "openvino-bf16",
+    "onnxruntime-cuda",
+    "onnxruntime-trt",
+    "tensorrt",
+    "onnxruntime-rt",
+)
 
 
 def scaled_entries(names: list[str], scales: list[float], upsample: str) -> list[BackendEntry]:
@@ -188,6 +243,7 @@ def scaled_entries(names: list[str], scales: list[float], upsample: str) -> list
                     _scaled(base, scale, upsample),
                     precision=base.precision,
                     gpu=base.gpu,
+                    engine=base.engine,
                 )
             )
     return entries

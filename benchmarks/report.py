@@ -47,10 +47,13 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += [f"Command: `{results['command']}`", ""]
     lines += [*_machine_lines(results), ""]
     records = results["records"]
+    photos = {p["backend"]: p for p in results.get("photos", [])}
     for batch in sorted({r["batch"] for r in records}):
         title = "Single-frame latency (batch 1)" if batch == 1 else f"Batch throughput (batch {batch})"
-        lines += [f"## {title}", "", *_table([r for r in records if r["batch"] == batch]), ""]
+        lines += [f"## {title}", "", *_table([r for r in records if r["batch"] == batch], photos), ""]
     lines += ["![median latency per frame by resolution and backend](latency.png)", ""]
+    if photos:
+        lines += ["## Fidelity on real photos (against the official outputs)", "", *_photo_table(photos), ""]
     if results.get("video"):
         lines += ["## End-to-end video (decode + enhance + encode)", "", *_video_table(results["video"]), ""]
     not_run = [f"- `{s['backend']}`: {s['reason']}" for s in results.get("skipped", [])]
@@ -120,15 +123,17 @@ _COLUMNS = (
     "fps",
     "speedup vs torch",
     "PSNR vs FP32",
+    "PSNR vs official (min)",
     "GFLOP/frame",
     "GFLOP/s",
     "% of peak",
+    "peak RSS MiB",
     "repeats",
     "others' load",
 )
 
 
-def _table(records: list[dict[str, Any]]) -> list[str]:
+def _table(records: list[dict[str, Any]], photos: dict[str, dict[str, Any]]) -> list[str]:
     rows = ["| " + " | ".join(_COLUMNS) + " |", "|" + "|".join("---" for _ in _COLUMNS) + "|"]
     order = {name: index for index, name in enumerate(dict.fromkeys(r["backend"] for r in records))}
     for r in sorted(records, key=lambda r: (r["width"] * r["height"], order[r["backend"]])):
@@ -144,13 +149,46 @@ def _table(records: list[dict[str, Any]]) -> list[str]:
                 _num(r["fps"], 2),
                 "1.00 (baseline)" if r["backend"] == "torch" else _num(r["speedup_vs_torch"], 2, "×"),
                 _psnr(r),
+                _num((photos.get(r["backend"]) or {}).get("min_psnr_db"), 1, " dB"),
                 _num(r["gflops_per_frame"]),
                 _num(r["achieved_gflops"]),
                 _num(r["percent_of_peak"], 0, " %"),
+                _num(r.get("peak_rss_mib"), 0),
                 str(r["repeats"]),
                 _num(r.get("other_load_cores"), 1, " cores"),
             ]
         rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def _photo_table(photos: dict[str, dict[str, Any]]) -> list[str]:
+    """One row per backend: its PSNR on each photo against the official output, the range, time and peak memory."""
+    names = list(dict.fromkeys(p["name"] for result in photos.values() for p in result.get("photos", [])))
+    rows = [
+        "| backend | min dB | max dB | " + " | ".join(f"`{name}`" for name in names) + " | seconds | peak RSS MiB |",
+        "|" + "|".join("---" for _ in range(len(names) + 5)) + "|",
+    ]
+    for backend, result in photos.items():
+        if result["status"] != "ok":
+            rows.append(f"| `{backend}` | error: {result['reason']} |" + " |" * (len(names) + 3))
+            continue
+        scores = {p["name"]: p for p in result["photos"]}
+        cells = [_num(scores[name]["psnr_db"], 1) if name in scores else "" for name in names]
+        seconds = sum(p["seconds"] for p in result["photos"])
+        rows.append(
+            f"| `{backend}` | {_num(result['min_psnr_db'], 1)} | {_num(result['max_psnr_db'], 1)} | "
+            + " | ".join(cells)
+            + f" | {_num(seconds, 1)} | {_num(result.get('peak_rss_mib'), 0)} |"
+        )
+    sizes = ", ".join(
+        dict.fromkeys(f"{p['width']}x{p['height']}" for result in photos.values() for p in result.get("photos", []))
+    )
+    rows += [
+        "",
+        f"Each photo at its full size ({sizes}), one call each, the output rounded to 8 bits as the runtime writes "
+        "it; PSNR against the official output PNG (50 dB, below half an 8-bit level RMS, is full fidelity). "
+        "Peak RSS: the process's peak resident memory from loading the backend to its last photo.",
+    ]
     return rows
 
 
@@ -177,10 +215,14 @@ def _legend() -> list[str]:
         "fps = batch × 1000 / median; speedup = the baseline's median at the same size and batch in this run "
         "divided by this median; PSNR compares the backend's output on a shared check "
         "frame with the PyTorch FP32 output (8-bit backends against the FP32 output rounded to 8 bits; 'identical' "
-        "means bit-equal); GFLOP/s = network FLOPs × batch / median; % of peak = GFLOP/s over the measured "
-        "matrix-product peak of the same device and precision; others' load = CPU cores that other processes kept "
-        "busy while the repeats were timed (machine busy time from /proc/stat minus this process's CPU time, "
-        "including hypervisor steal), a measure of how much of the machine the numbers did not have."
+        "means bit-equal); PSNR vs official = the lowest PSNR on the real photos against their official outputs "
+        "(see that table; n/a: not run on photos); GFLOP/s = network FLOPs × batch / median; % of peak = GFLOP/s "
+        "over the measured matrix-product peak of the same device and precision (bf16 backends against the bf16 "
+        "product); peak RSS = the process's peak resident memory from loading the backend to the end of its timing "
+        "(the process itself, with PyTorch and the reference, accounts for part of it); others' load = CPU cores "
+        "that other processes kept busy while the repeats were timed (machine busy time from /proc/stat minus this "
+        "process's CPU time, including hypervisor steal), a measure of how much of the machine the numbers did "
+        "not have."
     ]
 
 

@@ -5,7 +5,10 @@ backend's output is compared with, and its median latency is what speedups divid
 each size (so ``torch.compile`` compiles static shapes and a failure at 4K does not poison 720p), runs the check
 frame (timed alone as ``first_call_ms``: loading, kernel selection, compilation), then ``warmup`` untimed calls and
 the timed repeats per batch size, each on fresh random input. A backend that cannot run here becomes a ``skipped``
-entry with its reason; one that fails at a size becomes an ``error`` record; the rest of the run goes on.
+entry with its reason; one that fails at a size becomes an ``error`` record; the rest of the run goes on. Each
+record carries the process's peak resident memory from the backend's loading to the end of its timing. With
+``reference_dir``, every backend but the baseline then also runs the real photos there against their official
+outputs (``cliplit.benchmarks.photos``).
 """
 
 from __future__ import annotations
@@ -32,8 +35,16 @@ from cliplit.benchmarks.harness import (
     measure_interleaved,
     time_once,
 )
-from cliplit.benchmarks.machine import OtherLoad, load_snapshot, machine_info, memory_low
+from cliplit.benchmarks.machine import (
+    OtherLoad,
+    load_snapshot,
+    machine_info,
+    memory_low,
+    peak_rss_mib,
+    reset_peak_rss,
+)
 from cliplit.benchmarks.peak import PeakMeasurement, best_peak, measure_peaks
+from cliplit.benchmarks.photos import measure_photos, reference_photos
 from cliplit.benchmarks.registry import (
     BACKENDS,
     BASELINE,
@@ -75,6 +86,7 @@ class SuiteConfig:
     video_size: FrameSize | None = None
     video_frames: int = 60
     interleave: bool = False
+    reference_dir: Path | None = None
 
 
 @dataclass
@@ -110,6 +122,8 @@ class Record:
     peak_gflops: float | None = None
     percent_of_peak: float | None = None
     other_load_cores: float | None = None  # CPU cores other processes kept busy while this was timed
+    peak_rss_mib: float | None = None  # the process's peak resident memory from loading to the end of timing
+    rss_before_mib: float | None = None  # its resident memory just before loading (torch, the reference, ...)
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -145,8 +159,9 @@ def run_suite(config: SuiteConfig, *, log: Callable[[str], None] | None = None) 
     started = time.time()
     machine = machine_info()
     machine["load_at_start"] = load_snapshot()
+    photos = reference_photos(config.reference_dir) if config.reference_dir is not None else []
     log("measuring the matrix-product peak ...")
-    peaks = measure_peaks(cpu_n=config.peak_n)
+    peaks = measure_peaks(cpu_n=config.peak_n, openvino={e.precision for e in entries if e.engine == "openvino"})
     for peak in peaks:
         log(f"  {peak.implementation} {peak.device} {peak.dtype}: " + _peak_text(peak))
     records: list[Record] = []
@@ -157,6 +172,11 @@ def run_suite(config: SuiteConfig, *, log: Callable[[str], None] | None = None) 
         for size in config.sizes:
             records += _run_size(entries, size, config, context, skipped, rng, log)
         videos = _run_videos(config, context, entries, skipped, Path(workdir), log) if config.video else []
+    photo_results = [
+        measure_photos(entry.name, lambda entry=entry: entry.build(context), photos, log)
+        for entry in entries
+        if photos and entry.name != BASELINE and not _skipped(entry, skipped)
+    ]
     machine["load_at_end"] = load_snapshot()
     _fill_derived(records, model, peaks)
     return {
@@ -170,6 +190,7 @@ def run_suite(config: SuiteConfig, *, log: Callable[[str], None] | None = None) 
         "records": [asdict(record) for record in records],
         "skipped": [{"backend": name, "reason": reason} for name, reason in skipped.items()],
         "video": videos,
+        "photos": photo_results,
     }
 
 
@@ -220,6 +241,7 @@ class _Loaded:
     first_call_ms: float
     output: np.ndarray  # ``enhanced`` on the check frame: the baseline's is the reference
     fidelity: Fidelity | None
+    rss_before_mib: float | None = None  # None: peak memory cannot be measured here
 
 
 def _run_size(
@@ -244,8 +266,9 @@ def _run_size(
     group: list[_Loaded] = []
     with ExitStack() as stack:
         for entry in entries:
-            if entry.name in skipped or entry.name.split("@", 1)[0] in skipped:
+            if _skipped(entry, skipped):
                 continue
+            rss_before = reset_peak_rss()
             try:
                 backend = stack.enter_context(entry.build(context))
             except Exception as error:  # unavailable here, or failing to load: reported, and the run goes on
@@ -254,6 +277,7 @@ def _run_size(
                 continue
             item = _check(entry, backend, size, context, reference, config.batches, records, log)
             if item is not None:
+                item.rss_before_mib = rss_before
                 group.append(item)
                 reference = item.output if entry.name == BASELINE else reference
             low = memory_low()
@@ -265,6 +289,11 @@ def _run_size(
                 group = []
         records += _time_group(group, size, config, rng, log)
     return records
+
+
+def _skipped(entry: BackendEntry, skipped: dict[str, str]) -> bool:
+    """Whether ``entry`` (or the backend a ``--scale`` mode wraps) could not run here."""
+    return entry.name in skipped or entry.name.split("@", 1)[0] in skipped
 
 
 def _time_group(
@@ -292,9 +321,12 @@ def _time_group(
             load_meter=OtherLoad(),
             rewarm_below_ms=REWARM_BELOW_MS if len(group) > 1 else None,  # alone, the previous call warmed it
         )
+        peak = peak_rss_mib()  # with several backends timed together, the peak covers all of them
         for item in group:
             record = _record(item, batch, timings[item.entry.name], log)
             record.details = {**record.details, "timed_with": [i.entry.name for i in group if i is not item]}
+            if item.rss_before_mib is not None:
+                record.peak_rss_mib, record.rss_before_mib = peak, item.rss_before_mib
             records.append(record)
     return records
 
@@ -399,18 +431,24 @@ def _clock_for(entry: BackendEntry, device: str) -> Clock:
 
 def _precision_of(entry: BackendEntry, backend: Backend) -> str:
     """The entry's precision, or what the backend says it runs in (a TensorRT engine's build precision)."""
-    return {"fp16": "float16", "fp32": "float32"}.get(backend.details().get("precision"), entry.precision)
+    names = {"fp16": "float16", "fp32": "float32", "bf16": "bfloat16"}
+    return names.get(backend.details().get("precision"), entry.precision)
+
+
+#: what of a backend's ``details()`` goes into its records (how it ran; ``network_size`` changes per call)
+_RECORDED_DETAILS = ("providers", "precision", "precision_reason", "device", "threads", "openvino")
 
 
 def _details_of(backend: Backend) -> dict[str, Any]:
-    providers = backend.details().get("providers")
-    return {"providers": providers} if providers else {}
+    details = backend.details()
+    return {key: details[key] for key in _RECORDED_DETAILS if details.get(key) is not None}
 
 
 def _config_dict(config: SuiteConfig) -> dict[str, Any]:
     data = asdict(config)
     data["sizes"] = [{"label": s.label, "width": s.width, "height": s.height} for s in config.sizes]
     data["engine"] = str(config.engine) if config.engine is not None else None
+    data["reference_dir"] = str(config.reference_dir) if config.reference_dir is not None else None
     return data
 
 

@@ -21,6 +21,7 @@ from cliplit.core.errors import CliplitError
 from cliplit.core.images import IMAGE_SUFFIXES, is_image_path
 from cliplit.core.text import plural
 from cliplit.runtime.backends import BACKEND_CHOICES, options_for, select_backend
+from cliplit.runtime.backends.openvino import PRECISIONS, OpenVinoOptions
 from cliplit.runtime.sources import MOTION_SUFFIXES, is_stream_url
 from cliplit.runtime.upsample import UPSAMPLE_METHODS
 from cliplit.runtime.video import DEFAULT_CRF, DEFAULT_PRESET, EncoderSettings, encoder_settings
@@ -50,7 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "CLIP-LIT weights as a cached ONNX model",
     )
     model.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="inference backend (default: auto)")
-    model.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime/torch (default: all)")
+    model.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for OpenVINO/ONNX Runtime/torch (default: all)"
+    )
+    model.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="OpenVINO inference precision (default: bf16 on CPUs with native bf16, AVX512_BF16 or AMX, else fp32; "
+        "fp32 forces full precision on any backend)",
+    )
     model.add_argument("--device", type=int, default=0, help="GPU index for TensorRT and CUDA (default: 0)")
     model.add_argument("--batch", type=int, default=1, help="frames per network call for videos (default: 1)")
 
@@ -115,7 +125,13 @@ def run(args: argparse.Namespace) -> int:
     plan = _plan(args)
     from cliplit.runtime.enhancer import Enhancer
 
-    backend = options_for(select_backend(args.model, args.backend), threads=args.threads, device=args.device)
+    name = select_backend(args.model, args.backend)
+    backend = options_for(name, threads=args.threads, device=args.device, precision=args.precision)
+    if args.precision not in (None, "fp32") and not isinstance(backend, OpenVinoOptions):
+        raise CliplitError(
+            f"--precision {args.precision} applies to --backend openvino, not {name} (ONNX Runtime and torch run "
+            "FP32; a TensorRT engine runs in the precision it was built with)"
+        )
     with Enhancer.open(
         args.model,
         backend,

@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 from cliplit.benchmarks import peak
-from cliplit.benchmarks.machine import SIMD_FLAGS, cpu_features, load_snapshot, machine_info
+from cliplit.benchmarks.machine import (
+    SIMD_FLAGS,
+    cpu_features,
+    load_snapshot,
+    machine_info,
+    peak_rss_mib,
+    reset_peak_rss,
+)
 from cliplit.benchmarks.peak import PeakMeasurement, best_peak, measure_peaks
 
 
@@ -22,6 +30,35 @@ def test_every_cpu_gemm_is_measured_at_three_sizes():
         assert m.error is None, m.error
         assert m.gflops == pytest.approx(2 * m.n**3 / (m.best_ms / 1000) / 1e9)
     json.dumps([m.to_dict() for m in results], allow_nan=False)
+
+
+def test_openvino_gemms_are_measured_in_the_precisions_asked_for():
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    import openvino as ov
+
+    results = measure_peaks(cpu_n=64, repeats=1, openvino={"float32", "bfloat16"})
+    openvino = [m for m in results if m.implementation == "openvino"]
+    assert {(m.dtype, m.n) for m in openvino} == {(d, n) for d in ("float32", "bfloat16") for n in (16, 32, 64)}
+    assert all(m.error is None for m in openvino if m.dtype == "float32")
+    bf16 = [m for m in openvino if m.dtype == "bfloat16"]
+    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        assert all(m.error is None for m in bf16)
+        assert best_peak(results, "cpu", "bfloat16").implementation == "openvino"
+    else:  # never an FP32 figure under a bf16 label
+        assert all("not bf16" in m.error for m in bf16)
+    assert not any(m.dtype == "float16" for m in results), "only the precisions asked for"
+
+
+def test_peak_rss_is_measured_from_the_last_reset():
+    before = reset_peak_rss()
+    if before is None:
+        pytest.skip("this kernel has no /proc/self/clear_refs")
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    grown = peak_rss_mib()
+    del block
+    assert grown >= before + 60
+    after_reset = reset_peak_rss()
+    assert peak_rss_mib() < grown and after_reset < grown
 
 
 def test_a_failing_gemm_is_recorded_with_its_reason(monkeypatch):

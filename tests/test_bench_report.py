@@ -75,6 +75,7 @@ def results() -> dict:
                 speedup_vs_torch=2.5,
                 psnr_vs_fp32=131.25,
                 other_load_cores=1.25,
+                peak_rss_mib=3712.4,
             ),
             record("onnxruntime-uint8", "480p", 854, 480, 1700.0, speedup_vs_torch=2.35, max_abs_diff_vs_fp32=0.0),
             record("torch-compile", "480p", 854, 480, None),
@@ -93,6 +94,20 @@ def results() -> dict:
                 "other_load_cores": 0.5,
             },
             {"backend": "tensorrt", "size": "64x32", "status": "error", "reason": "CliplitError: no GPU"},
+        ],
+        "photos": [
+            {
+                "backend": "onnxruntime",
+                "status": "ok",
+                "photos": [
+                    {"name": "a", "width": 564, "height": 845, "psnr_db": 94.5, "seconds": 1.5},
+                    {"name": "b", "width": 2048, "height": 1536, "psnr_db": 77.54, "seconds": 9.0},
+                ],
+                "min_psnr_db": 77.54,
+                "max_psnr_db": 94.5,
+                "peak_rss_mib": 3650.0,
+            },
+            {"backend": "tensorrt", "status": "error", "reason": "CliplitError: no GPU", "photos": []},
         ],
         "notes": ["other engineers' tests were running"],
     }
@@ -115,6 +130,20 @@ def test_markdown_has_the_table_the_failures_and_the_machine(results):
     assert "![median latency" in text and "other engineers' tests were running" in text
     # smaller frames first
     assert text.index("| `torch` | 64x32") < text.index("| `torch` | 480p")
+
+
+def test_markdown_puts_real_photo_fidelity_and_memory_beside_the_speed(results):
+    text = render_markdown(results)
+    # the main table: lowest PSNR against the official outputs, peak RSS; n/a where not measured
+    assert "| 131.2 dB | 77.5 dB | 0.5 | 0.3 | n/a | 3,712 | 3 | 1.2 cores |" in text
+    assert (
+        "| `torch` | 480p (854x480) | 4,000.0 | 4,400.0 | 3,900.0 | 0.25 | 1.00 (baseline) | reference | n/a |" in text
+    )
+    section = text[text.index("## Fidelity on real photos") :]
+    assert "| backend | min dB | max dB | `a` | `b` | seconds | peak RSS MiB |" in section
+    assert "| `onnxruntime` | 77.5 | 94.5 | 94.5 | 77.5 | 10.5 | 3,650 |" in section
+    assert "| `tensorrt` | error: CliplitError: no GPU |" in section
+    assert "(564x845, 2048x1536)" in section
 
 
 def test_write_results_writes_valid_json_markdown_and_png_and_refuses_to_overwrite(results, tmp_path):

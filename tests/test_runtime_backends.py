@@ -91,7 +91,8 @@ def test_providers_prefer_tensorrt_then_cuda_then_cpu(monkeypatch, cliplit_home)
     [
         ("x.engine", "onnxruntime", "only --backend tensorrt"),
         ("x.onnx", "tensorrt", "needs a TensorRT engine"),
-        ("x.onnx", "openvino", "unknown backend"),
+        ("x.engine", "openvino", "only --backend tensorrt"),
+        ("x.onnx", "openvino-gpu", "unknown backend"),
     ],
 )
 def test_impossible_model_backend_pairs_are_clear_errors(model, backend, message):
@@ -128,7 +129,7 @@ def test_torch_backend_runs_the_weights_an_onnx_was_exported_from(float_onnx):
     assert isinstance(torch_backend, TorchBackend) and torch_backend.checkpoint.name == "clip-lit"
     batch = rgb_batch()
     ours = torch_backend.run(batch)
-    theirs = open_backend(float_onnx).run(batch)
+    theirs = open_backend(float_onnx, "onnxruntime").run(batch)
     assert np.abs(ours["light_map"] - theirs["light_map"]).max() < 1e-4
     torch_backend.close()
 
