@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure  # imported lazily: `cliplit --help` must not load matplotlib
 
 from cliplit.core.atomic import atomic_output, check_writable
 
@@ -245,8 +248,9 @@ def _num(value: float | None, digits: int = 1, suffix: str = "") -> str:
     return f"{value:,.{digits}f}{suffix}"
 
 
-def plot_latency(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Grouped bars of median latency per frame (p95 as error bar) by resolution and backend, log scale."""
+def plot_latency(results: dict[str, Any], path: str | os.PathLike[str]) -> Figure:
+    """Grouped bars of median latency per frame (p95 as error bar) by resolution and backend, log scale; returns the
+    (closed) figure, so what it shows can be checked without reading pixels."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on CI or GPU machines
@@ -293,3 +297,4 @@ def plot_latency(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
     figure.tight_layout()
     figure.savefig(os.fspath(path), dpi=120, format="png")
     plt.close(figure)
+    return figure

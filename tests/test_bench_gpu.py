@@ -5,6 +5,8 @@ The CPU tests cover the same harness code paths with host clocks; these check th
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -20,10 +22,14 @@ def test_cuda_event_clock_times_gpu_work():
 
     a = torch.rand(2048, 2048, device="cuda")
     clock = CudaEventClock()
+    torch.cuda.synchronize()
+    host_start = time.perf_counter()
     clock.start()
     for _ in range(10):
         a = a @ a / 2048
-    assert clock.stop() > 0.0
+    gpu_ms = clock.stop()
+    host_ms = (time.perf_counter() - host_start) * 1000.0  # stop() waits for the GPU, so this bounds the events
+    assert 0.0 < gpu_ms <= host_ms * 1.05 + 0.1, (gpu_ms, host_ms)
 
 
 def test_gpu_peaks_are_measured_in_both_precisions():

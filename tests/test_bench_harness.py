@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -124,8 +126,8 @@ def test_bad_counts_are_refused():
 def test_time_once_returns_the_result_and_host_clock_synchronises_around_the_call():
     events: list[str] = []
     clock = HostClock(synchronize=lambda: events.append("sync"))
-    result, elapsed = time_once(lambda x: events.append("run") or x * 2, 21, clock)
-    assert result == 42 and elapsed >= 0.0
+    result, elapsed = time_once(lambda x: events.append("run") or time.sleep(0.02) or x * 2, 21, clock)
+    assert result == 42 and 20.0 <= elapsed < 2000.0, "milliseconds of the call, the 20 ms sleep included"
     assert events == ["sync", "run", "sync"], "the device must be idle before the start and after the end"
     assert clock.name == "perf_counter+device_sync" and HostClock().name == "perf_counter"
 

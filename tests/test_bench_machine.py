@@ -135,4 +135,4 @@ def test_other_load_reads_this_machine():
     meter.start()
     sum(range(200_000))
     value = meter.stop()
-    assert value is None or value >= 0.0
+    assert value is not None and 0.0 <= value <= os.cpu_count(), "cores other processes kept busy, on Linux"

@@ -171,5 +171,14 @@ def test_results_with_nan_are_refused_not_written_as_invalid_json(results, tmp_p
 
 
 def test_chart_is_drawn_from_the_json_alone(results, tmp_path):
-    plot_latency(results, tmp_path / "chart.png")
-    assert (tmp_path / "chart.png").stat().st_size > 5000
+    figure = plot_latency(results, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    axes = figure.axes[0]
+    ok = [r for r in results["records"] if r["status"] == "ok" and r["batch"] == 1]
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert legend == list(dict.fromkeys(r["backend"] for r in ok)), "one bar series per backend, in record order"
+    heights = sorted(round(bar.get_height(), 6) for bar in axes.patches)
+    assert heights == sorted(round(r["median_ms"], 6) for r in ok), "each bar is a record's median per frame"
+    assert axes.get_yscale() == "log" and "batch 1" in axes.get_ylabel()
+    labels = [tick.get_text() for tick in axes.get_xticklabels()]
+    assert len(labels) == len({(r["width"], r["height"]) for r in ok}) and all(labels)
