@@ -283,14 +283,17 @@ def tiled_enhance(
 # ---------------------------------------------------------------------------------------------------------------------
 # Memory: the budget, the untiled estimate and the tile size that fits.
 
-#: Peak memory of one untiled network call per frame pixel (ONNX Runtime on CPU, float or uint8 I/O, FP32, including
-#: its input and output arrays). Measured with `python -m cliplit.runtime.tiling --calibrate` (peak RSS growth of
-#: one call in a fresh process): 1620-1660 bytes per pixel at 0.25-1 MP, 1120-1240 at 3-12 MP (the CPU arena grows in
-#: powers of two, so smaller frames waste more). The largest is used, so the estimate errs towards tiling.
+#: Peak memory of one untiled network call per frame pixel (ONNX Runtime on CPU, FP32, with its input and output
+#: arrays): the peak RSS growth of one call in a fresh process, measured by ``python -m
+#: cliplit.benchmarks.tiling_memory`` at 1640 B at 0.26 MP, 1635 B at 1 MP and 1137 B at 3.1 MP (the CPU arena grows
+#: in powers of two, so some sizes waste more); 15.3 GB for 12 MP was reported in issue 12 (1240 B). The largest,
+#: rounded up, so the estimate errs towards tiling.
 UNTILED_BYTES_PER_PIXEL = 1700
-#: Peak memory per pixel of a tile's window in the light-map pass (the head's arena released after each call, the
-#: tail's kept; inputs, features and outputs included), measured the same way.
-TILED_BYTES_PER_PIXEL = 1500
+#: Peak memory of the tiled path per pixel of its largest window (a tile grown by both halos): the tail's arena, kept
+#: between tiles, plus a head call (its arena is given back after each call) and the features passed between them.
+#: Measured the same way at 1757 B (512×512 tiles) and 1795 B (1024×1024); 10 % more for the allocator's
+#: fragmentation over many frames.
+TILED_BYTES_PER_PIXEL = 2000
 #: Whole-frame arrays of the tiled path per pixel: the input frame and the enhanced frame (uint8 BGR each); 4 more
 #: when the whole light map is needed (``--scale``, temporal smoothing).
 FRAME_BYTES_PER_PIXEL = 6
