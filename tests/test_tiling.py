@@ -26,6 +26,7 @@ from cliplit.runtime.backends import open_backend
 from cliplit.runtime.default_model import cached_split_paths, ensure_split_onnx
 from cliplit.runtime.enhancer import Enhancer
 from cliplit.runtime.tiling import (
+    MAX_TILE,
     MIN_TILE,
     TILED_BYTES_PER_PIXEL,
     PyramidSums,
@@ -101,11 +102,22 @@ def test_tiles_cover_the_frame_exactly_once_and_evenly(size, tile):
     assert max(r.width for r in tiles) - min(r.width for r in tiles) <= 1
 
 
-def test_region_grows_only_inside_the_frame():
-    region = Region(2, 10, 8, 20)
-    assert region.grow(5, 9, 30) == Region(0, 5, 9, 25)
-    inner = region.within(region.grow(5, 9, 30))
-    assert (inner[0].start, inner[0].stop, inner[1].start, inner[1].stop) == (2, 8, 5, 15)
+def test_windows_have_one_size_and_keep_a_halo_or_the_frame_border_around_their_tile():
+    assert Region(2, 10, 8, 20).window(16, 20, 9, 30) == Region(0, 5, 9, 25)
+    assert Region(0, 0, 4, 4).window(10, 10, 100, 100) == Region(0, 0, 10, 10)  # the extra goes inwards
+    assert Region(96, 96, 100, 100).window(10, 10, 100, 100) == Region(90, 90, 100, 100)
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        height, width, halo = (int(v) for v in rng.integers(1, 60, 3))
+        tiles = plan_tiles(height, width, (int(rng.integers(1, 40)), int(rng.integers(1, 40))))
+        rows, cols = max(t.height for t in tiles) + 2 * halo, max(t.width for t in tiles) + 2 * halo
+        for tile in tiles:
+            window = tile.window(rows, cols, height, width)
+            assert (window.height, window.width) == (min(rows, height), min(cols, width))
+            assert window.top == 0 or tile.top - window.top >= halo
+            assert window.left == 0 or tile.left - window.left >= halo
+            assert window.bottom == height or window.bottom - tile.bottom >= halo
+            assert window.right == width or window.right - tile.right >= halo
 
 
 @pytest.mark.parametrize("full", [2, 7, 37, 1081])
@@ -264,5 +276,6 @@ def test_budget_decides_per_frame_size(split, monkeypatch):
     rows, cols = tiling.plan(3024, 4032)
     assert MIN_TILE <= rows < 3024 and MIN_TILE <= cols <= 4032
     assert tiling.plan(3024, 4032) == (rows, cols) and tiling.plan(20, 30) is None
+    assert Tiling(load, 100 << 30).plan(20000, 20000) == (MAX_TILE, MAX_TILE)  # a large budget is not used up
     with pytest.raises(CliplitError, match="too small for 4032x3024"):
         Tiling(load, 100 << 20).plan(3024, 4032)
