@@ -279,3 +279,38 @@ def test_budget_decides_per_frame_size(split, monkeypatch):
     assert Tiling(load, 100 << 30).plan(20000, 20000) == (MAX_TILE, MAX_TILE)  # a large budget is not used up
     with pytest.raises(CliplitError, match="too small for 4032x3024"):
         Tiling(load, 100 << 20).plan(3024, 4032)
+
+
+def test_without_a_split_model_the_default_budget_warns_and_an_explicit_one_fails(monkeypatch, capsys):
+    monkeypatch.setattr(tiling_module, "resident_memory", lambda: 200 << 20)
+
+    def unavailable() -> SplitModel:
+        raise CliplitError("no split model here")
+
+    assert Tiling(unavailable).plan(100_000, 100_000) is None  # default budget: untiled, as before tiling existed
+    assert "warning: no split model here; running untiled" in capsys.readouterr().err
+    with pytest.raises(CliplitError, match="no split model here"):
+        Tiling(unavailable, 2 << 30).plan(100_000, 100_000)
+
+
+def test_which_models_tile():
+    from cliplit.runtime.backends.torch import TorchOptions
+
+    assert open_tiling("model.engine") is None  # a TensorRT profile bounds the frame size
+    assert open_tiling("clip-lit", TorchOptions(padding="train")) is None  # the split model has the test padding
+    assert isinstance(open_tiling("clip-lit", TorchOptions(threads=1), 1 << 30), Tiling)
+    assert open_tiling(None, max_memory=123 << 20).budget == 123 << 20
+
+
+def test_a_batch_in_tiles_equals_frame_by_frame(split_paths, float_onnx, odd_photo):
+    enhancer = Enhancer(open_backend(float_onnx), tiling=open_tiling(float_onnx, tile=(50, 60)))
+    frames = [odd_photo[:70, :90], odd_photo[100:170, 150:240]]
+    for got, frame in zip(enhancer.enhance_batch(frames), frames, strict=True):
+        assert np.array_equal(got, enhancer.enhance(frame))
+
+
+def test_max_memory_flag_is_checked_before_any_work(tmp_path, capsys):
+    from cliplit.runtime.cli import main
+
+    assert main(["enhance", str(tmp_path / "missing.jpg"), "-o", str(tmp_path), "--max-memory", "lots"]) == 2
+    assert "--max-memory 'lots': not a memory size" in capsys.readouterr().err
