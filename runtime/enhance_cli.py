@@ -107,7 +107,7 @@ class _Plan:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cliplit.runtime.tiling import parse_memory_size
+    from cliplit.runtime.memory import parse_memory_size
 
     max_memory = parse_memory_size(args.max_memory) if args.max_memory is not None else None
     plan = _plan(args)

@@ -17,8 +17,8 @@ split at the PPM (:mod:`cliplit.core.split_contract`, exported by :mod:`cliplit.
    light map is exact, and is applied to the tile's pixels at once (``apply_light_map_bgr8``), so neither the
    frame's features nor its full-resolution float image ever exist.
 
-Running the head twice costs about 15 % more arithmetic than full-frame inference (the head is a sixth of the
-network's operations), plus the halos; keeping the features instead would cost 128 bytes per pixel.
+Running the head twice and the halos cost 1.3-1.5× the CPU time of one untiled call (the head is a sixth of the
+network's operations but a fifth of its time); keeping the features instead would cost 128 bytes per pixel.
 
 The split graphs have several inputs and outputs that are not the normal I/O contract, so they run in a small
 dedicated ONNX Runtime runner (:class:`SplitModel`) rather than through ``Backend``: a ``Backend`` runs one contract
@@ -28,8 +28,8 @@ provider (TensorRT's provider would build an engine for every new tile shape).
 
 :class:`Tiling` decides per frame: the untiled path's peak memory is estimated from the frame size (calibrated by
 measuring ONNX Runtime, see ``UNTILED_BYTES_PER_PIXEL``), and a frame whose estimate exceeds the budget
-(``--max-memory``, by default half of the memory available when the enhancer opens) is tiled, with tiles as large as
-the budget allows.
+(``--max-memory``; by default what the process holds plus half of the available memory, see
+:mod:`cliplit.runtime.memory`) is tiled, with tiles as large as the budget allows.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ from cliplit.core.split_contract import (
 from cliplit.core.weights import DEFAULT_WEIGHTS, RELEASED
 from cliplit.runtime.backends.base import BackendOptions
 from cliplit.runtime.backends.onnxruntime import OnnxRuntimeOptions, _open_session, default_providers, onnx_metadata
+from cliplit.runtime.memory import default_budget, format_size, resident_memory
 
 
 @dataclass(frozen=True)
@@ -324,70 +324,6 @@ MIN_TILE = 64
 #: Tiles are no larger than this many pixels' worth of memory, whatever the budget: beyond it the halos' share (7 % of
 #: the work at 1024×1024) shrinks by too little to be worth gigabytes, so a large default budget is not used up.
 MAX_TILE = 1024
-
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_SIZE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmgtKMGT]?)(?:i?[bB])?")
-
-
-def parse_memory_size(text: str) -> int:
-    """``2G``, ``512M``, ``1.5G``, ``800000K`` or a number of bytes → bytes (binary units, 1K = 1024; ``GB`` and
-    ``GiB`` mean the same)."""
-    match = _SIZE.fullmatch(text.strip())
-    size = float(match[1]) * _UNITS[match[2].upper()] if match else 0.0
-    if not size >= 1:
-        raise CliplitError(f"--max-memory {text!r}: not a memory size; write e.g. 2G, 512M or 1.5G")
-    return int(size)
-
-
-def format_size(size: float) -> str:
-    """Bytes for messages: 1.5 GiB, 640 MiB."""
-    return f"{size / (1 << 30):.1f} GiB" if size >= 1 << 30 else f"{size / (1 << 20):.0f} MiB"
-
-
-def available_memory() -> int | None:
-    """Memory this process could still get: the kernel's MemAvailable, lowered to a cgroup's remaining limit (a
-    container's ``memory.max`` is invisible in /proc/meminfo); ``None`` where neither can be read (not Linux)."""
-    available = None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    for limit_file, usage_file in (
-        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
-        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),  # v1
-    ):
-        try:
-            limit = int(Path(limit_file).read_text().strip())
-            room = limit - int(Path(usage_file).read_text().strip())
-        except (OSError, ValueError):  # no such cgroup file, or "max" (no limit)
-            continue
-        available = room if available is None else min(available, room)
-    return available
-
-
-def resident_memory() -> int:
-    """This process's resident set now (Linux /proc/self/statm); elsewhere its peak so far, or 0 where unknown."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import resource
-    except ImportError:  # Windows
-        return 0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, the other Unixes KiB
-
-
-def default_budget() -> int:
-    """What this process may use when no ``--max-memory`` is given: what it holds now plus half of what is still
-    available (the other half is left to the rest of the machine); 4 GiB more where nothing can be read."""
-    available = available_memory()
-    return resident_memory() + (available // 2 if available is not None else 4 << 30)
 
 
 def untiled_estimate(height: int, width: int, batch: int = 1) -> int:

@@ -25,6 +25,7 @@ from cliplit.runtime import tiling as tiling_module
 from cliplit.runtime.backends import open_backend
 from cliplit.runtime.default_model import cached_split_paths, ensure_split_onnx
 from cliplit.runtime.enhancer import Enhancer
+from cliplit.runtime.memory import parse_memory_size
 from cliplit.runtime.tiling import (
     MAX_TILE,
     MIN_TILE,
@@ -35,7 +36,6 @@ from cliplit.runtime.tiling import (
     Tiling,
     fit_tile,
     open_tiling,
-    parse_memory_size,
     plan_tiles,
     tiled_light_map,
 )

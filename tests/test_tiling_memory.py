@@ -20,7 +20,7 @@ from conftest import REPO
 from cliplit.core.images import read_image
 from cliplit.core.weights import RELEASED
 from cliplit.runtime.default_model import ensure_split_onnx
-from cliplit.runtime.tiling import parse_memory_size
+from cliplit.runtime.memory import parse_memory_size
 
 PHOTO = REPO.parent / "shared" / "photos" / "photo_001.jpg"  # 1280×960, not an evaluation photo
 #: a limit the untiled run of the frame below exceeds by far (it needs about 1.1 GB), with room for tiles
