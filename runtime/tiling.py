@@ -310,10 +310,9 @@ def tiled_enhance(
 #: in powers of two, so some sizes waste more); 15.3 GB for 12 MP was reported in issue 12 (1240 B). The largest,
 #: rounded up, so the estimate errs towards tiling.
 UNTILED_BYTES_PER_PIXEL = 1700
-#: Peak memory of the tiled path per pixel of its largest window (a tile grown by both halos): the tail's arena, kept
-#: between tiles, plus a head call (its arena is given back after each call) and the features passed between them.
-#: Measured the same way at 1757 B (512×512 tiles) and 1795 B (1024×1024); 10 % more for the allocator's
-#: fragmentation over many frames.
+#: Peak memory of the tiled path per pixel of its window (a tile grown by both halos): the tail's arena, kept between
+#: tiles, plus a head call (its arena is given back after each call) and the features passed between them. Measured
+#: the same way at 1767-1795 B (tiles of 512 to 1024 pixels, frames of 3 to 12 MP); 10 % more as a margin.
 TILED_BYTES_PER_PIXEL = 2000
 #: Whole-frame arrays of the tiled path per pixel: the input frame and the enhanced frame (uint8 BGR each); 4 more
 #: when the whole light map is needed (``--scale``, temporal smoothing).
@@ -321,8 +320,8 @@ FRAME_BYTES_PER_PIXEL = 6
 LIGHT_MAP_BYTES_PER_PIXEL = 4
 #: Below this tile side the halos would cost more than the tile; a budget that cannot fit it is an error.
 MIN_TILE = 64
-#: Tiles are no larger than this many pixels' worth of memory, whatever the budget: beyond it the halos' share (7 % of
-#: the work at 1024×1024) shrinks by too little to be worth gigabytes, so a large default budget is not used up.
+#: Tiles are at most this many pixels on a side, whatever the budget: beyond it the halos' share (7 % of the work at
+#: 1024×1024) shrinks by too little to be worth gigabytes, so a large default budget is not used up.
 MAX_TILE = 1024
 
 
