@@ -53,3 +53,45 @@ def ensure_onnx(weights: str | os.PathLike[str] = "clip-lit", io: str = "float")
     print(f"exporting {weights} to {target} (first use only)", file=sys.stderr)
     export_onnx(load_enhancer(weights), target, io=io, overwrite=True)
     return target
+
+
+def cached_split_paths(weights_sha256: str) -> tuple[Path, Path]:
+    """Where the head and tail graphs for tiled inference (:mod:`cliplit.runtime.tiling`) of the weights with this
+    SHA-256 are cached, beside the full models. Named by the digest alone, so an ONNX file found anywhere (which
+    records only its weights' SHA-256) finds them."""
+    stem = f"tiled-{weights_sha256[:16]}"
+    return models_dir() / f"{stem}-head.onnx", models_dir() / f"{stem}-tail.onnx"
+
+
+def weights_sha256(weights: str | os.PathLike[str]) -> str:
+    """The SHA-256 of weights given as a released name (from the registry, no download) or a .pth path."""
+    key = str(weights)
+    return RELEASED[key].sha256 if key in RELEASED else sha256_of(resolve_weights(key))
+
+
+def ensure_split_onnx(weights: str | os.PathLike[str] | None, digest: str) -> tuple[Path, Path]:
+    """The cached split graphs of the weights with SHA-256 ``digest``, exported (and verified) from ``weights`` first
+    if they are not there yet; ``weights`` None means only the cache can serve them."""
+    head, tail = cached_split_paths(digest)
+    if head.is_file() and tail.is_file():
+        return head, tail
+    if weights is None:
+        raise CliplitError(
+            f"tiled inference needs the split model of the weights with SHA-256 {digest[:16]}..., which is not in "
+            f"{models_dir()}; pass the weights themselves (--model path/to/weights.pth) so it can be exported"
+        )
+    try:
+        from cliplit.export.tiled_export import export_split_onnx
+        from cliplit.train.checkpoint import load_enhancer
+    except ImportError as error:
+        raise CliplitError(
+            f"tiled inference of {weights} needs its split model ({head.name}, {tail.name} in {models_dir()}), and "
+            f"exporting it needs PyTorch ({error}). Install the export extra (pip install 'cliplit[export]') and run "
+            "again, or copy both files from a machine where a tiled run exported them"
+        ) from error
+    print(
+        f"exporting the split model of {weights} for tiled inference to {models_dir()} (first use only)",
+        file=sys.stderr,
+    )
+    export_split_onnx(load_enhancer(weights), head, tail, overwrite=True)
+    return head, tail

@@ -63,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--device", type=int, default=0, help="GPU index for TensorRT and CUDA (default: 0)")
     model.add_argument("--batch", type=int, default=1, help="frames per network call for videos (default: 1)")
+    model.add_argument(
+        "--max-memory",
+        default=None,
+        metavar="SIZE",
+        help="memory budget of the run, e.g. 2G or 512M: frames that would need more run in tiles, with the same "
+        "result (default: what the process holds plus half of the free memory)",
+    )
 
     speed = parser.add_argument_group("quality and speed")
     speed.add_argument(
@@ -122,6 +129,9 @@ class _Plan:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cliplit.runtime.memory import parse_memory_size
+
+    max_memory = parse_memory_size(args.max_memory) if args.max_memory is not None else None
     plan = _plan(args)
     from cliplit.runtime.enhancer import Enhancer
 
@@ -138,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         scale=args.scale,
         upsample=args.upsample,
         temporal_smoothing=args.temporal_smoothing,
+        max_memory=max_memory,
     ) as enhancer:
         print(f"enhancer: {enhancer.describe()}", file=sys.stderr)
         if plan.mode == "images":

@@ -25,7 +25,7 @@ import os
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -37,6 +37,9 @@ from cliplit.core.light_map import apply_light_map_bgr8, to_uint8
 from cliplit.runtime.backends import Backend, BackendOptions, open_backend
 from cliplit.runtime.temporal import SCENE_CUT_THRESHOLD, LightMapSmoother
 from cliplit.runtime.upsample import UPSAMPLE_METHODS, upsample_light_map
+
+if TYPE_CHECKING:
+    from cliplit.runtime.tiling import Tiling
 
 
 class Enhancer:
@@ -50,8 +53,10 @@ class Enhancer:
         upsample: str = "bilinear",
         temporal_smoothing: float = 0.0,
         scene_cut_threshold: float = SCENE_CUT_THRESHOLD,
+        tiling: Tiling | None = None,
     ) -> None:
-        """Wrap ``backend``; ``scale`` in (0, 1], ``temporal_smoothing`` A in [0, 1) (0 = off)."""
+        """Wrap ``backend``; ``scale`` in (0, 1], ``temporal_smoothing`` A in [0, 1) (0 = off); ``tiling``: run
+        frames too large for the memory budget tile by tile (:mod:`cliplit.runtime.tiling`; ``open`` sets it up)."""
         if not 0.0 < scale <= 1.0:
             raise CliplitError(f"--scale must be in (0, 1], got {scale}")
         if upsample not in UPSAMPLE_METHODS:
@@ -70,18 +75,30 @@ class Enhancer:
         self.temporal_smoothing = temporal_smoothing
         self.smoother = LightMapSmoother(temporal_smoothing, scene_cut_threshold) if temporal_smoothing else None
         self._waiting: deque[Pending] = deque()  # submitted to the backend, outputs not yet fetched, oldest first
+        self.tiling = tiling
 
     @classmethod
     def open(
         cls,
         model: str | os.PathLike[str] | None = None,
         backend: str | BackendOptions = "auto",
+        *,
+        max_memory: int | None = None,
         **options: Any,
     ) -> Enhancer:
         """Load ``model`` (.onnx, .engine, weights, or None for the released CLIP-LIT) on ``backend`` — a name or a
         backend's options, e.g. ``OnnxRuntimeOptions(threads=2)`` (see :func:`cliplit.runtime.backends.open_backend`)
-        — with the enhancer's ``options`` (``scale``, ``upsample``, ``temporal_smoothing``)."""
-        return cls(open_backend(model, backend), **options)
+        — with the enhancer's ``options`` (``scale``, ``upsample``, ``temporal_smoothing``). Frames whose untiled
+        inference would exceed ``max_memory`` bytes (default: half of the free memory) run in tiles."""
+        from cliplit.runtime.tiling import open_tiling  # ONNX Runtime, loaded with the enhancer's model
+
+        loaded = open_backend(model, backend)
+        try:
+            tiling = open_tiling(model, backend, max_memory)
+        except BaseException:
+            loaded.close()
+            raise
+        return cls(loaded, tiling=tiling, **options)
 
     @property
     def io(self) -> str:
@@ -94,6 +111,8 @@ class Enhancer:
             parts.append(f"scale {self.scale:g} ({self.upsample})")
         if self.temporal_smoothing:
             parts.append(f"temporal smoothing {self.temporal_smoothing:g}")
+        if self.tiling is not None:
+            parts.append(self.tiling.describe())
         return ", ".join(parts)
 
     def enhance(self, frame: np.ndarray) -> np.ndarray:
@@ -125,6 +144,9 @@ class Enhancer:
         """The enhanced frames of a :meth:`submit`, in order."""
         results: list[np.ndarray] = []
         for group in pending:
+            if group.tile is not None:
+                results.extend(self._tiled(group))
+                continue
             results.extend(self._finish(group.frames, group.network_size, self._outputs(group)))
         return results
 
@@ -164,19 +186,31 @@ class Enhancer:
         height, width = frames[0].shape[:2]
         check_frame_size(height, width)
         size = (width, height)
-        if self.io == "uint8":
-            batch = np.stack(frames)
-        else:
+        if self.io != "uint8":
             size = (max(MIN_SIDE, round(width * self.scale)), max(MIN_SIDE, round(height * self.scale)))
-            if size != (width, height):
-                frames_in = [cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames]
-            else:
-                frames_in = frames
-            batch = model_input_from_bgr("float", np.stack(frames_in))
+        if size != (width, height):
+            frames_in = [cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames]
+        else:
+            frames_in = frames
+        if self.tiling is not None:
+            whole_light_map = frames_in is not frames or self.smoother is not None
+            tile = self.tiling.plan(size[1], size[0], len(frames), light_map=whole_light_map)
+            if tile is not None:  # computed in collect(), in order with the other batches (temporal smoothing)
+                return Pending(frames, size, None, tile=tile, network_frames=frames_in)
+        batch = np.stack(frames) if self.io == "uint8" else model_input_from_bgr("float", np.stack(frames_in))
         self._make_room()
         pending = Pending(frames, size, self.backend.submit(batch))
         self._waiting.append(pending)
         return pending
+
+    def _tiled(self, group: Pending) -> list[np.ndarray]:
+        """Frames too large for the memory budget: the light map applied tile by tile, or (for ``scale`` and
+        temporal smoothing, which need it whole) the whole light map computed in tiles and finished as usual."""
+        assert self.tiling is not None and group.tile is not None and group.network_frames is not None
+        if group.network_frames is group.frames and self.smoother is None:
+            return [self.tiling.enhance(frame, group.tile) for frame in group.frames]
+        light_maps = [self.tiling.light_map(frame, group.tile) for frame in group.network_frames]
+        return self._finish(group.frames, group.network_size, {"light_map": np.stack(light_maps)[:, None]})
 
     def _finish(
         self, frames: list[np.ndarray], network_size: tuple[int, int], outputs: dict[str, np.ndarray]
@@ -216,3 +250,6 @@ class Pending:
     network_size: tuple[int, int]
     handle: object
     outputs: dict[str, np.ndarray] | None = None
+    #: set for frames that run tiled (then ``handle`` is None): the tile size, and the frames at network size
+    tile: tuple[int, int] | None = None
+    network_frames: list[np.ndarray] | None = None

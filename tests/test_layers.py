@@ -32,6 +32,8 @@ LAZY_ONLY: dict[tuple[str, str], str] = {
     ("runtime/default_model.py", "export.onnx_export"): "first use of released weights exports them to ONNX",
     ("runtime/default_model.py", "train.checkpoint"): "first use of released weights exports them to ONNX",
     ("export/parity.py", "runtime.backends.tensorrt"): "a built engine is checked by running it",
+    ("runtime/default_model.py", "export.tiled_export"): "first tiled run of some weights exports their split model",
+    ("export/tiled_export.py", "runtime.tiling"): "a split export is verified by running the runtime's tiled inference",
 }
 
 

@@ -1,0 +1,78 @@
+"""How much memory the process holds, how much the machine has left, and memory sizes as users write them.
+
+Torch-free and dependency-free (the /proc and cgroup files on Linux, ``resource`` elsewhere), for the memory budget
+of :mod:`cliplit.runtime.tiling` and ``cliplit enhance --max-memory``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+from cliplit.core.errors import CliplitError
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmgtKMGT]?)(?:i?[bB])?")
+
+
+def parse_memory_size(text: str) -> int:
+    """``2G``, ``512M``, ``1.5G``, ``800000K`` or a number of bytes → bytes (binary units, 1K = 1024; ``GB`` and
+    ``GiB`` mean the same)."""
+    match = _SIZE.fullmatch(text.strip())
+    size = float(match[1]) * _UNITS[match[2].upper()] if match else 0.0
+    if not size >= 1:
+        raise CliplitError(f"--max-memory {text!r}: not a memory size; write e.g. 2G, 512M or 1.5G")
+    return int(size)
+
+
+def format_size(size: float) -> str:
+    """Bytes for messages: 1.5 GiB, 640 MiB."""
+    return f"{size / (1 << 30):.1f} GiB" if size >= 1 << 30 else f"{size / (1 << 20):.0f} MiB"
+
+
+def available_memory() -> int | None:
+    """Memory this process could still get: the kernel's MemAvailable, lowered to a cgroup's remaining limit (a
+    container's ``memory.max`` is invisible in /proc/meminfo); ``None`` where neither can be read (not Linux)."""
+    available = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),  # v1
+    ):
+        try:
+            limit = int(Path(limit_file).read_text().strip())
+            room = limit - int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):  # no such cgroup file, or "max" (no limit)
+            continue
+        available = room if available is None else min(available, room)
+    return available
+
+
+def resident_memory() -> int:
+    """This process's resident set now (Linux /proc/self/statm); elsewhere its peak so far, or 0 where unknown."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, the other Unixes KiB
+
+
+def default_budget() -> int:
+    """What this process may use when no ``--max-memory`` is given: what it holds now plus half of what is still
+    available (the other half is left to the rest of the machine); 4 GiB more where nothing can be read."""
+    available = available_memory()
+    return resident_memory() + (available // 2 if available is not None else 4 << 30)
