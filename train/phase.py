@@ -88,13 +88,14 @@ def _count_step(run: RunState, metrics: dict[str, float], seconds: float) -> flo
 def _finish_phase(run: RunState, stage: Stage) -> None:
     """Let the stage write its outputs, record the phase, move to the next and checkpoint there."""
     p = run.progress
+    seconds = round(p.phase_seconds, 3)  # the rate is of the seconds reported, so stage totals agree with phases
     record: dict[str, Any] = {
         "stage": stage.name,
         "round": stage.round_index,
         "iterations": p.iteration,
         "extensions": p.extensions,
-        "seconds": round(p.phase_seconds, 3),
-        "its_per_s": round(p.iteration / p.phase_seconds, 3) if p.phase_seconds > 0 else None,
+        "seconds": seconds,
+        "its_per_s": round(p.iteration / seconds, 3) if seconds > 0 else None,
         "running_loss": p.running_loss if p.window else None,
         "truncated": p.iteration < p.target,
     }
