@@ -12,6 +12,11 @@ from pathlib import Path
 
 import pytest
 
+# The serving tests use tritonclient's gRPC client in this process, and later tests fork (DataLoader workers). gRPC's
+# fork handlers run in the parent at every fork and are a known source of crashes there; this suite never uses a
+# gRPC channel across a fork, so they are switched off (the variable must be set before grpc is imported).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "clip-lit"
 PHOTO_NAMES = (
