@@ -433,8 +433,8 @@ def open_tiling(
     tile: tuple[int, int] | None = None,
 ) -> Tiling | None:
     """The :class:`Tiling` of ``model`` as ``Enhancer.open`` gets it, or None where tiling does not apply: TensorRT
-    engines (their optimisation profile bounds the frame size) and the torch backend with a padding override (the
-    split model has the checkpoint's own padding)."""
+    engines (their optimisation profile bounds the frame size), models served by a Triton server (the memory is the
+    server's) and the torch backend with a padding override (the split model has the checkpoint's own padding)."""
     from cliplit.runtime.backends import model_kind, options_for
     from cliplit.runtime.backends.torch import TorchOptions
     from cliplit.runtime.default_model import ensure_split_onnx, weights_sha256
@@ -442,7 +442,7 @@ def open_tiling(
     model = DEFAULT_WEIGHTS if model is None else model
     options = backend if isinstance(backend, BackendOptions) else None
     kind = model_kind(model)
-    if kind == "engine" or (isinstance(options, TorchOptions) and options.padding is not None):
+    if kind in ("engine", "server") or (isinstance(options, TorchOptions) and options.padding is not None):
         return None
     if kind == "onnx":
         digest = onnx_metadata(model).get(META_WEIGHTS_SHA256, "")
