@@ -73,7 +73,8 @@ def start_server(env: ServeEnv, model: Path, log: Path, *options: str) -> Server
     """`cliplit serve` in a subprocess of the serving environment on free 127.0.0.1 ports, once its model answers
     readiness."""
     http, grpc, metrics = free_ports(3)
-    command = env.cliplit("serve", "--model", str(model), "--address", "127.0.0.1", "--http-port", str(http))
+    command = env.cliplit("serve", "--model", str(model), "--backend", "onnxruntime", "--address", "127.0.0.1")
+    command += ["--http-port", str(http)]
     command += ["--grpc-port", str(grpc), "--metrics-port", str(metrics), *options]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env.environ(), cwd=log.parent)
@@ -141,7 +142,7 @@ def server(server_env: ServeEnv, float_onnx: Path, tmp_path_factory: pytest.Temp
 
 @pytest.fixture(scope="module")
 def local(float_onnx: Path) -> Iterator[Enhancer]:
-    with Enhancer.open(float_onnx) as enhancer:
+    with Enhancer.open(float_onnx, "onnxruntime")  # the server side runs ONNX Runtime too as enhancer:
         yield enhancer
 
 
