@@ -142,7 +142,7 @@ def server(server_env: ServeEnv, float_onnx: Path, tmp_path_factory: pytest.Temp
 
 @pytest.fixture(scope="module")
 def local(float_onnx: Path) -> Iterator[Enhancer]:
-    with Enhancer.open(float_onnx, "onnxruntime")  # the server side runs ONNX Runtime too as enhancer:
+    with Enhancer.open(float_onnx, "onnxruntime") as enhancer:  # the server runs ONNX Runtime too
         yield enhancer
 
 
