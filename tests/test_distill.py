@@ -113,8 +113,8 @@ def test_student_exports_and_runs_in_the_runtime(finished, tmp_path):
         with torch.no_grad():
             expected = apply_light_map(rgb, checkpoint.model(rgb))[0].permute(1, 2, 0).numpy()[..., ::-1]
         expected = np.floor(expected * 255.0 + 0.5)
-        for model in (float_report.path, uint8_report.path):
-            got = Enhancer.open(model).enhance(frame)
+        for model in (float_report.path, uint8_report.path):  # ONNX Runtime: OpenVINO refuses the student below ~8 px
+            got = Enhancer.open(model, "onnxruntime").enhance(frame)
             assert got.shape == frame.shape
             assert np.abs(got.astype(float) - expected).max() <= 1.0
 
