@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import os
 
 import numpy as np
@@ -53,9 +54,11 @@ def test_peak_rss_is_measured_from_the_last_reset():
     before = reset_peak_rss()
     if before is None:
         pytest.skip("this kernel has no /proc/self/clear_refs")
-    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
-    grown = peak_rss_mib()
-    del block
+    # 64 MiB of fresh pages, touched: an anonymous map, not the heap, whose freed pages earlier tests may have left
+    # resident (then RSS would not grow and the test would fail for a reason that is not the code's).
+    with mmap.mmap(-1, 64 * 2**20) as block:
+        np.frombuffer(block, dtype=np.uint8)[:] = 1
+        grown = peak_rss_mib()
     assert grown >= before + 60
     after_reset = reset_peak_rss()
     assert peak_rss_mib() < grown and after_reset < grown
