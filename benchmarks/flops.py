@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from cliplit.train.network import PyramidPooling
+from cliplit.train.student import StudentNet, conv_flops_per_pixel
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,13 @@ def conv_costs(model: nn.Module) -> list[ConvCost]:
 
 
 def flops_per_frame(model: nn.Module, height: int, width: int) -> int:
-    """FLOPs of one ``height``×``width`` frame (convolutions only; see the module docstring)."""
+    """FLOPs of one ``height``×``width`` frame (convolutions only; see the module docstring).
+
+    A distilled student (strided, multi-resolution) is counted on a real forward pass at that size instead, where
+    every convolution's output size is what it is; the teacher's closed form avoids running it at 4K.
+    """
+    if isinstance(model, StudentNet):
+        return round(conv_flops_per_pixel(model, height, width) * height * width)
     total = 0
     for cost in conv_costs(model):
         pixels = height * width if cost.pooled_side is None else cost.pooled_side**2

@@ -48,6 +48,7 @@ class BackendEntry:
     precision: str = "float32"  # the arithmetic it mostly runs in ("bfloat16", ...): picks the peak it is compared with
     gpu: bool = False  # runs its arithmetic on the GPU
     engine: str | None = None  # "openvino": its reduced-precision peak is measured through that engine
+    weights: str | None = None  # the weights it runs whatever --weights says (the student's entries)
 
     def peak_device(self, context: BenchContext) -> str:
         return "cuda" if self.gpu or (self.name.startswith("torch") and context.device == "cuda") else "cpu"
@@ -109,6 +110,9 @@ def _provider_options(provider: str, context: BenchContext) -> dict[str, str]:
             }
         )
     return options
+
+
+STUDENT_WEIGHTS = "clip-lit-rt"
 
 
 def _student(io: str) -> Callable[[BenchContext], Backend]:
@@ -211,13 +215,18 @@ BACKENDS: dict[str, BackendEntry] = {
             "ONNX Runtime CPU, float export of clip-lit-rt, the distilled student (its fidelity against the teacher "
             "is measured on real photos in README.md; the check frame here is noise)",
             _student("float"),
+            weights=STUDENT_WEIGHTS,
         ),
-        BackendEntry("onnxruntime-rt-uint8", "ONNX Runtime CPU, uint8 export of clip-lit-rt", _student("uint8")),
+        BackendEntry(
+            "onnxruntime-rt-uint8",
+            "ONNX Runtime CPU, uint8 export of clip-lit-rt",
+            _student("uint8"),
+            weights=STUDENT_WEIGHTS,
+        ),
     )
 }
 
 BASELINE = "torch"
-STUDENT_WEIGHTS = "clip-lit-rt"
 #: the runtime backends ``--scale`` modes are measured on (the float-I/O ones: scaling needs the light map)
 SCALE_BASES: tuple[str, ...] = (
     "onnxruntime",
@@ -244,6 +253,7 @@ def scaled_entries(names: list[str], scales: list[float], upsample: str) -> list
                     precision=base.precision,
                     gpu=base.gpu,
                     engine=base.engine,
+                    weights=base.weights,
                 )
             )
     return entries

@@ -178,7 +178,7 @@ def run_suite(config: SuiteConfig, *, log: Callable[[str], None] | None = None) 
         if photos and entry.name != BASELINE and not _skipped(entry, skipped)
     ]
     machine["load_at_end"] = load_snapshot()
-    _fill_derived(records, model, peaks)
+    _fill_derived(records, _models_by_backend(entries, config.weights, model), peaks)
     return {
         "schema": SCHEMA,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -400,12 +400,22 @@ def _set_fidelity(record: Record, fidelity: Fidelity | None, is_baseline: bool) 
             record.details = {**record.details, "fidelity": "identical to the reference"}
 
 
-def _fill_derived(records: list[Record], model: Any, peaks: list[PeakMeasurement]) -> None:
+def _models_by_backend(entries: list[BackendEntry], weights: str, model: Any) -> dict[str, Any]:
+    """The network each entry runs (``model``, loaded from ``weights``, unless the entry names its own), so that
+    every row's FLOPs and GFLOP/s are those of what it ran: the student's rows are not billed the teacher's FLOPs."""
+    from cliplit.train.checkpoint import load_enhancer
+
+    own = {e.weights for e in entries if e.weights is not None and e.weights != weights}
+    loaded = {name: load_enhancer(name).model for name in own} | {weights: model}
+    return {e.name: loaded[e.weights or weights] for e in entries}
+
+
+def _fill_derived(records: list[Record], models: dict[str, Any], peaks: list[PeakMeasurement]) -> None:
     """FLOPs, achieved GFLOP/s, % of peak and the speedup over the baseline of the same size and batch."""
     baseline = {(r.size, r.batch): r.median_ms for r in records if r.backend == BASELINE and r.status == "ok"}
     for record in records:
         height, width = record.network_height or record.height, record.network_width or record.width
-        record.gflops_per_frame = flops_per_frame(model, height, width) / 1e9
+        record.gflops_per_frame = flops_per_frame(models[record.backend], height, width) / 1e9
         peak = best_peak(peaks, record.device, record.precision)
         record.peak_gflops = peak.gflops if peak is not None else None
         if record.status != "ok" or record.median_ms is None:

@@ -71,7 +71,6 @@ def _config(photos, tmp_path, **changes) -> DistillConfig:
         batch=2,
         lr=5e-3,
         widths=(4, 8, 8, 8),
-        guide_features=2,
         device="cpu",
     )
     return dataclasses.replace(base, **changes)
@@ -160,7 +159,7 @@ def test_cli_defaults_match_the_config():
 
 
 def test_student_checkpoints_record_their_architecture(tmp_path):
-    student = StudentNet(StudentConfig(widths=(4, 6, 8, 10), guide_features=3))
+    student = StudentNet(StudentConfig(widths=(4, 6, 8)))
     path = save_enhancer(student, tmp_path / "s.pth", source={"distilled_from": "clip-lit"})
     loaded = load_enhancer(path)
     assert isinstance(loaded.model, StudentNet) and loaded.model.config == student.config
@@ -174,6 +173,23 @@ def test_student_checkpoints_record_their_architecture(tmp_path):
     torch.save(blob, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match="unknown architecture 'mystery-net'"):
         load_enhancer(tmp_path / "bad.pth")
+    blob["architecture"] = "clip-lit-student"  # the first design (cliplit 0.1.0's clip-lit-rt): re-distil
+    torch.save(blob, tmp_path / "old.pth")
+    with pytest.raises(CheckpointError, match=r"first student design.*distil it again with `cliplit distill`"):
+        load_enhancer(tmp_path / "old.pth")
+    blob["architecture"] = "clip-lit-student-2"
+    blob["architecture_config"] = {"widths": [4]}
+    torch.save(blob, tmp_path / "narrow.pth")
+    with pytest.raises(CheckpointError, match="two or more positive channel counts"):
+        load_enhancer(tmp_path / "narrow.pth")
+
+
+def test_student_options_are_checked_before_any_work(capsys):
+    from cliplit.runtime.cli import main
+
+    for bad, message in ((["--widths", "8"], "two or more"), (["--widths", "8", "0"], "positive channel counts")):
+        assert main(["distill", "--images", "nowhere", "--out", "nowhere", *bad]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_an_onnx_teacher_matches_the_pytorch_one(float_onnx, uint8_onnx, released_enhancer):
@@ -185,6 +201,25 @@ def test_an_onnx_teacher_matches_the_pytorch_one(float_onnx, uint8_onnx, release
     assert np.abs(teacher.light_map(rgb) - expected.numpy()).max() <= 1e-4
     with pytest.raises(CliplitError, match="no light_map output"):
         distill_module.load_teacher(str(uint8_onnx), torch.device("cpu"))
+
+
+def test_the_bench_bills_each_row_the_flops_of_the_network_it_ran():
+    from cliplit.benchmarks.flops import flops_per_frame
+    from cliplit.benchmarks.registry import BACKENDS, scaled_entries
+    from cliplit.benchmarks.suite import _models_by_backend
+    from cliplit.train.student import conv_flops_per_pixel
+
+    scaled = scaled_entries(["onnxruntime-rt"], [0.5], "guided")
+    entries = [BACKENDS["onnxruntime"], BACKENDS["onnxruntime-rt"], *scaled]
+    teacher = load_enhancer("clip-lit").model
+    models = _models_by_backend(entries, "clip-lit", teacher)
+    assert models["onnxruntime"] is teacher
+    student = models["onnxruntime-rt"]
+    assert isinstance(student, StudentNet) and models["onnxruntime-rt@scale0.5"] is student
+    teacher_flops, student_flops = flops_per_frame(teacher, 72, 128), flops_per_frame(student, 72, 128)
+    assert teacher_flops == 555_264 * 72 * 128 + flops_per_frame(teacher, 1, 1) - 555_264  # pooled branches once
+    assert student_flops == round(conv_flops_per_pixel(student, 72, 128) * 72 * 128)
+    assert 100 * student_flops < teacher_flops
 
 
 def test_the_bench_runs_the_shipped_student_beside_the_teacher():

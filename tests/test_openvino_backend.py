@@ -106,6 +106,20 @@ def test_a_batch_outside_the_contract_is_a_clear_error(fp32_float, batch, messag
     assert fp32_float.run(model_input_from_bgr("float", crop()))["enhanced"].shape == (1, 3, 64, 96)  # still usable
 
 
+def test_a_frame_too_small_for_the_models_pooling_is_a_clear_error():
+    """OpenVINO's CPU plugin refuses a pooling kernel larger than its input (ONNX Runtime pools what there is): the
+    student's 4x4 average pooling on a 2x3 frame fails in the request, and must come back as a clear error."""
+    from cliplit.runtime.default_model import ensure_onnx
+
+    backend = OpenVinoBackend(ensure_onnx("clip-lit-rt", "float"), OpenVinoOptions(precision="fp32"))
+    try:
+        with pytest.raises(CliplitError, match=r"could not run a batch of shape \(1, 3, 2, 3\).*--backend onnxruntime"):
+            backend.run(np.zeros((1, 3, 2, 3), np.float32))
+        assert backend.run(np.zeros((1, 3, 8, 8), np.float32))["light_map"].shape == (1, 1, 8, 8)  # still usable
+    finally:
+        backend.close()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

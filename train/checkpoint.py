@@ -26,6 +26,7 @@ FORMAT = "cliplit-enhancer"
 # (absent in older files: the CLIP-LIT network), "architecture_config" its hyper-parameters
 FORMAT_VERSION = 3
 TEACHER = "clip-lit"  # the architecture name of LightMapNet
+RETIRED_STUDENTS = ("clip-lit-student",)  # student designs of earlier versions, named in the error that refuses them
 
 
 class CheckpointError(CliplitError, ValueError):
@@ -85,7 +86,15 @@ def _build(architecture: str, config: dict[str, Any], padding: str, path: Path) 
     if architecture == TEACHER:
         return LightMapNet(padding)
     if architecture == STUDENT:
-        return StudentNet(StudentConfig.from_dict(config))
+        try:
+            return StudentNet(StudentConfig.from_dict(config))
+        except ValueError as error:
+            raise CheckpointError(f"{path}: {error}") from error
+    if architecture in RETIRED_STUDENTS:
+        raise CheckpointError(
+            f"{path} holds a {architecture!r} student, the first student design, which this cliplit no longer "
+            "builds: distil it again with `cliplit distill` (the teacher's cached outputs are reused)"
+        )
     raise CheckpointError(f"{path} holds an unknown architecture {architecture!r} (expected {TEACHER} or {STUDENT})")
 
 

@@ -70,9 +70,7 @@ class DistillConfig:
     batch: int = 8
     lr: float = 2e-3
     log_weight: float = 0.05
-    widths: tuple[int, int, int, int] = StudentConfig.widths
-    guide_features: int = StudentConfig.guide_features
-    guided: bool = StudentConfig.guided
+    widths: tuple[int, ...] = StudentConfig.widths
     seed: int = 0
     device: str = "auto"
 
@@ -299,8 +297,7 @@ class Run:
         torch.manual_seed(config.seed)
         self.config = config
         self.device = device
-        widths = tuple(config.widths)
-        architecture = StudentConfig(widths=widths, guide_features=config.guide_features, guided=config.guided)
+        architecture = StudentConfig(widths=tuple(config.widths))
         self.student = StudentNet(architecture).to(device)
         self.optimiser = torch.optim.Adam(self.student.parameters(), lr=config.lr)
         total = max(1, config.epochs * steps_per_epoch)

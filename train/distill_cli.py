@@ -26,9 +26,7 @@ _DEFAULTS = {  # kept here rather than imported so `cliplit --help` does not loa
     "batch": 8,
     "lr": 2e-3,
     "log_weight": 0.05,
-    "widths": (8, 16, 32, 32),
-    "guide_features": 6,
-    "guided": True,
+    "widths": (16, 16, 32, 32),
     "seed": 0,
     "device": "auto",
 }
@@ -53,14 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--val-fraction", type=float, default=d["val_fraction"], help="share of photos held out (default 0.1)")
     add("--val-size", type=int, default=d["val_size"], help="longer side of validation photos (default 768)")
     add("--log-weight", type=float, default=d["log_weight"], help="weight of the log-light-map loss (default 0.05)")
-    add("--widths", type=int, nargs=4, default=list(d["widths"]), metavar="C", help="student widths at 1/4..1/32")
-    add("--guide-features", type=int, default=d["guide_features"], help="learned full-resolution guide features (6)")
-    add(
-        "--guided",
-        action=argparse.BooleanOptionalAction,
-        default=d["guided"],
-        help="full-resolution guided light map (default); --no-guided upsamples a 1/4-resolution map (ablation)",
-    )
+    add("--widths", type=int, nargs="+", default=list(d["widths"]), metavar="C", help="student widths at 1/4, 1/8, ...")
     add("--seed", type=int, default=d["seed"], help="seed of the crops, split and initialisation (default 0)")
     add("--device", default=d["device"], help="auto (CUDA if present), cpu, cuda, cuda:N (default auto)")
     add("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
@@ -70,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from cliplit.train.distill import DistillConfig, distill
+    from cliplit.train.student import StudentConfig
 
     if args.threads is not None:
         if args.threads < 1:
@@ -82,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliplitError("--val-fraction must be between 0 and 1")
     if not 0 < args.scale_min <= args.scale_max:
         raise CliplitError("--scale-min must be positive and at most --scale-max")
+    try:
+        StudentConfig(widths=tuple(args.widths))
+    except ValueError as error:
+        raise CliplitError(f"--widths: {error}") from error
     config = DistillConfig(
         teacher=args.teacher,
         images=tuple(str(Path(p)) for p in args.images),
@@ -98,8 +94,6 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         log_weight=args.log_weight,
         widths=tuple(args.widths),
-        guide_features=args.guide_features,
-        guided=args.guided,
         seed=args.seed,
         device=args.device,
     )

@@ -247,7 +247,14 @@ class OpenVinoBackend(Backend):
         if slot.ticket != handle.ticket:
             raise CliplitError("this batch's results were already collected (each handle can be waited on once)")
         try:
-            slot.request.wait()
+            try:
+                slot.request.wait()
+            except RuntimeError as error:  # shape inference runs here: e.g. a pooling kernel larger than a tiny frame
+                shape = None if slot.batch is None else slot.batch.shape
+                raise CliplitError(
+                    f"OpenVINO could not run a batch of shape {shape}: {_message(error)} (ONNX Runtime runs every "
+                    "size the contract allows: --backend onnxruntime)"
+                ) from error
             return {name: slot.request.get_tensor(port).data.copy() for name, port in self._outputs.items()}
         finally:
             slot.ticket, slot.batch = None, None
