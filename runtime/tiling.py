@@ -60,7 +60,13 @@ from cliplit.core.split_contract import (
 )
 from cliplit.core.weights import DEFAULT_WEIGHTS, RELEASED
 from cliplit.runtime.backends.base import BackendOptions
-from cliplit.runtime.backends.onnxruntime import OnnxRuntimeOptions, _open_session, default_providers, onnx_metadata
+from cliplit.runtime.backends.onnxruntime import (
+    OnnxRuntimeOptions,
+    default_providers,
+    onnx_metadata,
+    open_session,
+    session_options,
+)
 from cliplit.runtime.memory import default_budget, format_size, resident_memory
 
 
@@ -187,20 +193,17 @@ class SplitModel:
         options: OnnxRuntimeOptions | None = None,
     ) -> None:
         options = options or OnnxRuntimeOptions()
-        session_options = ort.SessionOptions()
-        if options.threads is not None:
-            session_options.intra_op_num_threads = options.threads
-            session_options.inter_op_num_threads = 1
+        settings = session_options(options)
         # ONNX Runtime's memory patterns are planned and kept per input shape: with the few tile shapes of a frame
         # they doubled the peak (measured) and saved no time.
-        session_options.enable_mem_pattern = False
+        settings.enable_mem_pattern = False
         providers = list(options.providers) if options.providers else _split_providers(options.device)
         # The head's arena is given back after each call so it never sits beside the tail's (which is kept: giving
         # it back cost 7 % more time in page faults, for the head nothing measurable).
         self._head_run = ort.RunOptions()
         self._head_run.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-        self.head = _open_session(Path(head_path), session_options, providers)
-        self.tail = _open_session(Path(tail_path), session_options, providers)
+        self.head = open_session(Path(head_path), settings, providers)
+        self.tail = open_session(Path(tail_path), settings, providers)
         head_meta = self.head.get_modelmeta().custom_metadata_map
         tail_meta = self.tail.get_modelmeta().custom_metadata_map
         for path, meta, part in ((head_path, head_meta, "head"), (tail_path, tail_meta, "tail")):

@@ -73,6 +73,25 @@ def test_bad_thread_count_is_a_clear_error(float_onnx):
         OnnxRuntimeBackend(float_onnx, OnnxRuntimeOptions(threads=0))
 
 
+def test_sessions_sleep_instead_of_spinning_unless_asked(monkeypatch, float_onnx):
+    """Idle ONNX Runtime workers spin by default; the runtime's sessions sleep (decode and encode threads need the
+    cores), for the backend's session and the tiled path's alike, and spin_wait=True restores ONNX Runtime's way."""
+    from cliplit.runtime.backends import onnxruntime as ort_backend
+    from cliplit.runtime.backends.onnxruntime import session_options
+
+    opened = []
+    real_open = ort_backend.open_session
+    monkeypatch.setattr(ort_backend, "open_session", lambda p, o, pr: opened.append(o) or real_open(p, o, pr))
+    OnnxRuntimeBackend(float_onnx, OnnxRuntimeOptions(threads=1)).close()
+    keys = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
+    assert [opened[0].get_session_config_entry(key) for key in keys] == ["0", "0"]
+    assert opened[0].intra_op_num_threads == 1
+    spinning = session_options(OnnxRuntimeOptions(spin_wait=True))
+    for key in keys:  # ONNX Runtime raises for an entry that was never set: its default (spinning) applies
+        with pytest.raises(RuntimeError, match="does not have configuration"):
+            spinning.get_session_config_entry(key)
+
+
 def test_providers_prefer_tensorrt_then_cuda_then_cpu(monkeypatch, cliplit_home):
     offered = ["CPUExecutionProvider", "AzureExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]
     monkeypatch.setattr(ort, "get_available_providers", lambda: offered)
