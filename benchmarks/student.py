@@ -3,7 +3,11 @@
 Usage::
 
     python -m cliplit.benchmarks.student --photos ../shared/clip-lit/input --references ../shared/clip-lit/reference \
-        [--model clip-lit-rt] [--side-by-side docs/clip-lit-rt-side-by-side.jpg --crop NAME:X,Y,W,H]
+        [--model clip-lit-rt] [--side-by-side docs/clip-lit-rt-side-by-side.jpg --crop NAME:X,Y,W,H] \
+        [--record student.pth]
+
+``--record`` writes a copy of the ``--model`` checkpoint with the measured fidelity in its source, which its exports
+carry as ``cliplit.fidelity`` metadata (that is how the shipped ``clip-lit-rt.pth`` got its figures).
 
 The student runs through the runtime exactly as ``cliplit enhance --model clip-lit-rt`` runs it (ONNX Runtime, full
 resolution, 8-bit output); each output is compared with the official output of the released network (the references
@@ -59,6 +63,21 @@ def side_by_side(image: np.ndarray, official: np.ndarray, student: np.ndarray, b
     return np.concatenate([banner, row], axis=0)
 
 
+def record_fidelity(model: str, scores: dict[str, float], target: Path) -> Path:
+    """A copy of checkpoint ``model`` at ``target`` (never overwritten) whose source records ``scores``."""
+    from cliplit.train.checkpoint import load_enhancer, save_enhancer
+
+    checkpoint = load_enhancer(model)
+    fidelity = {
+        "measured_against": "official CLIP-LIT outputs of the six photos of the official repository (input/*.jpg), "
+        "full resolution, 8-bit",
+        "mean_db": round(float(np.mean(list(scores.values()))), 2),
+        "worst_db": round(float(np.min(list(scores.values()))), 2),
+        "per_photo_db": {name: round(value, 2) for name, value in scores.items()},
+    }
+    return save_enhancer(checkpoint.model, target, source={**checkpoint.source, "fidelity": fidelity})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, required=True)
@@ -66,9 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="clip-lit-rt", help="the student: a released name, .pth or .onnx")
     parser.add_argument("--side-by-side", type=Path, default=None, help="write the comparison picture here")
     parser.add_argument("--crop", default=None, help="NAME:X,Y,W,H, the photo and crop of the picture")
+    parser.add_argument("--record", type=Path, default=None, help="write the checkpoint with its fidelity here")
     args = parser.parse_args(argv)
     enhancer = Enhancer.open(args.model, "onnxruntime")
-    print(markdown_table(fidelity(enhancer, args.photos, args.references)))
+    scores = fidelity(enhancer, args.photos, args.references)
+    print(markdown_table(scores))
+    if args.record:
+        print(f"wrote {record_fidelity(args.model, scores, args.record)}")
     if args.side_by_side and args.crop:
         name, numbers = args.crop.split(":")
         box = tuple(int(v) for v in numbers.split(","))

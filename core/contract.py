@@ -76,6 +76,10 @@ META_EPS = "cliplit.light_map_eps"
 META_PADDING = "cliplit.padding_variant"
 # Comma-separated output names in the model's order; models exported before this key have all their variant's outputs.
 META_OUTPUTS = "cliplit.outputs"
+# Only in a distilled student's export: its teacher's name and its measured fidelity (JSON). The runtime's ``auto``
+# reads the first to pick the engine that runs students fastest.
+META_TEACHER = "cliplit.teacher"
+META_FIDELITY = "cliplit.fidelity"
 
 
 class OutputsError(CliplitError, ValueError):

@@ -23,6 +23,8 @@ from torch import nn
 from cliplit.core.atomic import atomic_output
 from cliplit.core.contract import (
     IO_VARIANTS,
+    META_FIDELITY,
+    META_TEACHER,
     MIN_SIDE,
     io_spec,
     metadata_for,
@@ -41,9 +43,6 @@ DEFAULT_OPSET = 17
 LIGHT_MAP_TOLERANCE = 1e-4
 # The enhanced image x / L amplifies that error where L is small; a quarter of one 8-bit level is still invisible.
 ENHANCED_TOLERANCE = 1e-3
-# A distilled student's checkpoint names its teacher and its measured fidelity; the export carries both along.
-META_TEACHER = "cliplit.teacher"
-META_FIDELITY = "cliplit.fidelity"
 # Odd sizes that exercise uneven pooling bins, the minimum size and non-square frames.
 VERIFY_SIZES: tuple[tuple[int, int], ...] = ((MIN_SIDE, MIN_SIDE), (7, 9), (67, 93), (257, 383))
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from cliplit.core.contract import META_FIDELITY, META_TEACHER
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import write_image
-from cliplit.export.onnx_export import META_FIDELITY, META_TEACHER, export_onnx
+from cliplit.export.onnx_export import export_onnx
 from cliplit.runtime.backends.onnxruntime import onnx_metadata
 from cliplit.runtime.enhancer import Enhancer
 from cliplit.train import distill as distill_module

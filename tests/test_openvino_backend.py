@@ -238,6 +238,21 @@ def test_auto_picks_the_fastest_installed_engine(monkeypatch, openvino, gpu, onn
     assert select_backend(None) == select_backend("weights.pth") == weights
     assert select_backend("model.engine") == "tensorrt"
     assert select_backend("model.onnx", "onnxruntime") == "onnxruntime"
+    assert select_backend("clip-lit-rt") == "onnxruntime"  # students run fastest on ONNX Runtime, wherever
+
+
+def test_auto_runs_students_on_onnxruntime(monkeypatch, float_onnx, tmp_path):
+    """A distilled student is recognised by its export's teacher metadata or its checkpoint's architecture (OpenVINO
+    took twice ONNX Runtime's time on it); the teacher, in either form, still goes to OpenVINO."""
+    from cliplit.runtime.default_model import ensure_onnx
+    from cliplit.train.checkpoint import load_enhancer, save_enhancer
+
+    monkeypatch.setattr(backends, "installed", lambda module: True)
+    monkeypatch.setattr(backends, "onnxruntime_has_gpu", lambda: False)
+    student_pth = save_enhancer(load_enhancer("clip-lit-rt").model, tmp_path / "mine.pth")
+    assert select_backend(ensure_onnx("clip-lit-rt", "float")) == select_backend(student_pth) == "onnxruntime"
+    assert select_backend(float_onnx) == select_backend("clip-lit") == "openvino"
+    assert select_backend(tmp_path / "missing.pth") == "openvino"  # not loadable: its own error comes later
 
 
 def test_options_for_maps_the_cli_flags():

@@ -10,11 +10,10 @@ from conftest import PHOTO_NAMES, SHARED, photo, reference
 
 from cliplit.benchmarks.student import fidelity
 from cliplit.core import weights
-from cliplit.core.contract import MIN_SIDE
+from cliplit.core.contract import META_FIDELITY, META_TEACHER, MIN_SIDE
 from cliplit.core.images import read_image
 from cliplit.core.metrics import psnr
 from cliplit.core.weights import BUNDLED, WeightsError, resolve_weights, sha256_of
-from cliplit.export.onnx_export import META_FIDELITY, META_TEACHER
 from cliplit.runtime.backends.onnxruntime import onnx_metadata
 from cliplit.runtime.default_model import ensure_onnx
 from cliplit.runtime.enhancer import Enhancer

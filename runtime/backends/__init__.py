@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from cliplit.core.contract import META_WEIGHTS_SHA256
+from cliplit.core.contract import META_TEACHER, META_WEIGHTS_SHA256
 from cliplit.core.errors import CliplitError
-from cliplit.core.weights import DEFAULT_WEIGHTS, RELEASED
+from cliplit.core.weights import BUNDLED, DEFAULT_WEIGHTS, RELEASED
 from cliplit.runtime.backends.base import Backend, BackendOptions
 
 ENGINE_SUFFIXES = frozenset({".engine", ".plan"})
@@ -89,21 +89,47 @@ def onnxruntime_has_gpu() -> bool:
     return bool(gpu & set(onnxruntime.get_available_providers()))
 
 
-def auto_onnx() -> str:
-    """The fastest installed engine for an ONNX model: ONNX Runtime when it has a GPU provider (CUDA/TensorRT beat any
-    CPU), else OpenVINO when installed (up to 1.6× ONNX Runtime in FP32, 2.6–5.4× in the bf16 it picks itself on CPUs
-    with native bf16; docs/benchmarks.md), else ONNX Runtime on the CPU, as in the base install."""
-    if not onnxruntime_has_gpu() and installed("openvino"):
+def auto_onnx(model: str | os.PathLike[str]) -> str:
+    """The fastest installed engine for an ONNX model or weights: ONNX Runtime when it has a GPU provider
+    (CUDA/TensorRT beat any CPU), else OpenVINO when installed for the teacher (up to 1.6× ONNX Runtime in FP32,
+    2.6–5.4× in the bf16 it picks itself on CPUs with native bf16; docs/benchmarks.md), else ONNX Runtime on the CPU,
+    as in the base install. A distilled student runs on ONNX Runtime: OpenVINO took twice its time at 720p (its
+    time is full-resolution element-wise passes, which ONNX Runtime runs faster; docs/distill.md)."""
+    if not onnxruntime_has_gpu() and installed("openvino") and not is_student(model):
         return "openvino"
     return "onnxruntime"
 
 
+def is_student(model: str | os.PathLike[str]) -> bool:
+    """Whether ``model`` is a distilled student: an export carrying a teacher in its metadata, a bundled student
+    (``clip-lit-rt``), or a student checkpoint (read with torch when installed; without it, a ``.pth`` cannot be run
+    by name anyway unless its export is cached, and is taken for a teacher)."""
+    if model_kind(model) == "onnx":
+        from cliplit.runtime.backends.onnxruntime import onnx_metadata
+
+        return Path(model).is_file() and META_TEACHER in onnx_metadata(model)
+    if str(model) in BUNDLED:
+        return True
+    if str(model) in RELEASED or not Path(model).is_file():
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    try:
+        blob = torch.load(model, map_location="cpu", weights_only=True)
+    except Exception:  # not a checkpoint: loading it later says why, with the runtime's own message
+        return False
+    # cliplit checkpoints name their network; the teacher's is "clip-lit" (absent in files older than students)
+    return isinstance(blob, dict) and blob.get("architecture", "clip-lit") != "clip-lit"
+
+
 #: what ``auto`` picks for each kind of model file, decided when asked (it depends on what is installed)
-AUTO: dict[str, Callable[[], str]] = {
+AUTO: dict[str, Callable[[str | os.PathLike[str]], str]] = {
     "onnx": auto_onnx,
-    "engine": lambda: "tensorrt",
+    "engine": lambda model: "tensorrt",
     "weights": auto_onnx,
-    "server": lambda: "triton",
+    "server": lambda model: "triton",
 }
 
 __all__ = [
@@ -135,7 +161,7 @@ def select_backend(model: str | os.PathLike[str] | None, backend: str = "auto") 
     model = DEFAULT_WEIGHTS if model is None else model
     kind = model_kind(model)
     if backend == "auto":
-        return AUTO[kind]()
+        return AUTO[kind](model)
     runs = REGISTRY[backend].runs
     if (kind == "server") != (runs == "server"):
         raise CliplitError(
