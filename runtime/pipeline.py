@@ -108,7 +108,8 @@ class Pipeline:
     """Runs ``source`` → ``enhancer`` → ``sink`` once; see the module docstring for the policies.
 
     ``batch_size`` frames of one size go through the network together (what is already decoded, never waiting for
-    more); ``in_flight`` batches are kept submitted at once where the backend runs asynchronously (TensorRT).
+    more); ``in_flight`` batches are kept submitted at once where the backend runs asynchronously (ONNX Runtime,
+    OpenVINO, TensorRT).
     ``tolerate_errors`` (image batches) records an unreadable or too small input as a failed item and carries on;
     otherwise any error aborts the run. ``preview`` is called on the main thread with the newest output frame and
     returns False to stop.

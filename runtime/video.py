@@ -44,7 +44,10 @@ X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 #: codecs that take --preset, with their presets
 PRESETS = {"libx264": X26X_PRESETS, "libx264rgb": X26X_PRESETS, "libx265": X26X_PRESETS}
 DEFAULT_CRF = 18
-DEFAULT_PRESET = "medium"
+# veryfast, not x264's own medium: a third of medium's CPU for the same quality at CRF 18 (720p frames panning over
+# real photos: 17.5 against 51.7 ms of CPU per frame, 1.34 against 1.47 MB, 39.50 against 39.61 dB), and that CPU is
+# what real-time enhancement shares with the network; --preset medium (or slower) trades it back for smaller files.
+DEFAULT_PRESET = "veryfast"
 #: an input is called truncated when its last decoded frame ends this long before the container says it should
 TRUNCATION_TOLERANCE_S = 0.5
 _MP4_LIKE = (".mp4", ".mov", ".m4v")

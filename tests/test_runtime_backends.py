@@ -92,6 +92,40 @@ def test_sessions_sleep_instead_of_spinning_unless_asked(monkeypatch, float_onnx
             spinning.get_session_config_entry(key)
 
 
+def test_submitted_batches_run_at_once_and_each_gets_its_own_outputs(float_onnx):
+    """submit() must not run the batch itself: two runs meet at a barrier (run one after the other, the first would
+    wait for the second forever); outputs come back per handle in any order, an error at its own wait()."""
+    import threading
+
+    backend = OnnxRuntimeBackend(float_onnx, OnnxRuntimeOptions(threads=1))
+    real_run = backend.session.run
+    barrier = threading.Barrier(2, timeout=20)
+
+    class MeetingSession:
+        def run(self, names, feeds):
+            barrier.wait()  # BrokenBarrierError after 20 s if only one run is under way
+            if feeds["image"].shape[2] == 3:
+                raise RuntimeError("a failing batch")
+            return real_run(names, feeds)
+
+    batches = [np.random.default_rng(i).random((1, 3, 24 + 8 * i, 40), dtype=np.float32) for i in range(2)]
+    expected = [backend.run(batch) for batch in batches]
+    backend.session = MeetingSession()
+    handles = [backend.submit(batch) for batch in batches]
+    for index in (1, 0):  # out of submission order
+        outputs = backend.wait(handles[index])
+        for name, value in expected[index].items():
+            np.testing.assert_array_equal(outputs[name], value)
+    failing = [backend.submit(np.zeros((1, 3, 3, 3), np.float32)), backend.submit(batches[0])]
+    assert backend.wait(failing[1])["light_map"].shape == (1, 1, 24, 40)
+    with pytest.raises(RuntimeError, match="a failing batch"):
+        backend.wait(failing[0])
+    with pytest.raises(TypeError, match="not one of its handles"):
+        backend.wait(object())
+    backend.close()
+    backend.close()  # twice is harmless
+
+
 def test_providers_prefer_tensorrt_then_cuda_then_cpu(monkeypatch, cliplit_home):
     offered = ["CPUExecutionProvider", "AzureExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]
     monkeypatch.setattr(ort, "get_available_providers", lambda: offered)

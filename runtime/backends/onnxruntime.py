@@ -5,11 +5,17 @@ Providers are tried in the order TensorRT → CUDA → CPU, keeping those the in
 the next provider if one fails to initialise (for example TensorRT libraries missing), so a GPU package on a machine
 without the libraries still runs. The model's I/O variant comes from its ``cliplit.io`` metadata, written by the
 exporter, never from guessing at tensor shapes.
+
+``submit`` runs each batch on one of ``OVERLAP`` worker threads (ONNX Runtime sessions take concurrent ``run`` calls
+and release the GIL), so the pipeline's next frame starts while the last one finishes: a frame's operators leave
+cores idle between them (small maps at coarse levels, memory-bound passes), which the other frame fills. Measured on
+the 2-core CPU, 720p video through the real-time student: 18.6-19.2 fps against 16.5 run one at a time.
 """
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +82,16 @@ class OnnxRuntimeOptions(BackendOptions):
             raise CliplitError(f"--threads must be at least 1, got {self.threads}")
 
 
+OVERLAP = 2  # batches run at once by submit(); more gained nothing measurable on 2 cores (19.2 fps with 3)
+
+
+@dataclass(frozen=True)
+class Running:
+    """The handle of a submitted batch: its run on a worker thread."""
+
+    future: Future
+
+
 class OnnxRuntimeBackend(Backend):
     """An exported cliplit model in an ONNX Runtime session."""
 
@@ -111,6 +127,7 @@ class OnnxRuntimeBackend(Backend):
             )
         self._input_name = spec.input_name
         self._output_names = list(spec.output_names)
+        self._workers: ThreadPoolExecutor | None = None  # started by the first submit(): run() alone needs none
 
     @property
     def providers(self) -> list[str]:
@@ -126,6 +143,24 @@ class OnnxRuntimeBackend(Backend):
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.session.run(self._output_names, {self._input_name: batch})
         return dict(zip(self._output_names, outputs, strict=True))
+
+    def submit(self, batch: np.ndarray) -> Running:
+        """Start ``batch`` on a worker thread and return at once (up to ``OVERLAP`` batches run together)."""
+        if self._workers is None:
+            self._workers = ThreadPoolExecutor(OVERLAP, thread_name_prefix="cliplit-onnxruntime")
+        return Running(self._workers.submit(self.run, batch))
+
+    def wait(self, handle: object) -> dict[str, np.ndarray]:
+        """The outputs of a submitted batch; an error of its run is raised here."""
+        if not isinstance(handle, Running):
+            raise TypeError(f"{type(self).__name__}.wait() got {type(handle).__name__}, not one of its handles")
+        return handle.future.result()
+
+    def close(self) -> None:
+        """Let submitted batches finish, then stop the worker threads."""
+        if self._workers is not None:
+            self._workers.shutdown(wait=True)
+            self._workers = None
 
 
 def session_options(options: OnnxRuntimeOptions) -> ort.SessionOptions:
