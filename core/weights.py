@@ -77,7 +77,7 @@ BUNDLED: dict[str, BundledWeights] = {
     "clip-lit-rt": BundledWeights(
         "clip-lit-rt",
         "clip-lit-rt.pth",
-        "594c9fe7a60dc19f719c1f5ff550e009799e5b4fefc8cb8c750d6d49366ba9c6",
+        "4c498e14d09c98c9b4587dc3675321bc51d53ddab5e6c8f02baa4d6feb49e5d2",
         "the real-time student distilled from clip-lit (S-Lab License 1.0, see core/released/LICENSE-S-Lab.txt)",
     ),
 }

@@ -20,14 +20,15 @@ from cliplit.runtime.enhancer import Enhancer
 from cliplit.train.checkpoint import load_enhancer
 from cliplit.train.student import StudentNet
 
-# The issue's goals for the shipped student, against the official outputs at full resolution.
+# The issue's goals for the shipped student, against the official outputs at full resolution, and what the shipped
+# weights reach (measured 43.25 dB mean, 37.39 dB worst; per photo in docs/distill.md): the mean goal is met, the
+# worst photo (the skyline) is 0.6 dB short. Asserted as reached, a little under the measurement (other CPUs' kernels
+# round differently), so any regression fails.
 GOAL_MEAN_DB = 42.0
 GOAL_WORST_DB = 38.0
-# What the shipped weights reach (measured 41.02 dB mean, 37.21 dB worst; per photo in docs/distill.md): below the
-# goals by 1.0 and 0.8 dB. Asserted as reached, so any regression fails; the goals stay above, for the record.
-REACHED_MEAN_DB = 41.0
-REACHED_WORST_DB = 37.2
-assert REACHED_MEAN_DB <= GOAL_MEAN_DB and REACHED_WORST_DB <= GOAL_WORST_DB
+REACHED_MEAN_DB = 43.2
+REACHED_WORST_DB = 37.3
+assert REACHED_MEAN_DB >= GOAL_MEAN_DB and REACHED_WORST_DB < GOAL_WORST_DB  # keep in step with docs/distill.md
 
 
 def test_resolves_offline_from_the_package(monkeypatch):
