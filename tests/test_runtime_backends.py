@@ -97,7 +97,7 @@ def test_submitted_batches_run_at_once_and_each_gets_its_own_outputs(float_onnx)
     wait for the second forever); outputs come back per handle in any order, an error at its own wait()."""
     import threading
 
-    backend = OnnxRuntimeBackend(float_onnx, OnnxRuntimeOptions(threads=1))
+    backend = OnnxRuntimeBackend(float_onnx, OnnxRuntimeOptions(threads=1, overlap=2))
     real_run = backend.session.run
     barrier = threading.Barrier(2, timeout=20)
 
@@ -124,6 +124,24 @@ def test_submitted_batches_run_at_once_and_each_gets_its_own_outputs(float_onnx)
         backend.wait(object())
     backend.close()
     backend.close()  # twice is harmless
+
+
+def test_students_overlap_two_batches_and_the_teacher_runs_one_at_a_time(float_onnx):
+    """The teacher's submit() runs the batch before returning (two at once would double its memory); a student's
+    returns at once."""
+    from cliplit.runtime.backends.base import Completed
+    from cliplit.runtime.backends.onnxruntime import Running
+    from cliplit.runtime.default_model import ensure_onnx
+
+    frame = np.random.default_rng(3).random((1, 3, 16, 24), dtype=np.float32)
+    with OnnxRuntimeBackend(float_onnx) as teacher:
+        assert teacher.overlap == 1 and isinstance(teacher.submit(frame), Completed)
+    with OnnxRuntimeBackend(ensure_onnx("clip-lit-rt", "float")) as student:
+        handle = student.submit(frame)
+        assert student.overlap == 2 and isinstance(handle, Running)
+        assert student.wait(handle)["light_map"].shape == (1, 1, 16, 24)
+    with pytest.raises(CliplitError, match="overlap must be at least 1"):
+        OnnxRuntimeOptions(overlap=0)
 
 
 def test_providers_prefer_tensorrt_then_cuda_then_cpu(monkeypatch, cliplit_home):

@@ -6,10 +6,12 @@ the next provider if one fails to initialise (for example TensorRT libraries mis
 without the libraries still runs. The model's I/O variant comes from its ``cliplit.io`` metadata, written by the
 exporter, never from guessing at tensor shapes.
 
-``submit`` runs each batch on one of ``OVERLAP`` worker threads (ONNX Runtime sessions take concurrent ``run`` calls
-and release the GIL), so the pipeline's next frame starts while the last one finishes: a frame's operators leave
-cores idle between them (small maps at coarse levels, memory-bound passes), which the other frame fills. Measured on
-the 2-core CPU, 720p video through the real-time student: 18.6-19.2 fps against 16.5 run one at a time.
+For a distilled student, ``submit`` runs each batch on one of two worker threads (ONNX Runtime sessions take
+concurrent ``run`` calls and release the GIL), so the pipeline's next frame starts while the last one finishes: the
+student's operators leave cores idle between them (small maps at coarse levels, memory-bound passes), which the other
+frame fills. Measured on the 2-core CPU, 720p video: 18.6-19.2 fps against 16.5 run one at a time. The teacher runs
+one batch at a time: its convolutions already keep every core busy, and two frames at once would double its memory
+(about 1.7 kB per pixel), which the runtime's memory budget counts once. ``OnnxRuntimeOptions.overlap`` overrides.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from cliplit.core.contract import IO_VARIANTS, META_IO, META_OUTPUTS, io_spec, outputs_from_metadata
+from cliplit.core.contract import IO_VARIANTS, META_IO, META_OUTPUTS, META_TEACHER, io_spec, outputs_from_metadata
 from cliplit.core.errors import CliplitError
 from cliplit.core.weights import cliplit_home
-from cliplit.runtime.backends.base import Backend, BackendOptions
+from cliplit.runtime.backends.base import Backend, BackendOptions, Completed
 
 #: execution providers in order of preference; only those the installed package offers are used
 PREFERRED_PROVIDERS: tuple[str, ...] = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -63,7 +65,8 @@ def default_providers(device: int = 0) -> list[str | tuple[str, dict[str, str]]]
 class OnnxRuntimeOptions(BackendOptions):
     """``threads``: intra-op threads (default: one per core); ``device``: GPU index for the CUDA/TensorRT providers;
     ``providers``: overrides the TensorRT → CUDA → CPU preference; ``spin_wait``: let idle worker threads spin for
-    the next operator (ONNX Runtime's default) instead of sleeping.
+    the next operator (ONNX Runtime's default) instead of sleeping; ``overlap``: batches ``submit`` runs at once
+    (default: 2 for a distilled student, 1 for the teacher; see the module docstring).
 
     Spinning is off by default because the runtime never runs inference alone: decoding and encoding threads (and
     the server's other instances) need the cores that spinning workers hold between operators and between frames.
@@ -76,13 +79,16 @@ class OnnxRuntimeOptions(BackendOptions):
     device: int = 0
     providers: tuple[str | tuple[str, dict[str, str]], ...] | None = None
     spin_wait: bool = False
+    overlap: int | None = None
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise CliplitError(f"--threads must be at least 1, got {self.threads}")
+        if self.overlap is not None and self.overlap < 1:
+            raise CliplitError(f"overlap must be at least 1 batch, got {self.overlap}")
 
 
-OVERLAP = 2  # batches run at once by submit(); more gained nothing measurable on 2 cores (19.2 fps with 3)
+STUDENT_OVERLAP = 2  # a student's batches run at once by submit(); 3 gained nothing measurable on 2 cores
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,8 @@ class OnnxRuntimeBackend(Backend):
             )
         self._input_name = spec.input_name
         self._output_names = list(spec.output_names)
-        self._workers: ThreadPoolExecutor | None = None  # started by the first submit(): run() alone needs none
+        self.overlap = options.overlap or (STUDENT_OVERLAP if META_TEACHER in metadata else 1)
+        self._workers: ThreadPoolExecutor | None = None  # started by the first overlapping submit()
 
     @property
     def providers(self) -> list[str]:
@@ -144,14 +151,19 @@ class OnnxRuntimeBackend(Backend):
         outputs = self.session.run(self._output_names, {self._input_name: batch})
         return dict(zip(self._output_names, outputs, strict=True))
 
-    def submit(self, batch: np.ndarray) -> Running:
-        """Start ``batch`` on a worker thread and return at once (up to ``OVERLAP`` batches run together)."""
+    def submit(self, batch: np.ndarray) -> Running | Completed:
+        """Start ``batch`` on a worker thread and return at once (``overlap`` batches run together), or run it now
+        when ``overlap`` is 1."""
+        if self.overlap == 1:
+            return super().submit(batch)
         if self._workers is None:
-            self._workers = ThreadPoolExecutor(OVERLAP, thread_name_prefix="cliplit-onnxruntime")
+            self._workers = ThreadPoolExecutor(self.overlap, thread_name_prefix="cliplit-onnxruntime")
         return Running(self._workers.submit(self.run, batch))
 
     def wait(self, handle: object) -> dict[str, np.ndarray]:
         """The outputs of a submitted batch; an error of its run is raised here."""
+        if isinstance(handle, Completed):
+            return super().wait(handle)
         if not isinstance(handle, Running):
             raise TypeError(f"{type(self).__name__}.wait() got {type(handle).__name__}, not one of its handles")
         return handle.future.result()
