@@ -116,7 +116,9 @@ def _onnxruntime_cpu(n: int, repeats: int) -> PeakMeasurement:
         graph = helper.make_graph(
             [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", [tensor("a"), tensor("b")], [tensor("c")]
         )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        # IR version 8 is what opset 17 needs; onnx's default is its own newest IR, which older ONNX Runtimes refuse
+        # (the H200 image's 1.30 refused IR 14 written by onnx 1.23)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         a, b = _operands(n)
         best = _best(lambda: session.run(None, {"a": a, "b": b}), repeats, HostClock())

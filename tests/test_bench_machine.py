@@ -139,3 +139,17 @@ def test_other_load_reads_this_machine():
     sum(range(200_000))
     value = meter.stop()
     assert value is not None and 0.0 <= value <= os.cpu_count(), "cores other processes kept busy, on Linux"
+
+
+def test_the_onnxruntime_peak_model_declares_an_ir_version_older_runtimes_read(monkeypatch):
+    """onnx writes its own newest IR version by default, which ONNX Runtime 1.30 refused (IR 14); the one-node
+    MatMul model must declare the IR version of its opset (8 for opset 17)."""
+    import onnx
+    import onnxruntime as ort
+
+    seen = []
+    real_session = ort.InferenceSession
+    monkeypatch.setattr(ort, "InferenceSession", lambda model, **kw: seen.append(model) or real_session(model, **kw))
+    result = peak._onnxruntime_cpu(64, 1)
+    assert result.error is None and result.gflops > 0
+    assert onnx.load_from_string(seen[0]).ir_version == 8
