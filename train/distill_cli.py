@@ -51,7 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--val-fraction", type=float, default=d["val_fraction"], help="share of photos held out (default 0.1)")
     add("--val-size", type=int, default=d["val_size"], help="longer side of validation photos (default 768)")
     add("--log-weight", type=float, default=d["log_weight"], help="weight of the log-light-map loss (default 0.05)")
-    add("--widths", type=int, nargs="+", default=list(d["widths"]), metavar="C", help="student widths at 1/4, 1/8, ...")
+    widths = " ".join(map(str, d["widths"]))
+    add(
+        "--widths",
+        type=int,
+        nargs="+",
+        default=list(d["widths"]),
+        metavar="C",
+        help=f"student widths at 1/4, 1/8, ... (default {widths})",
+    )
     add("--seed", type=int, default=d["seed"], help="seed of the crops, split and initialisation (default 0)")
     add("--device", default=d["device"], help="auto (CUDA if present), cpu, cuda, cuda:N (default auto)")
     add("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
