@@ -37,6 +37,9 @@ def run_phase(run: RunState, stage: Stage) -> bool:
         pin_memory=run.device.type == "cuda",
         generator=torch.Generator(),  # keeps the loader from drawing on the global RNG (resume exactness)
         persistent_workers=False,
+        # workers start from a fork server, not a fork of this process: forking a process whose native libraries
+        # run threads (ONNX Runtime, OpenVINO's TBB, OpenMP, gRPC) is unsafe, and crashed whole test runs
+        multiprocessing_context="forkserver" if config.num_workers > 0 else None,
     )
     batches = iter(loader)
     bar = tqdm(
