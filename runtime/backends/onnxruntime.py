@@ -35,8 +35,13 @@ PREFERRED_PROVIDERS: tuple[str, ...] = ("TensorrtExecutionProvider", "CUDAExecut
 
 
 def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX model, read with ONNX Runtime (the runtime does not need the onnx package)."""
-    return open_session(Path(path), ort.SessionOptions(), ["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    """The ``metadata_props`` of an ONNX model, read with ONNX Runtime (the runtime does not need the onnx package).
+
+    The session is built without graph optimisations, which a metadata read does not need: a third of the time
+    (15 against 50 ms for the teacher), paid at start-up each time ``auto`` looks for a student's teacher tag."""
+    settings = ort.SessionOptions()
+    settings.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return open_session(Path(path), settings, ["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
 
 
 def default_providers(device: int = 0) -> list[str | tuple[str, dict[str, str]]]:
