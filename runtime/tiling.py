@@ -67,7 +67,7 @@ from cliplit.runtime.backends.onnxruntime import (
     open_session,
     session_options,
 )
-from cliplit.runtime.memory import default_budget, format_size, resident_memory
+from cliplit.runtime.memory import default_budget, format_size, resident_memory, return_large_frees_to_the_system
 
 
 @dataclass(frozen=True)
@@ -369,6 +369,8 @@ class Tiling:
         key = (height, width, batch, light_map)
         if key not in self._plans:
             self._plans[key] = self._plan(height, width, batch, light_map)
+            if self._plans[key] is not None:  # the budget holds only if freed tensors leave the process
+                return_large_frees_to_the_system()
         return self._plans[key]
 
     def _plan(self, height: int, width: int, batch: int, light_map: bool) -> tuple[int, int] | None:
