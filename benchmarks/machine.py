@@ -125,7 +125,8 @@ class OtherLoad:
         if wall <= 0:
             return None
         others = (busy - machine0) - (_own_cpu_seconds() - own0)
-        return max(0.0, others / wall)
+        # both counters tick in 1/SC_CLK_TCK s (10 ms): over short windows the difference can leave [0, cores]
+        return min(max(0.0, others / wall), float(os.cpu_count() or 1))
 
 
 def _own_cpu_seconds() -> float:
