@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from cliplit.train.network import PyramidPooling
-from cliplit.train.student import StudentNet, conv_flops_per_pixel
+from cliplit.train.student import StudentNet
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def flops_per_frame(model: nn.Module, height: int, width: int) -> int:
     every convolution's output size is what it is; the teacher's closed form avoids running it at 4K.
     """
     if isinstance(model, StudentNet):
-        return round(conv_flops_per_pixel(model, height, width) * height * width)
+        return hooked_conv_flops(model, height, width)
     total = 0
     for cost in conv_costs(model):
         pixels = height * width if cost.pooled_side is None else cost.pooled_side**2
@@ -70,3 +71,27 @@ def flops_per_pixel(model: nn.Module) -> int:
 
 def _join(*parts: str) -> str:
     return ".".join(part for part in parts if part)
+
+
+def hooked_conv_flops(model: nn.Module, height: int, width: int) -> int:
+    """Convolution FLOPs (2 per multiply-add) of one forward pass on a ``height``×``width`` frame, counted with
+    forward hooks on every ``Conv2d`` that runs.
+
+    Counted on the real run, so strides, pooled levels and the pyramid pooling's small maps are all as they are (the
+    students'); for the teacher it is the check of the closed form. Element-wise work is not counted, as above.
+    """
+    total = 0
+
+    def hook(module: nn.Conv2d, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        total += 2 * kernel * output.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(torch.rand(1, 3, height, width))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total

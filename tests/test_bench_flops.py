@@ -3,29 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
-from cliplit.benchmarks.flops import conv_costs, flops_per_frame, flops_per_pixel
-
-
-def hooked_conv_flops(model: nn.Module, height: int, width: int) -> int:
-    """2 · (C_in/groups) · k_h · k_w · C_out FLOPs per output element of every Conv2d that runs, via forward hooks."""
-    total = 0
-
-    def count(module: nn.Conv2d, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal total
-        kh, kw = module.kernel_size
-        total += 2 * (module.in_channels // module.groups) * kh * kw * output.numel()
-
-    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            model(torch.rand(1, 3, height, width))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total
+from cliplit.benchmarks.flops import conv_costs, flops_per_frame, flops_per_pixel, hooked_conv_flops
 
 
 @pytest.mark.parametrize(("height", "width"), [(2, 2), (7, 9), (64, 96), (67, 93)])

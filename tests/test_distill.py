@@ -208,7 +208,6 @@ def test_the_bench_bills_each_row_the_flops_of_the_network_it_ran():
     from cliplit.benchmarks.flops import flops_per_frame
     from cliplit.benchmarks.registry import BACKENDS, scaled_entries
     from cliplit.benchmarks.suite import _models_by_backend
-    from cliplit.train.student import conv_flops_per_pixel
 
     scaled = scaled_entries(["onnxruntime-rt"], [0.5], "guided")
     entries = [BACKENDS["onnxruntime"], BACKENDS["onnxruntime-rt"], *scaled]
@@ -219,7 +218,6 @@ def test_the_bench_bills_each_row_the_flops_of_the_network_it_ran():
     assert isinstance(student, StudentNet) and models["onnxruntime-rt@scale0.5"] is student
     teacher_flops, student_flops = flops_per_frame(teacher, 72, 128), flops_per_frame(student, 72, 128)
     assert teacher_flops == 555_264 * 72 * 128 + flops_per_frame(teacher, 1, 1) - 555_264  # pooled branches once
-    assert student_flops == round(conv_flops_per_pixel(student, 72, 128) * 72 * 128)
     assert 100 * student_flops < teacher_flops
 
 

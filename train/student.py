@@ -129,27 +129,3 @@ class StudentNet(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def conv_flops_per_pixel(model: nn.Module, height: int = 720, width: int = 1280) -> float:
-    """Convolution FLOPs (2 per multiply-add) of one forward pass per input pixel, counted with hooks at a frame size.
-
-    Counted on the real run, so strides, pooled levels and the pyramid pooling's small maps are all as they are; the
-    element-wise work at full resolution (the luma, bilinear upsampling of the two coefficient maps, the affine
-    model, exp, the division) is not counted, as usual for CNN FLOP counts: a few dozen operations per pixel.
-    """
-    total = 0
-
-    def hook(module: nn.Conv2d, _inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal total
-        kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-        total += 2 * kernel * output.numel()
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            model(torch.rand(1, 3, height, width))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total / (height * width)
