@@ -332,14 +332,14 @@ def test_synthetic_scene_is_deterministic_and_backlit() -> None:
 def test_a_graph_tensorrt_would_reject_fails_before_tensorrt_is_touched(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The static check runs first: the old uint8 wrapper (reorder, then cast) is refused naming node and rule."""
-    from test_tensorrt_compat import reorder_before_cast
+    """The static check runs first: the old uint8 wrapper (transpose, then cast) is refused naming node and rule."""
+    from test_tensorrt_compat import transpose_before_cast
 
     broken = tmp_path / "old-uint8.onnx"
-    onnx.save(reorder_before_cast(onnx.load(str(exported_onnx(tmp_path_factory, "uint8")))), str(broken))
+    onnx.save(transpose_before_cast(onnx.load(str(exported_onnx(tmp_path_factory, "uint8")))), str(broken))
     stack = install(monkeypatch, "10.9.0.34")
     settings = BuildSettings(profile_from_args("uint8", *SHAPES["uint8"]))
-    with pytest.raises(CliplitError, match=r"/Gather \(Gather\) breaks rule uint8-io-only"):
+    with pytest.raises(CliplitError, match=r"/Transpose \(Transpose\) breaks rule uint8-io-only"):
         build_engine(broken, tmp_path / "m.engine", settings)
     assert stack.log == []  # neither TensorRT nor CUDA was called
     assert not (tmp_path / "m.engine").exists()
@@ -349,14 +349,14 @@ def test_the_fake_parser_rejects_uint8_intermediates_too(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fake is as strict as TensorRT's parser, so the static check is not the only guard in these tests."""
-    from test_tensorrt_compat import reorder_before_cast
+    from test_tensorrt_compat import transpose_before_cast
 
     from cliplit.export.tensorrt_build import build_serialized_engine
 
     stack = install(monkeypatch, "10.9.0.34")
-    broken = reorder_before_cast(onnx.load(str(exported_onnx(tmp_path_factory, "uint8"))))
+    broken = transpose_before_cast(onnx.load(str(exported_onnx(tmp_path_factory, "uint8"))))
     settings = BuildSettings(profile_from_args("uint8", *SHAPES["uint8"]), fp16=False)
-    with pytest.raises(CliplitError, match=r"parser rejected the model: In node \d+ with name: /Gather"):
+    with pytest.raises(CliplitError, match=r"parser rejected the model: In node \d+ with name: /Transpose"):
         build_serialized_engine(stack.trt, broken, settings, b"")
 
 

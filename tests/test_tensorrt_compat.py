@@ -17,27 +17,22 @@ from cliplit.export.trt_compat import Violation, check_tensorrt_compat, find_vio
 DEFAULTS = {io: profile_from_args(io, None, None, None) for io in ("float", "uint8")}
 
 
-def reorder_before_cast(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The uint8 wrapper as it was: swap channels and transpose the uint8 frame, then cast (same values).
+def transpose_before_cast(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The uint8 wrapper as it once was: transpose the uint8 frame, then cast (same values).
 
-    Rewires the fixed export's ``/Cast -> /Transpose -> /Gather`` head into ``/Gather -> /Transpose -> /Cast``.
+    Rewires the export's ``/Cast -> /Transpose`` head into ``/Transpose -> /Cast``.
     """
     broken = onnx.ModelProto()
     broken.CopyFrom(model)
     nodes = {node.name: node for node in broken.graph.node}
-    cast, transpose, gather = nodes["/Cast"], nodes["/Transpose"], nodes["/Gather"]
-    assert list(cast.input) == ["frame"], "not the fixed uint8 export this surgery expects"
-    float_rgb = gather.output[0]  # what the rest of the graph reads
-    gather.input[0], gather.output[0] = "frame", "bgr_swapped"
-    gather.ClearField("attribute")
-    gather.attribute.append(helper.make_attribute("axis", 3))  # the colour axis of N×H×W×3
-    transpose.input[0], transpose.output[0] = "bgr_swapped", "nchw_uint8"
-    cast.input[0], cast.output[0] = "nchw_uint8", float_rgb
-    order = [n for n in broken.graph.node if n.name not in ("/Cast", "/Transpose", "/Gather")]
-    first = next(i for i, n in enumerate(order) if float_rgb in n.input)
-    index_constant = next(i for i, n in enumerate(order) if gather.input[1] in n.output)
-    assert index_constant < first
-    order[first:first] = [gather, transpose, cast]
+    cast, transpose = nodes["/Cast"], nodes["/Transpose"]
+    assert list(cast.input) == ["frame"] and list(transpose.input) == list(cast.output), "not the export expected"
+    float_nchw = transpose.output[0]  # what the rest of the graph reads
+    transpose.input[0], transpose.output[0] = "frame", "nchw_uint8"
+    cast.input[0], cast.output[0] = "nchw_uint8", float_nchw
+    order = [n for n in broken.graph.node if n.name not in ("/Cast", "/Transpose")]
+    first = next(i for i, n in enumerate(order) if float_nchw in n.input)
+    order[first:first] = [transpose, cast]
     broken.graph.ClearField("node")
     broken.graph.node.extend(order)
     broken.graph.ClearField("value_info")
@@ -60,16 +55,14 @@ def test_every_exported_variant_passes(models: dict[str, onnx.ModelProto], varia
 
 
 def test_the_old_uint8_wrapper_fails_naming_node_and_rule(models: dict[str, onnx.ModelProto]) -> None:
-    broken = reorder_before_cast(models["uint8"])
+    broken = transpose_before_cast(models["uint8"])
     found = {(v.node, v.rule) for v in find_violations(broken, DEFAULTS["uint8"])}
     assert found == {
-        ("/Gather", "operator-types"),  # Gather does not take UINT8
-        ("/Gather", "uint8-io-only"),  # it reads the UINT8 frame and writes a UINT8 intermediate
-        ("/Transpose", "operator-types"),
-        ("/Transpose", "uint8-io-only"),
+        ("/Transpose", "operator-types"),  # Transpose does not take UINT8
+        ("/Transpose", "uint8-io-only"),  # it reads the UINT8 frame and writes a UINT8 intermediate
         ("/Cast", "uint8-io-only"),  # it reads a UINT8 intermediate
     }
-    with pytest.raises(CliplitError, match=r"old\.onnx would not build with TensorRT: /Gather \(Gather\) breaks rule"):
+    with pytest.raises(CliplitError, match=r"old\.onnx would not build with TensorRT: /Transpose \(Transpose\) breaks"):
         check_tensorrt_compat(broken, DEFAULTS["uint8"], source="old.onnx")
 
 
@@ -78,7 +71,7 @@ def test_cast_first_changes_no_output(models: dict[str, onnx.ModelProto]) -> Non
     frame = np.random.default_rng(3).integers(0, 256, (1, 21, 34, 3), dtype=np.uint8)
     fixed = ort.InferenceSession(models["uint8"].SerializeToString(), providers=["CPUExecutionProvider"])
     old = ort.InferenceSession(
-        reorder_before_cast(models["uint8"]).SerializeToString(), providers=["CPUExecutionProvider"]
+        transpose_before_cast(models["uint8"]).SerializeToString(), providers=["CPUExecutionProvider"]
     )
     (ours,) = fixed.run(None, {"frame": frame})
     (theirs,) = old.run(None, {"frame": frame})

@@ -10,6 +10,7 @@ convolutions (``cond1``, ``condx``, ``condy``, ``cond_add1``) and are run at tes
 
 from __future__ import annotations
 
+from copy import deepcopy
 from typing import Literal
 
 import torch
@@ -113,6 +114,15 @@ class LightMapNet(nn.Module):
         self.ResidualBlock6 = ResidualBlock(channels)
         self.cond_add1 = nn.Conv2d(channels, 1, 3, padding=1, padding_mode=outer)
         self.act = nn.LeakyReLU(0.2)
+
+    def with_bgr_input(self) -> LightMapNet:
+        """A copy that takes x in B, G, R channel order and gives the same light map: the first convolution's input
+        channels are swapped, the only place where the order matters. Graphs fed with BGR frames (the uint8 export)
+        then need no channel reorder, which costs a full-resolution pass each way in ONNX Runtime."""
+        copy = deepcopy(self)
+        with torch.no_grad():
+            copy.cond1.weight.copy_(self.cond1.weight.flip(1))
+        return copy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.cond1(x))

@@ -32,6 +32,7 @@ width and runs down to the contract's 2x2 minimum.
 
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -104,6 +105,16 @@ class StudentNet(nn.Module):
         self.head = nn.Conv2d(widths[0], 2, 3, padding=1, padding_mode="replicate")  # the slope a, the offset b
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)  # start from L = 1 (the identity enhancement) everywhere
+
+    def with_bgr_input(self) -> StudentNet:
+        """A copy that takes the image in B, G, R channel order and gives the same light map, like
+        ``LightMapNet.with_bgr_input``: only the first convolution sees the colour channels in order (the luma is
+        their mean, the same in any order)."""
+        copy = deepcopy(self)
+        first = copy.encoder[0][0]
+        with torch.no_grad():
+            first.weight[:, :3].copy_(first.weight[:, :3].flip(1))
+        return copy
 
     def coefficients(self, image: torch.Tensor) -> torch.Tensor:
         """The slope and offset of ``log L`` in the luma, at 1/4 resolution (N x 2 x H/4 x W/4)."""
