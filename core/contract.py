@@ -15,6 +15,11 @@ import numpy as np
 from cliplit.core.errors import CliplitError
 
 IO_VARIANTS: tuple[str, ...] = ("float", "uint8")
+#: Revision of each I/O variant's exported graph. A cliplit whose export changes a variant's graph bumps its number,
+#: and the runtime's cache of exports (cliplit.runtime.default_model) names files by it, so an export cached by an
+#: older version is made again rather than run with the old graph. uint8 2: no channel reorders (the network takes
+#: the frame's BGR order).
+GRAPH_REVISIONS: dict[str, int] = {"float": 1, "uint8": 2}
 
 # The released model divides by L with no guard; where L == 0 that gives inf (clamped to 1) or NaN (0/0). We divide
 # by max(L, LIGHT_MAP_EPS) instead. Any L below 1e-6 turns every x >= 1/255 into x/L > 3900, which clamps to 1 just

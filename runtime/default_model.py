@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from cliplit.core.contract import IO_VARIANTS
+from cliplit.core.contract import GRAPH_REVISIONS, IO_VARIANTS
 from cliplit.core.errors import CliplitError
 from cliplit.core.weights import RELEASED, cliplit_home, resolve_weights, sha256_of
 
@@ -27,12 +27,14 @@ def cached_onnx_path(weights: str | os.PathLike[str] = "clip-lit", io: str = "fl
 
     The key is the weights' SHA-256 alone, never their name: the released file passed as a path, a copy under another
     name and the released name all share one export (a released name's SHA-256 is known without the file, so a
-    cached export runs offline)."""
+    cached export runs offline). A variant whose graph has been revised (``GRAPH_REVISIONS``) carries its revision
+    in the name, so an export cached by an older cliplit is made again rather than reused."""
     if io not in IO_VARIANTS:
         raise CliplitError(f"unknown I/O variant {io!r}; expected one of {', '.join(IO_VARIANTS)}")
     key = str(weights)
     digest = RELEASED[key].sha256 if key in RELEASED else sha256_of(resolve_weights(key))
-    return models_dir() / f"weights-{digest[:16]}-{io}.onnx"
+    revision = GRAPH_REVISIONS[io]
+    return models_dir() / f"weights-{digest[:16]}-{io}{'' if revision == 1 else f'-r{revision}'}.onnx"
 
 
 def ensure_onnx(weights: str | os.PathLike[str] = "clip-lit", io: str = "float") -> Path:

@@ -241,5 +241,5 @@ def test_weights_paths_get_their_own_cached_export(tmp_path, released_weights, i
     shutil.copyfile(released_weights, copy)
     path = default_model.cached_onnx_path(copy, "uint8")
     assert path == default_model.cached_onnx_path("clip-lit", "uint8")
-    assert path.name == f"weights-{RELEASED['clip-lit'].sha256[:16]}-uint8.onnx"
+    assert path.name == f"weights-{RELEASED['clip-lit'].sha256[:16]}-uint8-r2.onnx"  # revised graph, new file
     assert default_model.cached_onnx_path(init_weights) != default_model.cached_onnx_path(copy)
