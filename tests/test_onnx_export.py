@@ -54,6 +54,21 @@ def test_uint8_export_matches_pytorch_within_one_level(uint8_onnx, released_enha
     assert np.abs(enhanced.astype(np.int16) - expected.astype(np.int16)).max() <= 1
 
 
+@pytest.mark.parametrize("weights", ["clip-lit", "clip-lit-rt"])
+def test_a_network_with_bgr_input_gives_the_same_light_map_from_bgr(weights):
+    """What lets the uint8 graph skip its channel reorders: the teacher and the student alike."""
+    from cliplit.train.checkpoint import load_enhancer
+
+    model = load_enhancer(weights).model.eval()
+    bgr_model = model.with_bgr_input()
+    rgb = torch.from_numpy(read_image(photo(SMALL_PHOTO))[::4, ::4, ::-1].copy()).permute(2, 0, 1)[None] / 255.0
+    with torch.no_grad():
+        expected, got = model(rgb), bgr_model(rgb.flip(1))
+        assert not torch.equal(model(rgb.flip(1)), expected)  # the channel order does matter to the network
+    assert torch.allclose(got, expected, rtol=0, atol=1e-6)  # float summation order only
+    assert torch.equal(model(rgb), expected)  # the original is untouched
+
+
 def test_uint8_and_float_variants_agree_on_a_real_photo(float_onnx, uint8_onnx):
     """The in-graph BGR/uint8 pre- and post-processing equals doing it by hand around the float model."""
     bgr = read_image(photo(SMALL_PHOTO))[::4, ::4]
