@@ -20,7 +20,7 @@ PACKAGES = ("core", "train", "export", "runtime", "benchmarks")
 MODULE_LEVEL: dict[str, tuple[str, ...]] = {
     "core": (),
     "train": ("core",),
-    "export": ("core", "train.network", "train.checkpoint"),
+    "export": ("core", "train.network", "train.student", "train.checkpoint"),  # the networks it exports
     "runtime": ("core",),
     "benchmarks": ("core", "train", "export", "runtime"),
 }
