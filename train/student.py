@@ -44,7 +44,7 @@ from cliplit.train.network import PyramidPooling
 
 ARCHITECTURE = "clip-lit-student-2"
 POOL = 4  # the encoder's input is the frame average-pooled by this factor
-LOG_OFFSET = 1.0 / 32.0  # log(luma + offset) at 1/8 resolution: finite at black, compresses shadows like the division
+LOG_OFFSET = 1.0 / 32.0  # log(luma + offset) at 1/4 resolution: finite at black, compresses shadows like the division
 
 
 @dataclass(frozen=True)
