@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-# Frees three 8 MiB blocks in a fresh process and prints how many MiB its resident set kept. glibc's default raises
-# its mmap threshold at the first free, so the next blocks come from its heap and stay resident after free.
+# Frees three 8 MiB blocks in a fresh process and prints how many KiB its resident set kept. glibc's default raises
+# its mmap threshold at the first free, so the next blocks come from its heap and stay resident after free (most of a
+# block: the heap's top may be trimmed a little, and the interpreter's own allocations move the count by pages).
 _FREE_BLOCKS = (
     "import sys\n"
     "import numpy as np\n"
@@ -20,11 +21,11 @@ _FREE_BLOCKS = (
     "for _ in range(3):\n"
     "    block = np.ones(8 << 20, np.uint8)\n"
     "    del block\n"
-    "print((resident_memory() - before) >> 20)\n"
+    "print((resident_memory() - before) >> 10)\n"
 )
 
 
-def _kept_mib(mode: str) -> int:
+def _kept_kib(mode: str) -> int:
     done = subprocess.run([sys.executable, "-c", _FREE_BLOCKS, mode], capture_output=True, text=True, check=True)
     return int(done.stdout)
 
@@ -32,5 +33,5 @@ def _kept_mib(mode: str) -> int:
 def test_large_frees_leave_the_process_once_asked():
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("the setting applies to glibc on Linux only")
-    assert _kept_mib("dynamic") >= 8, "glibc no longer keeps freed large blocks: the test shows nothing"
-    assert _kept_mib("fixed") == 0
+    assert _kept_kib("dynamic") >= 4 << 10, "glibc no longer keeps freed large blocks: the test shows nothing"
+    assert _kept_kib("fixed") < 1 << 10
