@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--weights", default="clip-lit")
     args = parser.parse_args()
-    from cliplit.runtime.default_model import ensure_onnx
+    from cliplit.runtime.models import ensure_onnx
 
     size = parse_size(args.size)
     model = ensure_onnx(args.weights, "float")

@@ -33,7 +33,7 @@ class BenchContext:
     def onnx(self, io: str) -> Path:
         """The dynamic-shape ONNX export of the weights in I/O variant ``io``: the runtime's cached export, made
         (and verified against PyTorch) on first use, so ONNX Runtime runs exactly what ``cliplit enhance`` runs."""
-        from cliplit.runtime.default_model import ensure_onnx
+        from cliplit.runtime.models import ensure_onnx
 
         return ensure_onnx(self.weights, io)
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from cliplit.runtime.default_model import ensure_onnx
+from cliplit.runtime.models import ensure_onnx
 
 _CHILD = """
 import json, resource, sys, time

@@ -7,16 +7,18 @@ module must stay importable without torch (the runtime imports it).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from cliplit.core.errors import CliplitError
+from cliplit.core.version import cliplit_version
 
 IO_VARIANTS: tuple[str, ...] = ("float", "uint8")
 #: Revision of each I/O variant's exported graph. A cliplit whose export changes a variant's graph bumps its number,
-#: and the runtime's cache of exports (cliplit.runtime.default_model) names files by it, so an export cached by an
+#: and the runtime's cache of exports (cliplit.runtime.models) names files by it, so an export cached by an
 #: older version is made again rather than run with the old graph. uint8 2: no channel reorders (the network takes
 #: the frame's BGR order).
 GRAPH_REVISIONS: dict[str, int] = {"float": 1, "uint8": 2}
@@ -117,6 +119,41 @@ def metadata_for(
         META_PADDING: padding,
         META_OUTPUTS: ",".join(spec.output_names),
     }
+
+
+def model_metadata(
+    io: str,
+    outputs: Sequence[str] | None,
+    *,
+    model_name: str,
+    weights_sha256: str,
+    padding: str,
+    source: Mapping[str, object],
+    opset: int,
+) -> dict[str, str]:
+    """The metadata_props of a model exported from a checkpoint whose provenance is ``source``: the contract's keys
+    plus, for a distilled student, its teacher and measured fidelity. The exporter and the runtime's torch-free
+    builder (:mod:`cliplit.core.graphs`) both write exactly this."""
+    meta = metadata_for(
+        io,
+        model_name=model_name,
+        weights_sha256=weights_sha256,
+        opset=opset,
+        version=cliplit_version(),
+        padding=padding,
+        outputs=outputs,
+    )
+    if "distilled_from" in source:
+        meta[META_TEACHER] = str(source["distilled_from"])
+        fidelity = source.get("fidelity") or source.get("val_psnr_vs_teacher", {})
+        meta[META_FIDELITY] = json.dumps(fidelity, sort_keys=True)
+    return meta
+
+
+def model_doc_string(model_name: str, part: str = "") -> str:
+    """The doc_string of an exported model (``part``: which split part, for tiled inference)."""
+    what = f", {part} of the split for tiled inference" if part else ""
+    return f"CLIP-LIT enhancer ({model_name}){what}, exported by cliplit {cliplit_version()}"
 
 
 def io_spec(io: str, outputs: Sequence[str] | None = None) -> IoSpec:

@@ -8,7 +8,7 @@ renamed into place; a model that drifts more than ``LIGHT_MAP_TOLERANCE`` is nev
 
 from __future__ import annotations
 
-import json
+import io as io_module
 import os
 import warnings
 from collections.abc import Sequence
@@ -23,16 +23,14 @@ from torch import nn
 from cliplit.core.atomic import atomic_output
 from cliplit.core.contract import (
     IO_VARIANTS,
-    META_FIDELITY,
-    META_TEACHER,
     MIN_SIDE,
     io_spec,
-    metadata_for,
+    model_doc_string,
     model_input_from_rgb,
+    model_metadata,
     random_model_input,
 )
 from cliplit.core.errors import CliplitError
-from cliplit.core.version import cliplit_version
 from cliplit.export.opencv_compat import expand_single_pixel_resizes
 from cliplit.train.checkpoint import EnhancerCheckpoint
 from cliplit.train.network import LightMapNet, apply_light_map
@@ -110,6 +108,39 @@ class ExportReport:
         )
 
 
+def onnx_graph(
+    model: LightMapNet | StudentNet, io: str, outputs: Sequence[str] | None = None, opset: int = DEFAULT_OPSET
+) -> onnx.ModelProto:
+    """The exported graph of ``model`` in I/O variant ``io`` with ``outputs``, before metadata and verification: what
+    every export writes and what the runtime's graph templates (:mod:`cliplit.export.templates`) are made from."""
+    spec = io_spec(io, outputs)
+    wrapper = io_wrapper(model, io, outputs)
+    example = random_model_input(io, 1, 67, 93, np.random.default_rng(0))
+    dims = {0: "batch", 1: "height", 2: "width"} if io == "uint8" else {0: "batch", 2: "height", 3: "width"}
+    buffer = io_module.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's tracer and deprecation chatter
+        torch.onnx.export(
+            wrapper,
+            (torch.from_numpy(example),),
+            buffer,
+            dynamo=False,
+            input_names=[spec.input_name],
+            output_names=list(spec.output_names),
+            dynamic_axes={name: dims for name in (spec.input_name, *spec.output_names)},
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    expand_single_pixel_resizes(proto)  # OpenCV 5.0 misreads Resize from 1×1 maps; see opencv_compat
+    return proto
+
+
+def io_wrapper(model: LightMapNet | StudentNet, io: str, outputs: Sequence[str] | None = None) -> nn.Module:
+    """``model`` wrapped in the I/O of variant ``io``."""
+    return FloatIO(model, outputs) if io == "float" else Uint8IO(model)
+
+
 def export_onnx(
     checkpoint: EnhancerCheckpoint,
     path: str | os.PathLike[str],
@@ -130,45 +161,23 @@ def export_onnx(
         raise CliplitError(f"unknown --io {io!r}; expected one of {', '.join(IO_VARIANTS)}")
     spec = io_spec(io, outputs)
     model = checkpoint.model.eval()
-    wrapper = FloatIO(model, outputs) if io == "float" else Uint8IO(model)
-    example = random_model_input(io, 1, 67, 93, np.random.default_rng(0))
-    dims = {0: "batch", 1: "height", 2: "width"} if io == "uint8" else {0: "batch", 2: "height", 3: "width"}
-    dynamic_axes = {name: dims for name in (spec.input_name, *spec.output_names)}
     report = ExportReport(path=Path(path), io=io, opset=opset, outputs=None if outputs is None else spec.output_names)
     with atomic_output(path, overwrite=overwrite) as tmp:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's tracer and deprecation chatter
-            torch.onnx.export(
-                wrapper,
-                (torch.from_numpy(example),),
-                str(tmp),
-                dynamo=False,
-                input_names=[spec.input_name],
-                output_names=list(spec.output_names),
-                dynamic_axes=dynamic_axes,
-                opset_version=opset,
-                do_constant_folding=True,
-            )
-        proto = onnx.load(str(tmp))
-        proto.doc_string = f"CLIP-LIT enhancer ({checkpoint.name}), exported by cliplit {cliplit_version()}"
-        meta = metadata_for(
+        proto = onnx_graph(model, io, outputs, opset)
+        proto.doc_string = model_doc_string(checkpoint.name)
+        meta = model_metadata(
             io,
+            spec.output_names,
             model_name=checkpoint.name,
             weights_sha256=checkpoint.sha256,
-            opset=opset,
-            version=cliplit_version(),
             padding=model.padding,
-            outputs=spec.output_names,
+            source=checkpoint.source,
+            opset=opset,
         )
-        if "distilled_from" in checkpoint.source:
-            meta[META_TEACHER] = str(checkpoint.source["distilled_from"])
-            fidelity = checkpoint.source.get("fidelity") or checkpoint.source.get("val_psnr_vs_teacher", {})
-            meta[META_FIDELITY] = json.dumps(fidelity, sort_keys=True)
         onnx.helper.set_model_props(proto, meta)
-        expand_single_pixel_resizes(proto)  # OpenCV 5.0 misreads Resize from 1×1 maps; see opencv_compat
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))
-        report.max_abs_diff = verify_against_torch(tmp, wrapper, io, verify_images or [])
+        report.max_abs_diff = verify_against_torch(tmp, io_wrapper(model, io, outputs), io, verify_images or [])
     return report
 
 

@@ -9,17 +9,14 @@ the bilinear upsampling (``align_corners=True``) of exactly the rows and columns
 written as two small interpolation matrices built from ``origin``, the 3×3 fuse convolution and the rest of the
 network. Names and metadata: :mod:`cliplit.core.split_contract`.
 
-As every export, the pair is verified before it is renamed into place: the runtime's tiled inference with small,
-uneven tiles (several tiles per frame, pooling bins that straddle tiles and overlap each other) must reproduce the
-full PyTorch model's light map within ``LIGHT_MAP_TOLERANCE``.
+The graphs become the split templates (:mod:`cliplit.export.templates`) from which the runtime builds any teacher's
+split without torch; tests check that tiled inference with them reproduces the full model.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -27,13 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cliplit.core.atomic import atomic_output
-from cliplit.core.contract import PPM_BINS, model_input_from_bgr, random_model_input
+from cliplit.core.contract import PPM_BINS, random_model_input
 from cliplit.core.errors import CliplitError
-from cliplit.core.split_contract import FEATURES, HEAD_INPUT, LIGHT_MAP, ORIGIN, TAIL_INPUTS, split_metadata
-from cliplit.core.version import cliplit_version
-from cliplit.export.onnx_export import DEFAULT_OPSET, LIGHT_MAP_TOLERANCE, VERIFY_SIZES
-from cliplit.train.checkpoint import EnhancerCheckpoint
+from cliplit.core.split_contract import FEATURES, HEAD_INPUT, LIGHT_MAP, ORIGIN, TAIL_INPUTS
+from cliplit.export.onnx_export import DEFAULT_OPSET
 from cliplit.train.network import LightMapNet
 
 
@@ -117,67 +111,18 @@ def receptive_radius(module: nn.Module) -> int:
     return radius
 
 
-@dataclass
-class SplitExportReport:
-    """What a split export wrote and how closely tiled ONNX Runtime matched full-frame PyTorch."""
-
-    head: Path
-    tail: Path
-    opset: int
-    halos: tuple[int, int]
-    max_abs_diff: dict[str, float] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        worst = max(self.max_abs_diff.values(), default=float("nan"))
-        return (
-            f"wrote {self.head} and {self.tail} (opset {self.opset}, halos {self.halos[0]} and {self.halos[1]} px); "
-            f"max |tiled ONNX Runtime - full-frame PyTorch| = {worst:.3g} (light map)"
-        )
-
-
-def export_split_onnx(
-    checkpoint: EnhancerCheckpoint,
-    head_path: str | os.PathLike[str],
-    tail_path: str | os.PathLike[str],
-    *,
-    opset: int = DEFAULT_OPSET,
-    verify_images: list[np.ndarray] | None = None,
-    overwrite: bool = True,
-) -> SplitExportReport:
-    """Export the head and tail graphs of ``checkpoint`` and verify them together; neither file is written unless
-    tiled inference with both reproduces the full model. ``verify_images``: extra RGB uint8 H×W×3 photos to check."""
-    model = checkpoint.model.eval()
+def split_graphs(
+    model: LightMapNet, opset: int = DEFAULT_OPSET
+) -> tuple[onnx.ModelProto, onnx.ModelProto, tuple[int, int]]:
+    """The head and tail graphs of ``model`` (no metadata) and their halos: what the split templates of
+    :mod:`cliplit.export.templates` are made from."""
+    model = model.eval()
     head, tail = SplitHead(model), SplitTail(model)
     halos = (receptive_radius(head), receptive_radius(tail))
-    report = SplitExportReport(Path(head_path), Path(tail_path), opset, halos)
-    with (
-        atomic_output(head_path, overwrite=overwrite) as head_tmp,
-        atomic_output(tail_path, overwrite=overwrite) as tail_tmp,
-    ):
-        for part, module, tmp, halo in (("head", head, head_tmp, halos[0]), ("tail", tail, tail_tmp, halos[1])):
-            _export_part(part, module, tmp, opset)
-            proto = onnx.load(str(tmp))
-            proto.doc_string = (
-                f"CLIP-LIT enhancer ({checkpoint.name}), {part} of the split for tiled inference, exported by cliplit "
-                f"{cliplit_version()}"
-            )
-            meta = split_metadata(
-                part,
-                halo,
-                model_name=checkpoint.name,
-                weights_sha256=checkpoint.sha256,
-                opset=opset,
-                version=cliplit_version(),
-                padding=model.padding,
-            )
-            onnx.helper.set_model_props(proto, meta)
-            onnx.checker.check_model(proto, full_check=True)
-            onnx.save(proto, str(tmp))
-        report.max_abs_diff = verify_split_against_torch(head_tmp, tail_tmp, model, verify_images or [])
-    return report
+    return _export_part("head", head, opset), _export_part("tail", tail, opset), halos
 
 
-def _export_part(part: str, module: nn.Module, path: Path, opset: int) -> None:
+def _export_part(part: str, module: nn.Module, opset: int) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     spatial = {0: "batch", 2: "height", 3: "width"}
     if part == "head":
@@ -192,12 +137,13 @@ def _export_part(part: str, module: nn.Module, path: Path, opset: int) -> None:
         names, outputs = list(TAIL_INPUTS), [LIGHT_MAP]
         dynamic_axes = {name: {0: "batch"} for name in TAIL_INPUTS if name not in (FEATURES, ORIGIN)}
         dynamic_axes |= {FEATURES: spatial, LIGHT_MAP: spatial}
+    buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's tracer and deprecation chatter
         torch.onnx.export(
             module,
             example,
-            str(path),
+            buffer,
             dynamo=False,
             input_names=names,
             output_names=outputs,
@@ -205,35 +151,4 @@ def _export_part(part: str, module: nn.Module, path: Path, opset: int) -> None:
             opset_version=opset,
             do_constant_folding=True,
         )
-
-
-def verify_tiles(height: int, width: int) -> tuple[int, int]:
-    """A tile size for verifying a ``height`` × ``width`` frame: about a third of each side (so most frames split into
-    three or four uneven tiles in each direction, smaller than the halos), never below one pixel."""
-    return max(1, height // 3 - 1), max(1, width // 3 + 1)
-
-
-def verify_split_against_torch(
-    head_path: str | os.PathLike[str], tail_path: str | os.PathLike[str], model: LightMapNet, images: list[np.ndarray]
-) -> dict[str, float]:
-    """Run the runtime's tiled inference on the split graphs (random frames at ``VERIFY_SIZES``, then ``images``) and
-    compare its light map with the full model's; raise on drift beyond ``LIGHT_MAP_TOLERANCE``."""
-    from cliplit.runtime.tiling import SplitModel, tiled_light_map
-
-    split = SplitModel(head_path, tail_path)
-    rng = np.random.default_rng(4321)
-    cases = {f"random {h}x{w}": random_model_input("uint8", 1, h, w, rng)[0] for h, w in VERIFY_SIZES}
-    for i, rgb in enumerate(images):
-        cases[f"image {i} {rgb.shape[1]}x{rgb.shape[0]}"] = np.ascontiguousarray(rgb[:, :, ::-1])
-    diffs: dict[str, float] = {}
-    for label, frame in cases.items():
-        ours = tiled_light_map(split, frame, verify_tiles(*frame.shape[:2]))
-        with torch.no_grad():
-            theirs = model(torch.from_numpy(model_input_from_bgr("float", frame[None])))[0, 0].numpy()
-        diffs[label] = diff = float(np.abs(ours - theirs).max())
-        if not diff <= LIGHT_MAP_TOLERANCE:
-            raise CliplitError(
-                f"split ONNX export failed verification on {label}: max |tiled ONNX Runtime - PyTorch| = {diff:.3g} "
-                f"> {LIGHT_MAP_TOLERANCE}"
-            )
-    return diffs
+    return onnx.load_from_string(buffer.getvalue())

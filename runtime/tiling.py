@@ -2,7 +2,7 @@
 
 The network is convolutional except its pyramid pooling (PPM), which averages the features over the whole frame in
 1×1, 2×2, 3×3 and 6×6 bins, so cutting the frame into tiles naively changes the output. It is run as two ONNX graphs
-split at the PPM (:mod:`cliplit.core.split_contract`, exported by :mod:`cliplit.export.tiled_export`):
+split at the PPM (:mod:`cliplit.core.split_contract`, built by :mod:`cliplit.runtime.models`):
 
 1. **pooling pass** — the head (image → features) runs tile by tile; each tile's window carries a halo of real
    neighbour pixels as wide as the head's receptive radius, so once the halo is cropped the tile's features equal
@@ -58,12 +58,11 @@ from cliplit.core.split_contract import (
     TAIL_INPUTS,
     pooled_name,
 )
-from cliplit.core.weights import DEFAULT_WEIGHTS, RELEASED
+from cliplit.core.weights import DEFAULT_WEIGHTS
 from cliplit.runtime.backends.base import BackendOptions
 from cliplit.runtime.backends.onnxruntime import (
     OnnxRuntimeOptions,
     default_providers,
-    onnx_metadata,
     open_session,
     session_options,
 )
@@ -208,7 +207,7 @@ class SplitModel:
         tail_meta = self.tail.get_modelmeta().custom_metadata_map
         for path, meta, part in ((head_path, head_meta, "head"), (tail_path, tail_meta, "tail")):
             if meta.get(META_SPLIT_PART) != part or not meta.get(META_HALO, "").isdigit():
-                raise CliplitError(f"{path} is not the {part} of a cliplit split model (export it with tiled_export)")
+                raise CliplitError(f"{path} is not the {part} of a cliplit split model")
         if head_meta.get(META_WEIGHTS_SHA256) != tail_meta.get(META_WEIGHTS_SHA256):
             raise CliplitError(f"{head_path} and {tail_path} were exported from different weights")
         inputs = tuple(i.name for i in self.tail.get_inputs())
@@ -321,16 +320,15 @@ TILED_BYTES_PER_PIXEL = 2000
 #: when the whole light map is needed (``--scale``, temporal smoothing).
 FRAME_BYTES_PER_PIXEL = 6
 LIGHT_MAP_BYTES_PER_PIXEL = 4
+#: Peak memory of one untiled call of a distilled student per frame pixel, with its input and output arrays: 61 B
+#: measured at 3, 12 and 48 MP (ONNX Runtime, FP32, fresh process); rounded up. Its full-resolution work is a few
+#: element-wise passes, so a 48 MP photo needs about 3 GiB and it has no split: it runs whole frames.
+STUDENT_BYTES_PER_PIXEL = 70
 #: Below this tile side the halos would cost more than the tile; a budget that cannot fit it is an error.
 MIN_TILE = 64
 #: Tiles are at most this many pixels on a side, whatever the budget: beyond it the halos' share (7 % of the work at
 #: 1024×1024) shrinks by too little to be worth gigabytes, so a large default budget is not used up.
 MAX_TILE = 1024
-
-
-def untiled_estimate(height: int, width: int, batch: int = 1) -> int:
-    """Estimated peak memory of one untiled network call on ``batch`` frames of ``height`` × ``width``."""
-    return UNTILED_BYTES_PER_PIXEL * height * width * batch
 
 
 def fit_tile(height: int, width: int, room: int, halo: int) -> tuple[int, int]:
@@ -350,9 +348,15 @@ class Tiling:
     this (rows, columns) on every frame (tests, experiments). ``load`` gives the split model on first need."""
 
     def __init__(
-        self, load: Callable[[], SplitModel], budget: int | None = None, *, tile: tuple[int, int] | None = None
+        self,
+        load: Callable[[], SplitModel] | None,
+        budget: int | None = None,
+        *,
+        tile: tuple[int, int] | None = None,
+        untiled_bytes_per_pixel: int = UNTILED_BYTES_PER_PIXEL,
     ) -> None:
         self.explicit = budget is not None
+        self.untiled_bytes_per_pixel = untiled_bytes_per_pixel
         self.budget = budget if budget is not None else default_budget()
         self.tile = tile
         self._load = load
@@ -377,9 +381,11 @@ class Tiling:
         if self.tile is not None:
             return self.tile
         held = resident_memory()
-        untiled = untiled_estimate(height, width, batch)
+        untiled = self.untiled_bytes_per_pixel * height * width * batch
         if held + untiled <= self.budget:
             return None
+        if self._load is None:
+            return self._whole_frames(height, width, held + untiled)
         split = self._available_split()
         if split is None:
             return None
@@ -401,10 +407,23 @@ class Tiling:
         )
         return tile
 
+    def _whole_frames(self, height: int, width: int, needed: int) -> None:
+        """A model without a split (a student) over the budget: an explicit budget is an error, the default one a
+        warning (the frame may well fit: the default leaves half of the free memory to the rest of the machine)."""
+        message = (
+            f"{width}x{height} frames need about {format_size(needed)} with this model, more than the memory budget of "
+            f"{format_size(self.budget)}; a distilled student runs whole frames (it has no split for tiling)"
+        )
+        if self.explicit:
+            raise CliplitError(f"{message}: raise --max-memory or make the frames smaller")
+        print(f"warning: {message}; running them whole", file=sys.stderr)
+
     @property
     def split(self) -> SplitModel:
         """The split model, loaded (and exported, on first use) now if need be."""
         if self._split is None:
+            if self._load is None:
+                raise CliplitError("this model has no split for tiled inference (a student runs whole frames)")
             self._split = self._load()
         return self._split
 
@@ -437,25 +456,22 @@ def open_tiling(
     *,
     tile: tuple[int, int] | None = None,
 ) -> Tiling | None:
-    """The :class:`Tiling` of ``model`` as ``Enhancer.open`` gets it, or None where tiling does not apply: TensorRT
-    engines (their optimisation profile bounds the frame size), models served by a Triton server (the memory is the
-    server's) and the torch backend with a padding override (the split model has the checkpoint's own padding)."""
-    from cliplit.runtime.backends import model_kind, options_for
+    """The :class:`Tiling` of ``model`` as ``Enhancer.open`` gets it, or None where the memory budget does not apply:
+    TensorRT engines (their optimisation profile bounds the frame size), models served by a Triton server (the
+    memory is the server's) and the torch backend with a padding override (the split model has the checkpoint's own
+    padding). A distilled student runs whole frames (``STUDENT_BYTES_PER_PIXEL``; it has no split), checked against
+    the budget all the same."""
+    from cliplit.runtime.backends import is_student, model_kind, options_for
     from cliplit.runtime.backends.torch import TorchOptions
-    from cliplit.runtime.default_model import ensure_split_onnx, weights_sha256
+    from cliplit.runtime.models import ensure_split
 
     model = DEFAULT_WEIGHTS if model is None else model
     options = backend if isinstance(backend, BackendOptions) else None
     kind = model_kind(model)
     if kind in ("engine", "server") or (isinstance(options, TorchOptions) and options.padding is not None):
         return None
-    if kind == "onnx":
-        digest = onnx_metadata(model).get(META_WEIGHTS_SHA256, "")
-        weights = next((name for name, release in RELEASED.items() if release.sha256 == digest), None)
-    else:
-        weights, digest = model, weights_sha256(model)
-    if not digest:
-        return None
+    if is_student(model):
+        return Tiling(None, max_memory, tile=tile, untiled_bytes_per_pixel=STUDENT_BYTES_PER_PIXEL)
     if options is None or isinstance(options, OnnxRuntimeOptions):
         ort_options = options or OnnxRuntimeOptions()
     else:  # another backend's threads and device, for the ONNX Runtime sessions of the tiles
@@ -464,10 +480,7 @@ def open_tiling(
         )
 
     def load() -> SplitModel:
-        head, tail = ensure_split_onnx(weights, digest)
-        split = SplitModel(head, tail, ort_options)
-        if split.weights_sha256 != digest:
-            raise CliplitError(f"{head} was exported from other weights ({split.weights_sha256[:16]}...)")
-        return split
+        head, tail = ensure_split(model)
+        return SplitModel(head, tail, ort_options)
 
     return Tiling(load, max_memory, tile=tile)

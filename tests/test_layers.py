@@ -29,11 +29,7 @@ MODULE_LEVEL: dict[str, tuple[str, ...]] = {
 LAZY_ONLY: dict[tuple[str, str], str] = {
     ("runtime/backends/torch.py", "train.network"): "the optional PyTorch baseline runs the network itself",
     ("runtime/backends/torch.py", "train.checkpoint"): "the optional PyTorch baseline loads checkpoints",
-    ("runtime/default_model.py", "export.onnx_export"): "first use of released weights exports them to ONNX",
-    ("runtime/default_model.py", "train.checkpoint"): "first use of released weights exports them to ONNX",
     ("export/parity.py", "runtime.backends.tensorrt"): "a built engine is checked by running it",
-    ("runtime/default_model.py", "export.tiled_export"): "first tiled run of some weights exports their split model",
-    ("export/tiled_export.py", "runtime.tiling"): "a split export is verified by running the runtime's tiled inference",
 }
 
 

@@ -109,7 +109,7 @@ def test_a_batch_outside_the_contract_is_a_clear_error(fp32_float, batch, messag
 def test_a_frame_too_small_for_the_models_pooling_is_a_clear_error():
     """OpenVINO's CPU plugin refuses a pooling kernel larger than its input (ONNX Runtime pools what there is): the
     student's 4x4 average pooling on a 2x3 frame fails in the request, and must come back as a clear error."""
-    from cliplit.runtime.default_model import ensure_onnx
+    from cliplit.runtime.models import ensure_onnx
 
     backend = OpenVinoBackend(ensure_onnx("clip-lit-rt", "float"), OpenVinoOptions(precision="fp32"))
     try:
@@ -244,7 +244,7 @@ def test_auto_picks_the_fastest_installed_engine(monkeypatch, openvino, gpu, onn
 def test_auto_runs_students_on_onnxruntime(monkeypatch, float_onnx, tmp_path):
     """A distilled student is recognised by its export's teacher metadata or its checkpoint's architecture (OpenVINO
     took twice ONNX Runtime's time on it); the teacher, in either form, still goes to OpenVINO."""
-    from cliplit.runtime.default_model import ensure_onnx
+    from cliplit.runtime.models import ensure_onnx
     from cliplit.train.checkpoint import load_enhancer, save_enhancer
 
     monkeypatch.setattr(backends, "installed", lambda module: True)

@@ -16,7 +16,7 @@ from cliplit.core.contract import META_IO, META_WEIGHTS_SHA256
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import read_image
 from cliplit.core.weights import RELEASED
-from cliplit.runtime import default_model
+from cliplit.runtime import models as default_model
 from cliplit.runtime.backends import open_backend
 from cliplit.runtime.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeOptions, default_providers
 from cliplit.runtime.backends.tensorrt import TensorRTOptions
@@ -131,7 +131,7 @@ def test_students_overlap_two_batches_and_the_teacher_runs_one_at_a_time(float_o
     returns at once."""
     from cliplit.runtime.backends.base import Completed
     from cliplit.runtime.backends.onnxruntime import Running
-    from cliplit.runtime.default_model import ensure_onnx
+    from cliplit.runtime.models import ensure_onnx
 
     frame = np.random.default_rng(3).random((1, 3, 16, 24), dtype=np.float32)
     with OnnxRuntimeBackend(float_onnx) as teacher:

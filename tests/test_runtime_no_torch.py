@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import cv2
+import numpy as np
 from conftest import SMALL_PHOTO, photo
 
 from cliplit.core.images import read_image
@@ -29,7 +30,7 @@ CHILD = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, NoTorch())
-    image, model, out, fresh_home = sys.argv[1:5]
+    image, model, out, fresh_home, weights = sys.argv[1:6]
 
     import cliplit.runtime
     imported = []
@@ -52,6 +53,8 @@ CHILD = textwrap.dedent(
         report["cli_equals_api"] = bool(np.array_equal(written, enhancer.enhance(read_image(image))))
     os.environ["CLIPLIT_HOME"] = fresh_home
     report["default_model"] = main(["enhance", image, "-o", out + "-default", "--no-progress"])
+    report["student"] = main(["enhance", image, "-o", out + "-rt", "--model", "clip-lit-rt", "--no-progress"])
+    report["weights"] = main(["enhance", image, "-o", out + "-pth", "--model", weights, "--no-progress"])
     report["torch_backend"] = main(["enhance", image, "-o", out + "-torch", "--backend", "torch", "--no-progress"])
     report["torch_loaded"] = "torch" in sys.modules
     print(json.dumps(report))
@@ -59,11 +62,20 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_runtime_imports_and_runs_without_torch(float_onnx, tmp_path):
+def test_runtime_imports_and_runs_without_torch(float_onnx, released_weights, tmp_path):
     image = tmp_path / "crop.jpg"
     cv2.imwrite(str(image), read_image(photo(SMALL_PHOTO))[300:380, 200:300])
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(image), str(float_onnx), str(tmp_path / "out"), str(tmp_path / "home")],
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(image),
+            str(float_onnx),
+            str(tmp_path / "out"),
+            str(tmp_path / "home"),
+            str(released_weights),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -74,8 +86,11 @@ def test_runtime_imports_and_runs_without_torch(float_onnx, tmp_path):
     assert {f"cliplit.runtime.{name}" for name in expected} <= set(report["imported"])
     assert "cliplit.runtime.backends.onnxruntime" in report["imported"]
     assert report["cli"] == 0 and report["cli_equals_api"]
-    # No cached model and no torch to export one: a clear error that says what to run instead.
-    assert report["default_model"] == 2
-    assert "exporting one needs PyTorch" in done.stderr and "export-engine --weights clip-lit" in done.stderr
+    # An empty cache and no network: the shipped student and a weights file run (their models built without torch);
+    # the released name needs its weights file, and the error says where to put it.
+    assert report["student"] == 0 and report["weights"] == 0
+    written = read_image(tmp_path / "out-pth" / "crop.png")
+    assert np.array_equal(written, read_image(tmp_path / "out" / "crop.png"))  # the .pth = its export
+    assert report["default_model"] == 2 and "cannot get clip-lit" in done.stderr
     assert report["torch_backend"] == 2 and "--backend torch needs PyTorch" in done.stderr
     assert not report["torch_loaded"]

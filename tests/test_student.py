@@ -15,8 +15,8 @@ from cliplit.core.images import read_image
 from cliplit.core.metrics import psnr
 from cliplit.core.weights import BUNDLED, WeightsError, resolve_weights, sha256_of
 from cliplit.runtime.backends.onnxruntime import onnx_metadata
-from cliplit.runtime.default_model import ensure_onnx
 from cliplit.runtime.enhancer import Enhancer
+from cliplit.runtime.models import ensure_onnx
 from cliplit.train.checkpoint import load_enhancer
 from cliplit.train.student import StudentNet
 

@@ -1,4 +1,4 @@
-"""Exact tiled inference: the tiling math, the split export, and tiled == untiled on a real photo.
+"""Exact tiled inference: the tiling math, the split model built without torch, and tiled == untiled on a real photo.
 
 The memory side (a large frame under a limit the untiled path exceeds) is in test_tiling_memory.py.
 """
@@ -19,13 +19,12 @@ from cliplit.core.light_map import apply_light_map_bgr8
 from cliplit.core.metrics import psnr
 from cliplit.core.split_contract import META_HALO, META_SPLIT_PART
 from cliplit.core.weights import RELEASED
-from cliplit.export import tiled_export
 from cliplit.export.tiled_export import SplitHead, SplitTail, align_corners_weights, receptive_radius
 from cliplit.runtime import tiling as tiling_module
 from cliplit.runtime.backends import open_backend
-from cliplit.runtime.default_model import cached_split_paths, ensure_split_onnx
 from cliplit.runtime.enhancer import Enhancer
 from cliplit.runtime.memory import parse_memory_size
+from cliplit.runtime.models import cached_split_paths, ensure_split
 from cliplit.runtime.tiling import (
     MAX_TILE,
     MIN_TILE,
@@ -44,10 +43,9 @@ SHA = RELEASED["clip-lit"].sha256
 
 
 @pytest.fixture(scope="module")
-def split_paths(released_enhancer):
-    """The released weights' split model, exported (and verified) once into the test cache, where the runtime and
-    the CLI find it."""
-    return ensure_split_onnx("clip-lit", SHA)
+def split_paths():
+    """The released weights' split model, built once into the test cache, where the runtime and the CLI find it."""
+    return ensure_split("clip-lit")
 
 
 @pytest.fixture(scope="module")
@@ -172,19 +170,37 @@ def test_split_export_records_its_part_halo_and_weights(split_paths):
     assert split_paths == cached_split_paths(SHA)
 
 
-def test_a_split_export_that_fails_verification_writes_nothing(released_enhancer, tmp_path, monkeypatch):
-    monkeypatch.setattr(tiled_export, "LIGHT_MAP_TOLERANCE", 0.0)  # float rounding alone now exceeds it
-    with pytest.raises(CliplitError, match="failed verification"):
-        tiled_export.export_split_onnx(released_enhancer, tmp_path / "h.onnx", tmp_path / "t.onnx")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_split_models_are_cached_and_a_missing_one_without_weights_is_a_clear_error(split_paths):
+def test_split_models_are_cached_and_built_the_same_from_an_onnx_export_or_the_weights(
+    split_paths, float_onnx, uint8_onnx, monkeypatch, tmp_path
+):
     stamps = [p.stat().st_mtime_ns for p in split_paths]
-    assert ensure_split_onnx("clip-lit", SHA) == split_paths
-    assert [p.stat().st_mtime_ns for p in split_paths] == stamps  # reused, not exported again
-    with pytest.raises(CliplitError, match="pass the weights themselves"):
-        ensure_split_onnx(None, "0" * 64)
+    assert ensure_split("clip-lit") == split_paths
+    assert ensure_split(float_onnx) == split_paths  # the export records the same weights' SHA-256
+    assert [p.stat().st_mtime_ns for p in split_paths] == stamps  # reused, not built again
+    monkeypatch.setenv("CLIPLIT_HOME", str(tmp_path))  # an empty cache: each model file alone makes the split
+    for model in (float_onnx, uint8_onnx):
+        made = ensure_split(model)
+        assert made == cached_split_paths(SHA) and made[0].parent == tmp_path / "models"
+        for ours, theirs in zip(made, split_paths, strict=True):  # the same graph and weights (names may differ)
+            ours, theirs = onnx.load(str(ours)).graph, onnx.load(str(theirs)).graph
+            assert [n.op_type for n in ours.node] == [n.op_type for n in theirs.node]
+            weights = [[onnx.numpy_helper.to_array(i) for i in graph.initializer] for graph in (ours, theirs)]
+            assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=True))
+        for path in made:
+            path.unlink()
+
+
+def test_a_model_without_a_split_is_a_clear_error(tmp_path, monkeypatch, released_weights):
+    from cliplit.runtime.models import ensure_onnx
+
+    monkeypatch.setenv("CLIPLIT_HOME", str(tmp_path / "home"))  # no cached split to fall back on
+    with pytest.raises(CliplitError, match="student, which runs whole frames"):
+        ensure_split(ensure_onnx("clip-lit-rt"))
+    proto = onnx.load(str(ensure_onnx(released_weights)))
+    del proto.graph.node[5:]
+    onnx.save(proto, str(tmp_path / "cut.onnx"))
+    with pytest.raises(CliplitError, match=r"cannot split .*cut\.onnx for tiled inference"):
+        ensure_split(tmp_path / "cut.onnx")
 
 
 # --- tiled == untiled -----------------------------------------------------------------------------------------------
@@ -304,6 +320,20 @@ def test_which_models_tile():
     assert open_tiling("clip-lit", TorchOptions(padding="train")) is None  # the split model has the test padding
     assert isinstance(open_tiling("clip-lit", TorchOptions(threads=1), 1 << 30), Tiling)
     assert open_tiling(None, max_memory=123 << 20).budget == 123 << 20
+
+
+def test_a_student_runs_whole_frames_within_the_budget_or_says_why(monkeypatch, capsys):
+    monkeypatch.setattr(tiling_module, "resident_memory", lambda: 200 << 20)
+    student = open_tiling("clip-lit-rt", max_memory=1 << 30)
+    assert student.untiled_bytes_per_pixel == tiling_module.STUDENT_BYTES_PER_PIXEL
+    assert student.plan(3024, 4032) is None  # 12 MP: about 0.8 GiB, whole
+    with pytest.raises(CliplitError, match=r"6000x8000 frames need about .* a distilled student runs whole frames"):
+        student.plan(8000, 6000)
+    assert open_tiling("clip-lit-rt", max_memory=8 << 30).plan(8000, 6000) is None  # 48 MP: about 3.3 GiB
+    with pytest.raises(CliplitError, match="no split for tiled inference"):
+        student.split  # noqa: B018
+    assert open_tiling("clip-lit-rt").plan(100_000, 100_000) is None  # the default budget only warns
+    assert "a distilled student runs whole frames" in capsys.readouterr().err
 
 
 def test_a_batch_in_tiles_equals_frame_by_frame(split_paths, float_onnx, odd_photo):

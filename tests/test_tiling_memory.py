@@ -18,9 +18,8 @@ import pytest
 from conftest import REPO
 
 from cliplit.core.images import read_image
-from cliplit.core.weights import RELEASED
-from cliplit.runtime.default_model import ensure_split_onnx
 from cliplit.runtime.memory import parse_memory_size
+from cliplit.runtime.models import ensure_split
 
 PHOTO = REPO.parent / "shared" / "photos" / "photo_001.jpg"  # 1280×960, not an evaluation photo
 #: a limit the untiled run of the frame below exceeds by far (it needs about 1.1 GB), with room for tiles
@@ -52,7 +51,7 @@ def _enhance(image: Path, output: Path, model: Path, max_memory: str) -> tuple[i
 @pytest.fixture(scope="module")
 def split_cached(released_enhancer):
     """The split model in the test cache, where the `cliplit enhance` processes look for it."""
-    return ensure_split_onnx("clip-lit", RELEASED["clip-lit"].sha256)
+    return ensure_split("clip-lit")
 
 
 def test_large_frame_runs_in_tiles_under_a_limit_the_untiled_path_exceeds(tmp_path, float_onnx, split_cached):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cliplit.core import weights
+from cliplit.core.errors import CliplitError
 from cliplit.core.weights import RELEASED, WeightsError, resolve_weights, sha256_of
 from cliplit.train.checkpoint import load_enhancer, save_enhancer
 from cliplit.train.network import LightMapNet
@@ -100,7 +101,7 @@ def test_checkpoint_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="not a CLIP-LIT checkpoint"):
         load_enhancer(tmp_path / "list.pth")
     (tmp_path / "text.pth").write_text("hello")
-    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CliplitError, match="not a zip-format PyTorch checkpoint"):
         load_enhancer(tmp_path / "text.pth")
     torch.save({"fc.weight": torch.zeros(2)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="does not hold CLIP-LIT enhancer weights"):

@@ -40,9 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cliplit.core.checkpoint import STUDENT as ARCHITECTURE
+from cliplit.core.checkpoint import STUDENT_PADDING
 from cliplit.train.network import PyramidPooling
 
-ARCHITECTURE = "clip-lit-student-2"
 POOL = 4  # the encoder's input is the frame average-pooled by this factor
 LOG_OFFSET = 1.0 / 32.0  # log(luma + offset) at 1/4 resolution: finite at black, compresses shadows like the division
 
@@ -92,7 +93,7 @@ class StudentNet(nn.Module):
     """Predicts the light map L (N x 1 x H x W) of an RGB image (N x 3 x H x W in [0, 1]), like ``LightMapNet``."""
 
     architecture = ARCHITECTURE
-    padding = "replicate"  # what the export metadata records as the padding variant
+    padding = STUDENT_PADDING  # what the export metadata records as the padding variant
 
     def __init__(self, config: StudentConfig | None = None) -> None:
         super().__init__()

@@ -9,7 +9,7 @@ What ``--model`` names decides what can run it:
 * ``triton://host:port/model`` (HTTP) or ``triton+grpc://host:port/model`` — a model on a Triton server (``auto``,
   ``triton``), such as ``cliplit serve`` or a stock Triton with a repository from ``export-engine --triton-repo``;
 * PyTorch weights (a released name such as ``clip-lit``, or a ``.pth``) — ``torch`` runs them directly; ``auto`` and
-  ONNX backends run their cached ONNX export (:mod:`cliplit.runtime.default_model`). No model means ``clip-lit``.
+  ONNX backends run their cached ONNX export (:mod:`cliplit.runtime.models`). No model means ``clip-lit``.
 
 Adding a backend is one module (a :class:`Backend` subclass and its options dataclass) plus one line in
 ``REGISTRY``. Every backend module is imported only when chosen, so the runtime never loads torch (or TensorRT)
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from cliplit.core.checkpoint import is_student_checkpoint
 from cliplit.core.contract import META_TEACHER, META_WEIGHTS_SHA256
 from cliplit.core.errors import CliplitError
 from cliplit.core.weights import BUNDLED, DEFAULT_WEIGHTS, RELEASED
@@ -102,8 +103,7 @@ def auto_onnx(model: str | os.PathLike[str]) -> str:
 
 def is_student(model: str | os.PathLike[str]) -> bool:
     """Whether ``model`` is a distilled student: an export carrying a teacher in its metadata, a bundled student
-    (``clip-lit-rt``), or a student checkpoint (read with torch when installed; without it, a ``.pth`` cannot be run
-    by name anyway unless its export is cached, and is taken for a teacher)."""
+    (``clip-lit-rt``), or a student checkpoint (read without torch, never running code from the file)."""
     if model_kind(model) == "onnx":
         from cliplit.runtime.backends.onnxruntime import onnx_metadata
 
@@ -112,16 +112,7 @@ def is_student(model: str | os.PathLike[str]) -> bool:
         return True
     if str(model) in RELEASED or not Path(model).is_file():
         return False
-    try:
-        import torch
-    except ImportError:
-        return False
-    try:
-        blob = torch.load(model, map_location="cpu", weights_only=True)
-    except Exception:  # not a checkpoint: loading it later says why, with the runtime's own message
-        return False
-    # cliplit checkpoints name their network; the teacher's is "clip-lit" (absent in files older than students)
-    return isinstance(blob, dict) and blob.get("architecture", "clip-lit") != "clip-lit"
+    return is_student_checkpoint(model)
 
 
 #: what ``auto`` picks for each kind of model file, decided when asked (it depends on what is installed)
@@ -207,7 +198,7 @@ def open_backend(model: str | os.PathLike[str] | None = None, backend: str | Bac
     if runs == "weights" and kind == "onnx":
         model = _released_weights_of(model)
     elif runs == "onnx" and kind == "weights":
-        from cliplit.runtime.default_model import ensure_onnx
+        from cliplit.runtime.models import ensure_onnx
 
         model = ensure_onnx(model)
     return _load(name, model, options)

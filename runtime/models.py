@@ -1,0 +1,114 @@
+"""The models the runtime runs, built from weights without torch and cached: whole, or split for tiled inference.
+
+``cliplit enhance`` without ``--model``, and ``--model`` given weights (a released name, ``clip-lit-rt``, a ``.pth``)
+instead of an ONNX file, runs the ONNX model of those weights, built from the shipped graph templates with ONNX and
+NumPy only (:mod:`cliplit.core.graphs`: the same graph export-engine writes) and stored under
+``$CLIPLIT_HOME/models``, named by the weights' SHA-256: different weights never share a file, the same weights
+under any name share one. A released name's digest is known without its file, so a cached model runs offline.
+
+Tiled inference needs the teacher split in two graphs; they are built the same way, from the weights or from any
+cliplit ONNX export of the teacher (its initializers carry the weights), and cached by the weights' SHA-256, so an
+``.onnx`` file alone tiles with no torch and no download.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import onnx
+
+from cliplit.core.atomic import atomic_output
+from cliplit.core.checkpoint import TEACHER, read_checkpoint
+from cliplit.core.contract import GRAPH_REVISIONS, IO_VARIANTS, META_MODEL_NAME, META_WEIGHTS_SHA256
+from cliplit.core.errors import CliplitError
+from cliplit.core.graphs import GraphError, build_model, build_split, weights_from_model
+from cliplit.core.weights import BUNDLED, RELEASED, cliplit_home, resolve_weights, sha256_of
+
+
+def models_dir() -> Path:
+    return cliplit_home() / "models"
+
+
+def weights_sha256(weights: str | os.PathLike[str]) -> str:
+    """The SHA-256 of weights given as a released name (from the registry, no download) or a .pth path."""
+    key = str(weights)
+    if key in RELEASED:
+        return RELEASED[key].sha256
+    if key in BUNDLED:
+        return BUNDLED[key].sha256
+    return sha256_of(resolve_weights(key))
+
+
+def cached_onnx_path(weights: str | os.PathLike[str] = "clip-lit", io: str = "float") -> Path:
+    """Where the ONNX model of ``weights`` (a released name or a .pth path) in I/O variant ``io`` is cached.
+
+    The key is the weights' SHA-256 alone, never their name. A variant whose graph has been revised
+    (``GRAPH_REVISIONS``) carries its revision in the name, so a model cached by an older cliplit is made again rather
+    than reused."""
+    if io not in IO_VARIANTS:
+        raise CliplitError(f"unknown I/O variant {io!r}; expected one of {', '.join(IO_VARIANTS)}")
+    revision = GRAPH_REVISIONS[io]
+    suffix = "" if revision == 1 else f"-r{revision}"
+    return models_dir() / f"weights-{weights_sha256(weights)[:16]}-{io}{suffix}.onnx"
+
+
+def ensure_onnx(weights: str | os.PathLike[str] = "clip-lit", io: str = "float") -> Path:
+    """The cached ONNX model of ``weights``, built first (without torch) if it is not there yet."""
+    target = cached_onnx_path(weights, io)
+    if target.is_file():
+        return target
+    data = read_checkpoint(weights)
+    proto = build_model(data, io)
+    _save(proto, target)
+    print(f"built the ONNX model of {weights} at {target} (first use only)", file=sys.stderr)
+    return target
+
+
+def cached_split_paths(weights_sha256: str) -> tuple[Path, Path]:
+    """Where the head and tail graphs for tiled inference of the weights with this SHA-256 are cached, beside the
+    full models. Named by the digest alone, so a model file found anywhere (which records it) finds them."""
+    stem = f"tiled-{weights_sha256[:16]}"
+    return models_dir() / f"{stem}-head.onnx", models_dir() / f"{stem}-tail.onnx"
+
+
+def ensure_split(model: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """The cached split graphs of the teacher in ``model`` (weights or a cliplit ``.onnx`` export), built first if
+    they are not there yet."""
+    if Path(model).suffix.lower() == ".onnx":
+        proto = onnx.load(str(model))
+        meta = {prop.key: prop.value for prop in proto.metadata_props}
+        digest, name = meta.get(META_WEIGHTS_SHA256, ""), meta.get(META_MODEL_NAME, Path(model).stem)
+        head, tail = cached_split_paths(digest)
+        if digest and head.is_file() and tail.is_file():
+            return head, tail
+        try:
+            spec, state = weights_from_model(proto)
+        except GraphError as error:
+            raise CliplitError(f"cannot split {model} for tiled inference: {error}") from error
+        architecture, padding = spec.architecture, spec.padding
+    else:
+        digest = weights_sha256(model)
+        head, tail = cached_split_paths(digest)
+        if head.is_file() and tail.is_file():
+            return head, tail
+        data = read_checkpoint(model)
+        architecture, padding, state, name = data.architecture, data.padding, data.state, data.name
+    if architecture != TEACHER:
+        raise CliplitError(f"{model} is a student, which runs whole frames; only the teacher splits for tiling")
+    if not digest:
+        raise CliplitError(
+            f"{model} records no weights SHA-256 (cliplit.weights_sha256), so its split cannot be cached"
+        )
+    head_proto, tail_proto = build_split(state, padding, model_name=name, weights_sha256=digest)
+    _save(head_proto, head)
+    _save(tail_proto, tail)
+    return head, tail
+
+
+def _save(proto: onnx.ModelProto, target: Path) -> None:
+    """Write a model atomically (never a partial file under its name; a concurrent writer's whole file is as good)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(target) as tmp:
+        onnx.save(proto, str(tmp))
