@@ -11,8 +11,8 @@ The environment holds third-party packages only, never cliplit: one environment 
 into a new folder each run), so the checkout's own code comes in per test session through ``PYTHONPATH`` — a folder
 of ``cliplit/<stage>`` links to the stage folders this process imports, plus a copy of the installed distribution's
 metadata, whose entry points register `cliplit serve`. The server gets the same ONNX Runtime release as this process,
-so its outputs can be compared with local enhancement bit for bit; torch is not needed there, since the tests export
-the model in this process.
+so its outputs can be compared with local enhancement bit for bit; torch is never installed there: models given as
+weights are built from the shipped graph templates, as in the base install.
 
 Building needs the package index; when pip fails the error names the command and shows pip's message, never a skip.
 Only a platform PyTriton has no wheel for (it ships ``manylinux_2_35`` x86-64 and aarch64 wheels) is skipped.
@@ -39,6 +39,7 @@ PINNED: tuple[str, ...] = (
     "nvidia-pytriton==0.7.0",
     "numpy==1.26.4",  # PyTriton's pin
     "opencv-python-headless==4.11.0.86",  # opencv 5 needs NumPy 2
+    "onnx==1.23.2",  # the base install's: models are built from weights without torch
     "tritonclient[http,grpc]==2.73.0",
     "tqdm==4.70.1",
     "av==18.1.0",

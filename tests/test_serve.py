@@ -69,7 +69,7 @@ def free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in sockets]
 
 
-def start_server(env: ServeEnv, model: Path, log: Path, *options: str) -> Server:
+def start_server(env: ServeEnv, model: Path | str, log: Path, *options: str) -> Server:
     """`cliplit serve` in a subprocess of the serving environment on free 127.0.0.1 ports, once its model answers
     readiness."""
     http, grpc, metrics = free_ports(3)
@@ -330,6 +330,22 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(server_env, float_onnx,
         assert "Exit timeout expired" not in log  # Triton stopped cleanly, not by giving up on open work
     finally:
         stop_server(server)
+
+
+def test_the_shipped_student_is_served_by_name_without_torch(server_env, tmp_path, monkeypatch):
+    """The serving environment has no torch; an empty cache: the student's model is built from its weights there."""
+    no_torch = subprocess.run([str(server_env.python), "-c", "import torch"], capture_output=True, check=False)
+    assert no_torch.returncode != 0
+    monkeypatch.setenv("CLIPLIT_HOME", str(tmp_path / "home"))
+    server = start_server(server_env, "clip-lit-rt", tmp_path / "server.log", "--exit-timeout", "10")
+    try:
+        frames = frames_of(2, seed=9)
+        with Enhancer.open(server.url) as remote, Enhancer.open("clip-lit-rt", "onnxruntime") as here:
+            for frame in frames:
+                assert np.array_equal(remote.enhance(frame), here.enhance(frame))
+    finally:
+        stop_server(server)
+    assert list((tmp_path / "home" / "models").glob("weights-*.onnx"))
 
 
 def test_a_port_in_use_is_named_before_anything_loads(server_env, tmp_path):
