@@ -19,6 +19,7 @@ from cliplit.core.contract import META_IO, model_input_from_bgr
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import read_image
 from cliplit.core.light_map import to_uint8
+from cliplit.export.onnx_export import export_onnx
 from cliplit.runtime.backends import open_backend, options_for, select_backend
 from cliplit.runtime.backends.openvino import (
     NATIVE_BF16_FLAGS,
@@ -28,6 +29,7 @@ from cliplit.runtime.backends.openvino import (
     cpu_flags,
 )
 from cliplit.runtime.cli import main
+from cliplit.train.checkpoint import load_enhancer
 
 ov = pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install 'cliplit[openvino]')")
 CAPABILITIES = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -65,6 +67,26 @@ def test_both_io_variants_run_and_agree(fp32_float, uint8_onnx):
     assert enhanced.dtype == np.uint8 and enhanced.shape == frames.shape
     expected = to_uint8(floats["enhanced"][0].transpose(1, 2, 0)[..., ::-1])
     assert np.abs(enhanced[0].astype(int) - expected).max() <= 1  # the same network; only rounding may differ
+
+
+def test_a_single_output_export_runs_and_auto_picks_openvino_for_it(fp32_float, released_weights, tmp_path):
+    """export-engine --outputs enhanced (vs-mlrt's model) was refused for lacking the light map."""
+    from cliplit.runtime.backends import select_backend
+    from cliplit.runtime.enhancer import Enhancer
+
+    single = export_onnx(load_enhancer(released_weights), tmp_path / "single.onnx", outputs=("enhanced",)).path
+    backend = OpenVinoBackend(single, OpenVinoOptions(precision="fp32"))
+    try:
+        assert backend.outputs == ("enhanced",)
+        got = backend.run(model_input_from_bgr("float", crop()))
+        assert set(got) == {"enhanced"}
+        expected = fp32_float.run(model_input_from_bgr("float", crop()))["enhanced"]
+        np.testing.assert_allclose(got["enhanced"], expected, rtol=0, atol=1e-6)
+    finally:
+        backend.close()
+    assert select_backend(single) == "openvino"
+    with Enhancer.open(single) as enhancer:
+        assert enhancer.enhance(crop()[0]).shape == (64, 96, 3)
 
 
 def test_submit_keeps_several_batches_in_flight_and_wait_returns_each_its_own(fp32_float):
@@ -154,7 +176,9 @@ def test_unloadable_model_is_a_clear_error(tmp_path, content, message):
 def test_model_without_or_with_contradicting_metadata_is_refused(float_onnx, tmp_path):
     with pytest.raises(CliplitError, match="not exported by cliplit"):
         OpenVinoBackend(with_io_metadata(float_onnx, tmp_path / "bare.onnx", ""))
-    with pytest.raises(CliplitError, match="says io=uint8 but has inputs"):
+    with pytest.raises(CliplitError, match=r"says io=uint8 but (has inputs|its .cliplit.outputs. metadata does not)"):
+        CliplitError, match="says io=uint8 but (has inputs|its .cliplit.outputs. metadata does not fit)"
+    ):
         OpenVinoBackend(with_io_metadata(float_onnx, tmp_path / "lying.onnx", "uint8"))
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from cliplit.core.contract import IO_VARIANTS, META_IO, io_spec
+from cliplit.core.contract import IO_VARIANTS, META_IO, META_OUTPUTS, io_spec, outputs_from_metadata
 from cliplit.core.errors import CliplitError
 from cliplit.core.weights import cliplit_home
 from cliplit.runtime.backends.base import Backend, BackendOptions
@@ -162,9 +162,14 @@ class OpenVinoBackend(Backend):
         except Exception as error:  # OpenVINO raises RuntimeError subclasses with the parser's message
             raise CliplitError(f"{path}: OpenVINO cannot read this model ({_message(error)})") from error
         self.metadata = _metadata(model)
-        super().__init__(_io_of(self.metadata, path))
+        io = _io_of(self.metadata, path)
+        try:
+            recorded = outputs_from_metadata(io, self.metadata)
+        except CliplitError as error:
+            raise CliplitError(f"{path} says io={io} but its '{META_OUTPUTS}' metadata does not fit: {error}") from None
+        super().__init__(io, recorded)  # a single-output export (--outputs enhanced) has only its recorded outputs
         self.model_path = path
-        spec = io_spec(self.io)
+        spec = io_spec(io, recorded)
         self._check_contract(model, spec.input_name, spec.output_names, path)
         if options.cache:
             core.set_property({"CACHE_DIR": str(cliplit_home() / "openvino-cache")})
