@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights",
         default=DEFAULT_WEIGHTS,
-        help="released name (clip-lit, clip-lit-init) or a .pth path: the released format or a cliplit checkpoint "
+        help="released name (clip-lit, clip-lit-init, clip-lit-rt) or a .pth path: the released format or a cliplit "
+        "checkpoint "
         "(default: %(default)s)",
     )
     parser.add_argument("--onnx", required=True, type=Path, help="where to write the ONNX model")

@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "fp32 forces full precision on any backend)",
     )
     model.add_argument("--device", type=int, default=0, help="GPU index for TensorRT and CUDA (default: 0)")
-    model.add_argument("--batch", type=int, default=1, help="frames per network call for videos (default: 1)")
+    model.add_argument("--batch", type=int, default=1, help="frames per network call (default: 1)")
     model.add_argument(
         "--max-memory",
         default=None,
@@ -132,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     from cliplit.runtime.memory import parse_memory_size
 
     max_memory = parse_memory_size(args.max_memory) if args.max_memory is not None else None
+    if args.batch < 1:  # images too: a batch of 0 would never run a frame
+        raise CliplitError(f"--batch must be at least 1, got {args.batch}")
     plan = _plan(args)
     from cliplit.runtime.enhancer import Enhancer
 

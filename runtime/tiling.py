@@ -365,6 +365,8 @@ class Tiling:
         self._plans: dict[tuple[int, int, int, bool], tuple[int, int] | None] = {}
 
     def describe(self) -> str:
+        if self._load is None:
+            return f"whole frames within a memory budget of {format_size(self.budget)}"
         return f"tiled above a memory budget of {format_size(self.budget)}"
 
     def plan(self, height: int, width: int, batch: int = 1, *, light_map: bool = False) -> tuple[int, int] | None:

@@ -85,6 +85,7 @@ def test_ext_option_and_existing_outputs(crops, float_onnx, tmp_path, capsys):
         (["{in}/colour.jpg", "-o", "out", "--backend", "tensorrt"], "needs a TensorRT engine"),
         (["--camera", "0", "{in}/colour.jpg"], "either --camera or INPUT"),
         (["{in}/notes.txt", "-o", "x.mp4"], "not a readable video"),
+        (["{in}/colour.jpg", "-o", "out", "--batch", "0"], "--batch must be at least 1, got 0"),
     ],
 )
 def test_bad_invocations_are_clear_errors(crops, float_onnx, tmp_path, capsys, monkeypatch, argv, message):
@@ -111,3 +112,18 @@ def test_full_disk_while_writing_images(crops, float_onnx, tmp_path):
     assert code == 2, stderr
     assert f"cannot write {disk / 'colour.png'}: No space left on device" in stderr
     assert left == []
+
+
+def test_the_student_runs_a_12_mp_photo_whole_and_a_budget_too_small_is_a_one_line_error(tmp_path, capsys):
+    """The student was split as if it were the teacher above ~8 MP (AttributeError: 'StudentNet' object has no
+    attribute 'cond1'), and --max-memory 1K gave a traceback too."""
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), cv2.resize(read_image(photo(SMALL_PHOTO)), (4032, 3024), interpolation=cv2.INTER_CUBIC))
+    assert enhance(big, "-o", tmp_path / "out", "--model", "clip-lit-rt") == 0
+    assert read_image(tmp_path / "out" / "big.png").shape == (3024, 4032, 3)
+    capsys.readouterr()
+    assert enhance(big, "-o", tmp_path / "out1k", "--model", "clip-lit-rt", "--max-memory", "1K") == 2
+    err = capsys.readouterr().err
+    assert "error: 1 of 1 image failed" in err and "big.png: 4032x3024 frames need about" in err
+    assert "a distilled student runs whole frames" in err and "whole frames within a memory budget of 0 MiB" in err
+    assert "Traceback" not in err and not (tmp_path / "out1k" / "big.png").exists()
