@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     if static_size is None:
         report = export_onnx(checkpoint, args.onnx, io=args.io, outputs=outputs, **options)
     else:
-        from cliplit.export.opencv_compat import export_opencv_static
+        from cliplit.export.opencv_static import export_opencv_static
 
         report = export_opencv_static(checkpoint, args.onnx, *static_size, **options)
     for label, diff in report.max_abs_diff.items():
@@ -174,7 +174,7 @@ def _static_size(args: argparse.Namespace) -> tuple[int, int] | None:
         return None
     if args.engine is not None or args.io != "float":
         raise CliplitError("--opencv-static writes a float ONNX model for OpenCV; drop --engine and --io uint8")
-    from cliplit.export.opencv_compat import parse_static_size
+    from cliplit.export.opencv_static import parse_static_size
 
     return parse_static_size(args.opencv_static)
 

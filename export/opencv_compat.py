@@ -13,35 +13,22 @@ the default, which tries it first).
 
 OpenCV 4.x and OpenCV 5's classic engine cannot run the dynamic model at all: their importer needs the value of every
 ``Shape`` at load time (the adaptive pooling and the upsampling derive their sizes from the frame). For them
-``export_opencv_static`` writes a model with a fixed 1×3×H×W input whose shape arithmetic is folded into constants
-(``fold_constants``) and whose constant-times-tensor MatMuls are turned around (``transpose_constant_left_matmuls``,
-for OpenCV 4.8). See docs/opencv.md for the versions this was checked with.
+``cliplit.export.opencv_static`` writes a model with a fixed 1×3×H×W input whose shape arithmetic is folded into
+constants (``fold_constants``) and whose constant-times-tensor MatMuls are turned around
+(``transpose_constant_left_matmuls``, for OpenCV 4.8). See docs/opencv.md for the versions this was checked with.
 """
 
 from __future__ import annotations
-
-import os
-import re
-import tempfile
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
-from cliplit.core.atomic import atomic_output, check_writable
-from cliplit.core.contract import check_frame_size, io_spec
-from cliplit.core.errors import CliplitError
-
-if TYPE_CHECKING:
-    from cliplit.export.onnx_export import ExportReport
-    from cliplit.train.checkpoint import EnhancerCheckpoint
+from cliplit.core.contract import io_spec
 
 # A static model serves one frame at a time: the way OpenCV pipelines feed blobFromImage.
 STATIC_BATCH = 1
-_SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
 
 def expand_single_pixel_resizes(model: onnx.ModelProto) -> int:
@@ -130,74 +117,6 @@ def make_static(model: onnx.ModelProto, height: int, width: int) -> None:
     for output, typed in zip(model.graph.output, inferred.graph.output, strict=True):
         output.type.CopyFrom(typed.type)
     onnx.checker.check_model(model, full_check=True)
-
-
-def export_opencv_static(
-    checkpoint: EnhancerCheckpoint,
-    path: str | os.PathLike[str],
-    height: int,
-    width: int,
-    *,
-    opset: int | None = None,
-    verify_images: list[np.ndarray] | None = None,
-    overwrite: bool = True,
-) -> ExportReport:
-    """Write a float model with a fixed 1×3×``height``×``width`` input for OpenCV 4.x and OpenCV 5's classic engine.
-
-    The dynamic export is made and verified against PyTorch first (``export_onnx``, on ``verify_images`` too); the
-    static model is then checked against it in ONNX Runtime at its one size. Returns the ``ExportReport``.
-    """
-    # Imported here: onnx_export imports this module for expand_single_pixel_resizes.
-    from cliplit.export.onnx_export import DEFAULT_OPSET, LIGHT_MAP_TOLERANCE, export_onnx
-
-    _check_size(height, width)
-    check_writable(path, overwrite)  # fail before the export's seconds of work, not after
-    with tempfile.TemporaryDirectory(prefix="cliplit-opencv-") as folder:
-        dynamic = Path(folder) / "dynamic.onnx"
-        report = export_onnx(
-            checkpoint, dynamic, io="float", opset=opset or DEFAULT_OPSET, verify_images=verify_images or []
-        )
-        model = onnx.load(str(dynamic))
-        make_static(model, height, width)
-        model.doc_string += f"; static input {STATIC_BATCH}x3x{height}x{width} for OpenCV DNN"
-        with atomic_output(path, overwrite=overwrite) as tmp:
-            onnx.save(model, str(tmp))
-            diff = _max_light_map_diff(tmp, dynamic, height, width)
-            if not diff <= LIGHT_MAP_TOLERANCE:
-                raise CliplitError(
-                    f"static OpenCV model differs from the dynamic export by {diff:.3g} in the light map"
-                )
-    report.path = Path(path)
-    report.max_abs_diff[f"static {height}x{width} vs dynamic"] = diff
-    return report
-
-
-def parse_static_size(text: str) -> tuple[int, int]:
-    """``"HxW"`` (height first, as in the frame's shape) → (height, width), with a clear error otherwise."""
-    match = _SIZE_PATTERN.match(text)
-    if match is None:
-        raise CliplitError(f"--opencv-static expects HEIGHTxWIDTH, e.g. 720x1280; got {text!r}")
-    height, width = int(match[1]), int(match[2])
-    _check_size(height, width)
-    return height, width
-
-
-def _check_size(height: int, width: int) -> None:
-    try:
-        check_frame_size(height, width)
-    except ValueError as error:
-        raise CliplitError(str(error)) from None
-
-
-def _max_light_map_diff(static: Path, dynamic: Path, height: int, width: int) -> float:
-    import onnxruntime as ort
-
-    image = np.random.default_rng(height * 7919 + width).random((STATIC_BATCH, 3, height, width), dtype=np.float32)
-    maps = []
-    for model_path in (static, dynamic):
-        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-        maps.append(session.run(["light_map"], {"image": image})[0])
-    return float(np.abs(maps[0] - maps[1]).max())
 
 
 def _inferred_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:

@@ -178,9 +178,7 @@ def _run(
         environ = {name: value for name, value in os.environ.items() if name not in dropped}
         environ["PYTHONNOUSERSITE"] = "1"
     try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=900, check=False, env=environ, cwd=cwd
-        )
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=environ, cwd=cwd)
     except subprocess.TimeoutExpired as expired:
         raise BaseEnvError(f"{what}: `{' '.join(command)}` did not finish in {expired.timeout:.0f} s") from None
     if done.returncode != 0:

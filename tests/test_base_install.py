@@ -17,7 +17,6 @@ import json
 import os
 import pathlib
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from cliplit.runtime.enhancer import Enhancer
 
 #: what the base install may take on disk (the environment with pip and setuptools, plus the installed checkout)
 MAX_SIZE_MB = 600
-#: the same photo as the small one's: outputs of the runtime against the official inference's reference
+#: the least fidelity: the teacher against the official inference's reference, tiled against untiled
 MIN_PSNR_DB = 50.0
 #: a real 4:3 photo of 2048×1536 (3.1 MP), and the 12 MP frame (a phone camera's) made from it
 LARGE_PHOTO = "110_51093502029_o"
@@ -193,8 +192,7 @@ def test_the_released_weights_and_their_export_run_from_an_empty_cache(
         outputs[label] = read_image(out / small_png.name)
     assert list((tmp_path / "home-weights" / "models").glob("weights-*.onnx")), "no model built from the .pth"
     assert np.array_equal(outputs["weights"], outputs["export"]), "the .pth and its export differ"
-    assert np.array_equal(outputs["export"], _dev_output(float_onnx, small_png)), "the export differs from here"
-    assert np.array_equal(outputs["weights"], _dev_output(released_weights, small_png)), "the .pth differs from here"
+    assert np.array_equal(outputs["export"], _dev_output(float_onnx, small_png)), "the base install differs from here"
     fidelity = psnr(outputs["weights"], read_image(reference(SMALL_PHOTO)))
     print(f"released weights in the base install vs the official reference: {fidelity:.1f} dB")
     assert fidelity >= MIN_PSNR_DB, f"{fidelity:.1f} dB against the official reference"
@@ -291,7 +289,8 @@ def test_a_malicious_pth_is_refused_where_torch_is_installed(small_png, maliciou
     with pytest.raises(UnsafeWeightsError, match=REFUSED_GLOBAL):
         load_enhancer(path)
     assert not marker.exists()
-    code = cliplit_main(["enhance", str(small_png), "-o", str(tmp_path / "out"), "--model", str(path)] + ["--backend", "torch", "--no-progress"])
+    argv = ["enhance", str(small_png), "-o", str(tmp_path / "out"), "--model", str(path), "--backend", "torch"]
+    code = cliplit_main([*argv, "--no-progress"])
     error = capsys.readouterr().err
     assert code == 2 and error.startswith("error: ") and REFUSED_GLOBAL in error, error
     assert not marker.exists()

@@ -22,11 +22,10 @@ from cliplit.core.images import read_image
 from cliplit.export.opencv_compat import (
     STATIC_BATCH,
     expand_single_pixel_resizes,
-    export_opencv_static,
     fold_constants,
-    parse_static_size,
     transpose_constant_left_matmuls,
 )
+from cliplit.export.opencv_static import export_opencv_static, parse_static_size
 
 LIGHT_MAP_TOLERANCE = 1e-4
 ENHANCED_TOLERANCE = 1e-3
