@@ -235,3 +235,85 @@ def test_the_bench_runs_the_shipped_student_beside_the_teacher():
         assert outputs["enhanced"].shape == frame.shape
     finally:
         backend.close()
+
+
+def _schedule_state(run_dir) -> dict:
+    return torch.load(run_dir / "state.pt", weights_only=True)["schedule"]
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(photos, tmp_path, monkeypatch):
+    """4 epochs of 4 batches, then --resume --epochs 5: 20 steps, where torch's one-cycle warm-up is one step long and
+    divided 0 by 0 (the reported ZeroDivisionError). The run goes on from its 4th epoch on the schedule a 5-epoch run
+    has from there, to that schedule's end."""
+    config = _config(photos, tmp_path)
+    first = distill(config)
+    assert _schedule_state(first.run_dir)["total_steps"] == 16
+    longer = dataclasses.replace(config, epochs=5)
+    rates = []
+    real_train_epoch = distill_module._train_epoch
+
+    def record_rate(run, *args):
+        rates.append(run.schedule.get_last_lr()[0])
+        return real_train_epoch(run, *args)
+
+    monkeypatch.setattr(distill_module, "_train_epoch", record_rate)
+    extended = distill(longer, resume=True)
+    assert extended.epochs_done == 5 and len(extended.history) == 5
+    assert extended.history[:4] == first.history  # the four epochs done are kept, not retrained
+    schedule = _schedule_state(extended.run_dir)
+    assert (schedule["total_steps"], schedule["last_epoch"]) == (20, 20)
+    planned = distill_module.Run(longer, 4, torch.device("cpu"))  # a run planned for 5 epochs, at step 16
+    for _ in range(16):
+        planned.optimiser.step()
+        planned.schedule.step()
+    assert rates == [pytest.approx(planned.schedule.get_last_lr()[0], rel=1e-9)]
+    with pytest.raises(CliplitError, match="finished all 5 epochs; pass --epochs M > 5 to train further"):
+        distill(longer, resume=True)
+
+
+def test_resuming_a_finished_run_without_more_epochs_is_refused_before_any_work(finished, monkeypatch):
+    config, _ = finished
+
+    def no_teacher(*args):
+        raise AssertionError("the teacher was loaded for a run that has nothing to do")
+
+    monkeypatch.setattr(distill_module, "load_teacher", no_teacher)
+    for epochs in (4, 3):
+        with pytest.raises(CliplitError, match=r"the run in .* finished all 4 epochs; pass --epochs M > 4 to train"):
+            distill(dataclasses.replace(config, epochs=epochs), resume=True)
+
+
+def test_the_cli_refuses_a_finished_run_in_one_line(finished, capsys):
+    from cliplit.runtime.cli import main
+
+    config, _ = finished
+    argv = ["distill", "--images", *config.images, "--out", config.out, "--cache", config.cache, "--resume"]
+    for name in ("val_fraction", "val_size", "samples_per_image", "crop", "scale_min", "scale_max", "epochs"):
+        argv += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
+    argv += ["--batch", str(config.batch), "--lr", str(config.lr), "--device", "cpu", "--widths", "4", "8", "8", "8"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "finished all 4 epochs; pass --epochs M > 4 to train further" in err and "Traceback" not in err
+
+
+def test_fewer_epochs_than_an_unfinished_run_is_planned_for_are_refused(finished, tmp_path):
+    """A resume that forgets --epochs gets the default, which must not cut a longer run short."""
+    config, outcome = finished
+    halfway = torch.load(outcome.run_dir / "state.pt", weights_only=True)
+    halfway["epoch"] = 2
+    interrupted = dataclasses.replace(config, out=str(tmp_path / "run"))
+    halfway["config"]["out"] = interrupted.out
+    (tmp_path / "run").mkdir()
+    torch.save(halfway, tmp_path / "run" / "state.pt")
+    with pytest.raises(CliplitError, match=r"--epochs 3: it is planned for 4 epochs and has done 2; pass --epochs 4"):
+        distill(dataclasses.replace(interrupted, epochs=3), resume=True)
+
+
+def test_a_one_step_warm_up_does_not_divide_by_zero():
+    """20 steps: torch's warm-up would be step 0 to step 0. Every other length keeps the 5 % warm-up exactly."""
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    schedule = distill_module.one_cycle(torch.optim.Adam([parameter]), 1e-2, 20)
+    assert schedule.get_last_lr() == [pytest.approx(1e-2 / 25)]  # its one warm-up step starts the cycle
+    for total in (19, 21, 400):
+        schedule = distill_module.one_cycle(torch.optim.Adam([parameter]), 1e-2, total)
+        assert schedule.state_dict()["_schedule_phases"][0]["end_step"] == 0.05 * total - 1

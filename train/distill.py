@@ -15,7 +15,10 @@ student right where the clamp at 1 hides the light map from the image term.
 
 Resuming is exact: all randomness is in the cached samples (seeded per sample) and in the per-epoch shuffle (seeded
 per epoch), and the run state (weights, optimiser, scheduler, history) is written atomically at the end of every
-epoch, so a resumed run follows the very same trajectory as an uninterrupted one.
+epoch, so a resumed run follows the very same trajectory as an uninterrupted one. A resume with more ``--epochs`` than
+the run was started for extends it instead (finished or not): the one-cycle schedule is planned again for the new
+count and taken up at the step the run had reached, so the run still ends annealed (see :func:`one_cycle`); that
+is the one resume that is not exact, as no uninterrupted run of either length took that path.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ LOG_FLOOR = 1e-3  # teacher light maps are clipped here before the log (its ReLU
 STATE_FILE = "state.pt"
 BEST = "student_best.pth"
 LAST = "student_last.pth"
+WARMUP_SHARE = 0.05  # of the one-cycle schedule's steps, spent raising the learning rate to its peak
 
 
 @dataclass
@@ -300,10 +304,8 @@ class Run:
         architecture = StudentConfig(widths=tuple(config.widths))
         self.student = StudentNet(architecture).to(device)
         self.optimiser = torch.optim.Adam(self.student.parameters(), lr=config.lr)
-        total = max(1, config.epochs * steps_per_epoch)
-        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimiser, max_lr=config.lr, total_steps=total, pct_start=0.05, anneal_strategy="cos"
-        )
+        self.total_steps = max(1, config.epochs * steps_per_epoch)
+        self.schedule = one_cycle(self.optimiser, config.lr, self.total_steps)
         self.epoch = 0
         self.best_psnr = -math.inf
         self.history: list[dict[str, Any]] = []
@@ -320,40 +322,101 @@ class Run:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a saved state; with more epochs than it was saved with, the schedule is planned again for
+        them and taken up at the saved step (an extended run), otherwise it is the saved one, exactly."""
         self.student.load_state_dict(state["student"])
         self.optimiser.load_state_dict(state["optimiser"])
-        self.schedule.load_state_dict(state["schedule"])
+        if int(state["config"]["epochs"]) == self.config.epochs:
+            self.schedule.load_state_dict(state["schedule"])
+        else:
+            steps_taken = int(state["schedule"]["last_epoch"])  # torch counts steps in last_epoch
+            self.schedule = one_cycle(self.optimiser, self.config.lr, self.total_steps, steps_taken)
         self.epoch = int(state["epoch"])
         self.best_psnr = float(state["best_psnr"])
         self.history = list(state["history"])
 
 
+def one_cycle(
+    optimiser: torch.optim.Optimizer, lr: float, total: int, steps_taken: int = 0
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    """The one-cycle schedule over ``total`` steps, ``steps_taken`` of them already taken (an extended run's).
+
+    torch ends the warm-up at step ``share * total - 1`` and divides by the warm-up's length, so where the warm-up is
+    exactly one step (5 % of 20 steps: 5 epochs of 4 batches, 4 of 5, ...) it computes 0 / 0 at step 0 and raises
+    ZeroDivisionError, for a fresh run as for a resumed one. There a hair more makes that step the warm-up's start,
+    as it is for 21 to 39 steps; every other total keeps 5 %, so no other run's trajectory changes.
+    """
+    share = WARMUP_SHARE if WARMUP_SHARE * total != 1 else 1.01 / total  # the very product torch computes
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimiser,
+        max_lr=lr,
+        total_steps=total,
+        pct_start=share,
+        anneal_strategy="cos",
+        # torch's constructor takes a step itself; from -1 (fresh) it sets up the optimiser's groups, from any other
+        # count it takes the ones the restored optimiser holds
+        last_epoch=steps_taken - 1,
+    )
+
+
 def _check_resumable(config: DistillConfig, saved: dict[str, Any], path: Path) -> None:
-    """Only the device may change: every other option (the epoch count too, through the schedule) shapes the run."""
+    """Only the device and the epoch count may change (the epochs only upwards, see :func:`_check_epochs`): every
+    other option shapes what each epoch computes."""
     mine, theirs = json.loads(json.dumps(asdict(config))), json.loads(json.dumps(saved))
-    differing = sorted(k for k in mine if k != "device" and mine[k] != theirs.get(k))
+    differing = sorted(k for k in mine if k not in ("device", "epochs") and mine[k] != theirs.get(k))
     if differing:
         raise CliplitError(f"cannot resume {path}: options differ from the saved run ({', '.join(differing)})")
+
+
+def _check_epochs(config: DistillConfig, saved: dict[str, Any], run_dir: Path) -> None:
+    """A resume either continues the run as started (same ``--epochs``) or extends it (more); fewer would cut a
+    schedule planned to anneal at the end, and on a finished run the same count would do nothing. Refused with the
+    count to pass, since ``--epochs`` has a default a resume can easily forget to override."""
+    done, planned = int(saved["epoch"]), int(saved["config"]["epochs"])
+    if done >= planned and config.epochs <= done:
+        raise CliplitError(
+            f"nothing to resume: the run in {run_dir} finished all {done} epochs; pass --epochs M > {done} to train "
+            "further"
+        )
+    if config.epochs < planned:
+        raise CliplitError(
+            f"cannot resume {run_dir} with --epochs {config.epochs}: it is planned for {planned} epochs and has done "
+            f"{done}; pass --epochs {planned} to finish it, or more to extend it"
+        )
+
+
+def _load_resumable(config: DistillConfig, state_path: Path, device: torch.device) -> dict[str, Any]:
+    """The saved state of the run in ``out``, checked before any teacher work (a refusal costs nothing)."""
+    if not state_path.is_file():
+        raise CliplitError(f"cannot resume: {state_path} not found (was {state_path.parent} made by cliplit distill?)")
+    saved = torch.load(state_path, map_location=device, weights_only=True)
+    _check_resumable(config, saved["config"], state_path)
+    _check_epochs(config, saved, state_path.parent)
+    return saved
 
 
 def distill(config: DistillConfig, *, resume: bool = False, overwrite: bool = False) -> DistillOutcome:
     """Run (or continue) a distillation; writes student_best.pth, student_last.pth, state.pt and log.csv in ``out``."""
     run_dir = Path(config.out)
     state_path = run_dir / STATE_FILE
-    if resume and not state_path.is_file():
-        raise CliplitError(f"cannot resume: {state_path} not found (was {run_dir} made by cliplit distill?)")
     if not resume and state_path.exists() and not overwrite:
         raise CliplitError(f"{run_dir} already holds a distillation run: pass --resume to continue it or --overwrite")
     device = pick_device(config.device)
+    saved = _load_resumable(config, state_path, device) if resume else None
     teacher = load_teacher(config.teacher, device)
     train_photos, val_photos = split_images(list_images(config.images), config.val_fraction, config.seed)
     train_set = build_samples(config, teacher, train_photos, validation=False)
     val_set = build_samples(config, teacher, val_photos, validation=True)
     batches = _batches_by_size(train_set, config.batch)
     run = Run(config, len(batches), device)
-    if resume:
-        saved = torch.load(state_path, map_location=device, weights_only=True)
-        _check_resumable(config, saved["config"], state_path)
+    if saved is not None:
+        if config.epochs != saved["config"]["epochs"]:
+            planned, done = saved["config"]["epochs"], saved["epoch"]
+            print(
+                f"extending the run in {run_dir} from {planned} to {config.epochs} epochs: its learning-rate "
+                f"schedule is planned again for {config.epochs} epochs and taken up after epoch {done}",
+                flush=True,
+            )
         run.restore(saved)
     run_dir.mkdir(parents=True, exist_ok=True)
     source = {

@@ -5,6 +5,10 @@ maps of them are computed once and cached (--cache), so reruns and resumed runs 
 ends with the PSNR of the student's output against the teacher's on held-out photos; the run directory receives
 student_best.pth (best validation PSNR), student_last.pth, state.pt (for --resume) and log.csv. The checkpoints
 load wherever weights are accepted: cliplit enhance --model, export-engine --weights. See docs/distill.md.
+
+--resume with a larger --epochs extends a run, finished or not. Resuming a finished run without one is refused
+with the count it reached, and so are fewer epochs than a run is planned for: --epochs has a default, which would
+otherwise silently cut a longer run short.
 """
 
 from __future__ import annotations
@@ -39,7 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--images", nargs="+", required=True, metavar="DIR", help="folders of photos to train and validate on")
     add("--out", required=True, type=Path, help="run directory (checkpoints, state.pt, log.csv)")
     add("--cache", default="", help="where teacher outputs are cached (default: $CLIPLIT_HOME/distill-cache)")
-    add("--resume", action="store_true", help="continue the run in --out exactly where its last epoch ended")
+    add(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out exactly where its last epoch ended; with more --epochs than it was started "
+        "for, extend it (finished or not: its learning-rate schedule is planned again for the new count)",
+    )
     add("--overwrite", action="store_true", help="start afresh even if --out holds a run")
     add("--epochs", type=int, default=d["epochs"], help=f"passes over the training crops (default {d['epochs']})")
     add("--batch", type=int, default=d["batch"], help=f"crops per step (default {d['batch']})")
