@@ -101,6 +101,40 @@ def transpose_constant_left_matmuls(model: onnx.ModelProto) -> int:
     return rewritten
 
 
+def clips_as_max_min(model: onnx.ModelProto) -> int:
+    """Rewrite each ``Clip(x, lo, hi)`` with constant scalar bounds as ``Min(Max(x, x·0 + lo), x·0 + hi)``.
+
+    OpenCV 4.5 and 4.6 take Clip's bounds only as attributes (opset ≤ 10) and refuse the input form that opset 11+
+    requires, and they cannot take a constant as an operand of Max or Min either. A plane of the bound made from ``x``
+    itself (``x·0 + lo``: a scalar Mul and Add, which they fold into one layer) gives Max and Min two tensors of one
+    shape. Exact for finite ``x`` (``x·0`` is ±0, and ``±0 + lo`` is ``lo``); the model's Clips see finite values (the
+    light map, and the image divided by the guarded light map). Returns the number of Clips rewritten.
+    """
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    rewritten = 0
+    for node in model.graph.node:
+        bounds = [name for name in node.input[1:3]]
+        steps = [(op_type, bound) for op_type, bound in zip(("Max", "Min"), bounds, strict=False) if bound]
+        # a Clip without bounds has one input, which OpenCV 4.6 loads as it is
+        if node.op_type != "Clip" or not steps or any(constants.get(b, np.empty(2)).size != 1 for _, b in steps):
+            nodes.append(node)
+            continue
+        name, value, zeros = node.name or node.output[0], node.input[0], f"{node.output[0]}/zeros"
+        model.graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), f"{name}/zero"))
+        nodes.append(helper.make_node("Mul", [value, f"{name}/zero"], [zeros], name=zeros))
+        for index, (op_type, bound) in enumerate(steps):
+            plane = f"{node.output[0]}/{op_type.lower()}_plane"
+            result = node.output[0] if index == len(steps) - 1 else f"{node.output[0]}/{op_type.lower()}"
+            nodes.append(helper.make_node("Add", [zeros, bound], [plane], name=plane))
+            nodes.append(helper.make_node(op_type, [value, plane], [result], name=result))
+            value = result
+        rewritten += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return rewritten
+
+
 def make_static(model: onnx.ModelProto, height: int, width: int) -> None:
     """Fix a float model's input to ``STATIC_BATCH``×3×``height``×``width`` and simplify it for OpenCV's importers."""
     spec = io_spec("float")
@@ -113,6 +147,7 @@ def make_static(model: onnx.ModelProto, height: int, width: int) -> None:
     fold_constants(model)
     expand_single_pixel_resizes(model)
     transpose_constant_left_matmuls(model)
+    clips_as_max_min(model)
     inferred = shape_inference.infer_shapes(model, strict_mode=True)
     for output, typed in zip(model.graph.output, inferred.graph.output, strict=True):
         output.type.CopyFrom(typed.type)

@@ -21,6 +21,7 @@ from cliplit.core.errors import CliplitError
 from cliplit.core.images import read_image
 from cliplit.export.opencv_compat import (
     STATIC_BATCH,
+    clips_as_max_min,
     expand_single_pixel_resizes,
     fold_constants,
     transpose_constant_left_matmuls,
@@ -31,14 +32,20 @@ LIGHT_MAP_TOLERANCE = 1e-4
 ENHANCED_TOLERANCE = 1e-3
 STATIC_SIZE = (40, 56)
 # The ops the static model may contain: all of them load in OpenCV 4.8 to 5.0 (checked by hand, see docs/opencv.md).
-STATIC_OPS = {"Add", "Clip", "Concat", "Conv", "Div", "Expand", "LeakyRelu", "MatMul", "PRelu", "Pad", "Relu"}
-STATIC_OPS |= {"Resize", "Transpose"}
-ENGINES = [name for name in ("ENGINE_CLASSIC", "ENGINE_NEW", "ENGINE_AUTO") if hasattr(cv2.dnn, name)]
+# No Clip: OpenCV 4.5/4.6 refuse its opset-11 form (clips_as_max_min), and they load Max, Min and Mul.
+STATIC_OPS = {"Add", "Concat", "Conv", "Div", "Expand", "LeakyRelu", "MatMul", "Max", "Min", "Mul", "PRelu", "Pad"}
+STATIC_OPS |= {"Relu", "Resize", "Transpose"}
+ENGINES = [name for name in ("ENGINE_CLASSIC", "ENGINE_NEW", "ENGINE_OPENCV", "ENGINE_AUTO") if hasattr(cv2.dnn, name)]
+# The engines that run dynamic input shapes: OpenCV 5.0's new engine (ENGINE_NEW, and ENGINE_AUTO, which tries it
+# first); OpenCV 5.1 renamed it ENGINE_OPENCV (ENGINE_AUTO again the default; ENGINE_ORT needs an ONNX Runtime build).
+DYNAMIC_ENGINES = [name for name in ("ENGINE_NEW", "ENGINE_OPENCV", "ENGINE_AUTO") if hasattr(cv2.dnn, name)]
 needs_new_engine = pytest.mark.skipif(
-    not hasattr(cv2.dnn, "ENGINE_NEW"),
-    reason=f"dynamic input shapes need OpenCV 5's new DNN engine; this is OpenCV {cv2.__version__} "
+    not DYNAMIC_ENGINES,
+    reason=f"dynamic input shapes need OpenCV 5's engine; this is OpenCV {cv2.__version__} "
     "(the static-shape export is tested instead)",
 )
+# the engine named for OpenCV 5's default-engine checks: 5.0's ENGINE_NEW or 5.1's ENGINE_OPENCV
+NEW_ENGINE = next((name for name in ("ENGINE_NEW", "ENGINE_OPENCV") if hasattr(cv2.dnn, name)), None)
 
 
 def _onnxruntime(model) -> ort.InferenceSession:
@@ -85,7 +92,7 @@ def test_float_export_has_no_resize_from_a_single_pixel(float_onnx):
 
 
 @needs_new_engine
-@pytest.mark.parametrize("engine", ["ENGINE_NEW", "ENGINE_AUTO"])
+@pytest.mark.parametrize("engine", DYNAMIC_ENGINES)
 def test_dynamic_float_export_matches_onnxruntime_in_opencv(float_onnx, engine):
     """One net serves every frame size and batch, as the dynamic model does in ONNX Runtime."""
     net = _read_net(str(float_onnx), engine)
@@ -101,7 +108,7 @@ def test_dynamic_float_export_matches_onnxruntime_in_opencv(float_onnx, engine):
 @needs_new_engine
 def test_uint8_export_matches_onnxruntime_in_opencv_within_one_level(uint8_onnx):
     """Decoder frames in, frames out; OpenCV 5.0 returns the values as float32 (docs/opencv.md), so compare values."""
-    net = _read_net(str(uint8_onnx), "ENGINE_NEW")
+    net = _read_net(str(uint8_onnx), NEW_ENGINE)
     session = _onnxruntime(uint8_onnx)
     bgr = cv2.resize(read_image(photo(SMALL_PHOTO)), (384, 256), interpolation=cv2.INTER_AREA)
     random = np.random.default_rng(12).integers(0, 256, (2, 7, 9, 3), dtype=np.uint8)
@@ -225,8 +232,8 @@ def test_expand_pass_replaces_only_resizes_of_single_pixel_maps():
     assert [n.op_type for n in model.graph.node].count("Resize") == 1
     (after,) = _run(model, {"x": x})
     assert np.abs(after - before).max() <= 1e-6
-    if hasattr(cv2.dnn, "ENGINE_NEW"):
-        net = _read_net(model.SerializeToString(), "ENGINE_NEW")
+    if NEW_ENGINE is not None:
+        net = _read_net(model.SerializeToString(), NEW_ENGINE)
         net.setInput(x)
         assert np.abs(net.forward() - before).max() <= LIGHT_MAP_TOLERANCE
 
@@ -270,3 +277,40 @@ def test_transpose_constant_left_matmuls_is_exact():
     assert all(n.input[1] in constants for n in model.graph.node if n.op_type == "MatMul")
     (after,) = _run(model, {"x": x})
     assert np.abs(after - before).max() <= 1e-6
+
+
+def test_clips_as_max_min_is_exact_and_leaves_boundless_clips():
+    """Both Clip forms of the contract (lower bound only: max(L, eps); both: the final [0, 1] clamp) become Max/Min
+    against a plane of the bound, bit for bit; a Clip without bounds (which OpenCV 4.6 loads) is left alone."""
+    constants = [
+        numpy_helper.from_array(np.array(1e-6, np.float32), "eps"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+    ]
+    nodes = [
+        helper.make_node("Clip", ["x", "eps", ""], ["guarded"]),
+        helper.make_node("Div", ["x", "guarded"], ["ratio"]),
+        helper.make_node("Clip", ["ratio", "zero", "one"], ["clamped"]),
+        helper.make_node("Clip", ["clamped"], ["y"]),
+    ]
+    model = _model(nodes, [_tensor("x", [1, 3, 5, 7])], [_tensor("y", [1, 3, 5, 7])], constants)
+    x = np.random.default_rng(6).random((1, 3, 5, 7), dtype=np.float32) * 2 - 0.5
+    x[0, 0, 0, :3] = [0.0, 1e-9, -0.0]
+    (before,) = _run(model, {"x": x})
+    assert clips_as_max_min(model) == 2
+    assert [n.op_type for n in model.graph.node].count("Clip") == 1
+    onnx.checker.check_model(model, full_check=True)
+    (after,) = _run(model, {"x": x})
+    assert np.array_equal(after, before)
+    net = _read_net(model.SerializeToString(), None)
+    net.setInput(x)
+    assert np.array_equal(net.forward(), before)
+
+
+def test_static_export_enhanced_output_matches_the_dynamic_export(static_export, float_onnx):
+    """The rewritten tail (guarded division and clamp without Clip) gives the dynamic model's enhanced image."""
+    image = _photo_blob(*STATIC_SIZE)
+    static = _onnxruntime(static_export.path).run(None, {"image": image})
+    dynamic = _onnxruntime(float_onnx).run(None, {"image": image})
+    assert np.abs(static[0] - dynamic[0]).max() <= ENHANCED_TOLERANCE
+    assert np.abs(static[1] - dynamic[1]).max() <= LIGHT_MAP_TOLERANCE
