@@ -9,6 +9,7 @@ properly and kept: it is a complete, playable file holding the frames enhanced s
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import ExitStack
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +21,7 @@ from cliplit.core.atomic import atomic_output, check_writable
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import write_image
 from cliplit.runtime.sources import Item
-from cliplit.runtime.video import EncoderSettings, VideoWriter, encoder_settings
+from cliplit.runtime.video import EncoderSettings, VideoWriter, encoder_settings, precision_warning
 
 
 class ImageSink:
@@ -48,7 +49,9 @@ class VideoSink:
     The encoder starts with the first frame (its size decides the video's). Frames keep their timestamps (``pts`` in
     ``time_base``); frames without one (cameras, streams) are timed by their index at ``fps``. With ``audio_from``
     that file's audio streams are copied in, interleaved with the video. ``fill_gaps`` repeats the previous frame for
-    frames a real-time run dropped, so the recording keeps the source's timing.
+    frames a real-time run dropped, so the recording keeps the source's timing. The first item's ``colour`` (a video
+    file's tags and bit depth) is the output's: the sink learns it with the frames because it is built before the
+    source is read; what the output cannot keep of it (10-bit precision, HDR side data) is a warning on stderr.
     """
 
     def __init__(
@@ -102,7 +105,11 @@ class VideoSink:
                 rate=self.fps,
                 settings=self.settings,
                 audio_from=self.audio_from,
+                colour=item.colour,
             )
+            warning = precision_warning(item.colour, self.path, self.settings) if item.colour is not None else None
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
         if self.fill_gaps and self._last is not None:
             for gap in range(self._last.index + 1, item.index):
                 self._writer.write(self._last.image, gap)

@@ -23,7 +23,7 @@ import numpy as np
 
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import read_image
-from cliplit.runtime.video import VideoReader
+from cliplit.runtime.video import VideoColour, VideoReader
 
 STREAM_URL = re.compile(r"^(rtsps?|rtmps?|https?|udp|tcp|srt)://", re.IGNORECASE)
 #: how long OpenCV may wait to open a stream or for its next frame before reporting a failure
@@ -41,6 +41,8 @@ class Item:
     #: presentation time and duration in the source's :attr:`FrameSource.time_base` (video files); None: by index
     pts: int | None = None
     duration: int | None = None
+    #: how the source's pixel values are to be shown (video files): a video sink tags its output the same way
+    colour: VideoColour | None = None
 
 
 class FrameSource(ABC):
@@ -110,8 +112,9 @@ class VideoFileSource(FrameSource):
         self.description = f"{self.path.name} ({self.info.width}x{self.info.height}, {float(self.fps):.3g} fps)"
 
     def items(self) -> Iterator[Item]:
+        colour = self.info.colour
         for index, frame in enumerate(self.reader):
-            yield Item(index, frame.image, pts=frame.pts, duration=frame.duration)
+            yield Item(index, frame.image, pts=frame.pts, duration=frame.duration, colour=colour)
         self.ended_by = self.reader.damage
 
     def close(self) -> None:

@@ -14,6 +14,13 @@ errors as exceptions instead of lines on stderr. Measured against the pipes in d
 * 4:2:0 output (the default: the only kind browsers and phones play) needs even sizes, and H.264 cannot crop a
   single pixel, so an odd-sized frame is padded by repeating its last column/row: the output is at most one pixel
   wider and taller and holds every input pixel.
+* The output is tagged with the input's colour primaries, transfer function, matrix and range (:class:`VideoColour`)
+  and converted to YUV by that matrix and range: the enhanced frames are still in the input's colour space, so a
+  BT.2020 HLG phone clip tagged BT.709 would play washed out. The network works on 8-bit frames, so a 10-bit input
+  loses precision; :func:`precision_warning` says so.
+* A truncated input's audio ends on a whole packet: the damaged packets it ends with (the stump of the packet the cut
+  went through) are left out, since no decoder reads them (PyAV raises, ffmpeg logs "Input buffer exhausted before
+  END element found").
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import contextlib
 import io
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -51,6 +58,75 @@ DEFAULT_PRESET = "veryfast"
 #: an input is called truncated when its last decoded frame ends this long before the container says it should
 TRUNCATION_TOLERANCE_S = 0.5
 _MP4_LIKE = (".mp4", ".mov", ".m4v")
+#: FFmpeg's number for a colour tag (primaries, transfer, matrix) the file leaves unspecified
+UNSPECIFIED = 2
+_RESERVED = (0, UNSPECIFIED, 3)
+BT709 = 1
+#: the HDR transfer functions (FFmpeg's AVColorTransferCharacteristic numbers) by their common names
+HDR_TRANSFERS = {16: "PQ", 18: "HLG"}
+_PRIMARIES_NAMES = {1: "BT.709", 9: "BT.2020", 11: "DCI-P3", 12: "Display P3"}
+#: frame side data that tells HDR displays how to show a clip; the output does not carry it (PyAV cannot attach it)
+_HDR_SIDE_DATA = {
+    "MASTERING_DISPLAY_METADATA": "mastering-display metadata",
+    "CONTENT_LIGHT_LEVEL": "content light levels",
+    "DYNAMIC_HDR_PLUS": "HDR10+ metadata",
+    "DYNAMIC_HDR_VIVID": "HDR Vivid metadata",
+    "DOVI_METADATA": "Dolby Vision metadata",
+    "DOVI_RPU_BUFFER": "Dolby Vision metadata",
+}
+#: the output's matrix for each input matrix (AVColorSpace) the writer converts by; BT.2020 constant luminance
+#: becomes its non-constant-luminance form (what swscale computes); any other matrix (none, RGB, YCgCo): BT.709
+_OUTPUT_MATRIX = {1: 1, 4: 4, 5: 5, 6: 6, 7: 7, 9: 9, 10: 9}
+#: swscale's coefficient set (SWS_CS_*, which PyAV's reformat takes) for each of those output matrices
+_SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9}
+_LIMITED, _FULL = 1, 2  # AVColorRange
+
+
+@dataclass(frozen=True)
+class VideoColour:
+    """How a video's pixel values are meant to be shown, as FFmpeg numbers them: colour primaries, transfer function
+    (``color_trc``) and YUV matrix (``colorspace``), 2 where unspecified; range (0 unspecified, 1 limited, 2 full);
+    and bits per component.
+
+    The network changes brightness, not the encoding of colour: its output frames are in the input's primaries and
+    transfer function, so the writer tags the output as the input was tagged (an HLG clip stays HLG)."""
+
+    color_primaries: int = UNSPECIFIED
+    color_trc: int = UNSPECIFIED
+    colorspace: int = UNSPECIFIED
+    color_range: int = 0
+    bits: int = 8
+    #: the input's HDR side data (mastering display, HDR10+, Dolby Vision), none of which the output carries
+    side_data: tuple[str, ...] = ()
+
+    @classmethod
+    def of_frame(cls, frame: av.VideoFrame) -> VideoColour:
+        """The colour of a decoded frame (the first stands for the clip: a stream does not change it midway)."""
+        kinds = [getattr(kind, "name", str(kind)) for kind in frame.side_data]
+        side_data = tuple(dict.fromkeys(_HDR_SIDE_DATA[kind] for kind in kinds if kind in _HDR_SIDE_DATA))
+        yuv = not frame.format.is_rgb  # matrix and range describe YUV; an RGB input (a GIF) has neither
+        return cls(
+            color_primaries=int(frame.color_primaries),
+            color_trc=int(frame.color_trc),
+            colorspace=int(frame.colorspace) if yuv else UNSPECIFIED,
+            color_range=int(frame.color_range) if yuv else 0,
+            bits=max((component.bits for component in frame.format.components), default=8),
+            side_data=side_data,
+        )
+
+    @property
+    def hdr(self) -> str | None:
+        """PQ or HLG for an HDR transfer function, else None."""
+        return HDR_TRANSFERS.get(self.color_trc)
+
+    def tags(self) -> str:
+        """The specified primaries and transfer function in words ("BT.2020/HLG"), for messages."""
+        names = []
+        if self.color_primaries not in _RESERVED:
+            names.append(_PRIMARIES_NAMES.get(self.color_primaries, f"primaries {self.color_primaries}"))
+        if self.color_trc not in _RESERVED:
+            names.append(self.hdr or f"transfer {self.color_trc}")
+        return "/".join(names)
 
 
 @dataclass(frozen=True)
@@ -64,6 +140,7 @@ class VideoInfo:
     has_audio: bool
     time_base: Fraction
     rotation: int = 0
+    colour: VideoColour = field(default_factory=VideoColour)
 
     @property
     def estimated_frames(self) -> int | None:
@@ -109,6 +186,7 @@ class VideoReader:
             has_audio=bool(self._container.streams.audio),
             time_base=Fraction(stream.time_base),
             rotation=rotation,
+            colour=VideoColour.of_frame(first),
         )
         #: frames handed out so far
         self.decoded = 0
@@ -275,6 +353,56 @@ def encoder_settings(
     )
 
 
+def precision_warning(colour: VideoColour, output: str | os.PathLike[str], settings: EncoderSettings) -> str | None:
+    """One line on what an output made from a ``colour`` input loses, or None where it loses nothing.
+
+    The network takes and gives 8-bit frames (:mod:`cliplit.runtime.enhancer`), so a 10-bit clip (phones record HDR as
+    10-bit HLG or PQ) comes out with 8 bits of precision whatever the output format, and the HDR side data is not
+    written; saying so keeps a banded HDR clip from being a surprise. The colour tags are kept (:class:`VideoWriter`),
+    so the output is not mistaken for SDR."""
+    output = Path(output)
+    if colour.bits <= 8 and not colour.side_data:
+        return None
+    parts = []
+    if colour.bits > 8:
+        kind = f"{colour.bits}-bit {colour.hdr} video" if colour.hdr else f"{colour.bits}-bit video"
+        stored_bits = max(component.bits for component in av.VideoFormat(settings.pix_fmt).components)
+        if stored_bits > 8:
+            stored = f"{output.name} ({settings.pix_fmt}) holds 8-bit precision (smooth gradients may band)"
+        else:
+            hint = _ten_bit_hint(output, settings)
+            stored = f"{output.name} is 8-bit {settings.pix_fmt} (smooth gradients may band{hint})"
+        parts.append(f"the input is {kind} and the network enhances 8-bit frames, so {stored}")
+    else:
+        parts.append(f"the input is {colour.hdr or 'HDR'} video")
+    tags = colour.tags()
+    if tags:
+        parts.append(f"its {tags} colour tags are kept")
+    if colour.side_data:
+        parts.append(f"not carried into {output.name}: {', '.join(colour.side_data)}")
+    return "; ".join(parts)
+
+
+def _ten_bit_hint(output: Path, settings: EncoderSettings) -> str:
+    """The options that write ``output`` as 10-bit YUV, or "" where this FFmpeg build cannot. Only YUV gains: an RGB
+    output holds the network's 8 bits per channel exactly. HEVC Main 10 (libx265), what the phones that record
+    10-bit play, rather than H.264 High 10, which plays almost nowhere."""
+    fmt = av.VideoFormat(settings.pix_fmt)
+    if fmt.is_rgb:
+        return ""
+    ten_bit = f"{settings.pix_fmt}10le"
+    formats = {video_format.name for video_format in av.Codec(settings.codec, "w").video_formats or ()}
+    if ten_bit in formats and settings.codec != "libx264":
+        return f"; --pix-fmt {ten_bit} writes 10 bits"
+    try:
+        av.Codec("libx265", "w")
+    except (av.FFmpegError, ValueError):
+        return ""
+    if "libx265" not in _supported_codecs(output.suffix.lower()):
+        return ""
+    return "; --codec libx265 --pix-fmt yuv420p10le writes 10 bits"
+
+
 def _format_for(suffix: str) -> str | None:
     """The muxer FFmpeg picks for a file name ending in ``suffix``."""
     return {".mkv": "matroska", ".m4v": "mp4"}.get(suffix)
@@ -304,13 +432,17 @@ class VideoWriter:
         rate: Fraction,
         settings: EncoderSettings,
         audio_from: Path | None = None,
+        colour: VideoColour | None = None,
     ) -> None:
         self.path = Path(path)
         self.shape = (height, width, 3)
         self.settings = settings
         self.time_base = time_base
+        self.colour = colour or VideoColour()
         self.frames = 0
         self.end_time = 0.0
+        #: (primaries, transfer, matrix, range) the output is tagged with (see :meth:`_output_colour`)
+        self.output_colour = self._output_colour()
         suffix = self.path.suffix.lower()
         options = {"movflags": "+faststart"} if suffix in _MP4_LIKE else {}
         try:
@@ -334,13 +466,33 @@ class VideoWriter:
             options["preset"] = settings.preset
         if settings.codec == "libvpx-vp9":
             options["b"] = "0"  # constant quality
+        if settings.codec == "libx265":
+            options["x265-params"] = "log-level=error"  # x265 prints two dozen lines of settings otherwise
         stream.options = options
-        if not av.VideoFormat(settings.pix_fmt).is_rgb:
-            # Convert with the BT.709 matrix and say so, so players do not guess (and guess differently).
-            context = stream.codec_context
-            context.colorspace, context.color_primaries, context.color_trc = 1, 1, 1  # BT.709
-            context.color_range = 1  # limited ("tv") range
+        # Say how the pixels are to be shown, so players do not guess (and guess differently).
+        primaries, transfer, matrix, color_range = self.output_colour
+        context = stream.codec_context
+        if primaries != UNSPECIFIED:
+            context.color_primaries = primaries
+        if transfer != UNSPECIFIED:
+            context.color_trc = transfer
+        if matrix is not None:
+            context.colorspace, context.color_range = matrix, color_range
         return stream
+
+    def _output_colour(self) -> tuple[int, int, int | None, int]:
+        """The output's primaries, transfer function, matrix and range: the input's (the enhanced frames are still in
+        its colour space), BT.709 and limited range where it does not say (and where swscale has no such matrix).
+        An RGB output has no matrix (None) and takes only the tags its input has."""
+        colour = self.colour
+        rgb = av.VideoFormat(self.settings.pix_fmt).is_rgb
+        default = UNSPECIFIED if rgb else BT709
+        primaries = colour.color_primaries if colour.color_primaries not in _RESERVED else default
+        transfer = colour.color_trc if colour.color_trc not in _RESERVED else default
+        if rgb:
+            return primaries, transfer, None, 0
+        color_range = _FULL if colour.color_range == _FULL else _LIMITED
+        return primaries, transfer, _OUTPUT_MATRIX.get(colour.colorspace, BT709), color_range
 
     def write(self, image: np.ndarray, pts: int, duration: int | None = None) -> None:
         if image.shape != self.shape:
@@ -349,8 +501,14 @@ class VideoWriter:
                 f"{self.shape[1]}x{self.shape[0]}: a video cannot change size"
             )
         frame = av.VideoFrame.from_ndarray(self._padded(image), format="bgr24")
-        if not av.VideoFormat(self.settings.pix_fmt).is_rgb:
-            frame = frame.reformat(format=self.settings.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+        primaries, transfer, matrix, color_range = self.output_colour
+        if matrix is not None:  # YUV: converted by the matrix and range the stream is tagged with
+            frame = frame.reformat(
+                format=self.settings.pix_fmt, dst_colorspace=_SWS_MATRIX[matrix], dst_color_range=color_range
+            )
+            frame.colorspace, frame.color_range = matrix, color_range
+        # Tags only (reformat's dst_color_trc/dst_color_primaries would ask swscale to convert).
+        frame.color_primaries, frame.color_trc = primaries, transfer
         frame.pts, frame.time_base = pts, self.time_base
         if duration:
             frame.duration = duration
@@ -405,7 +563,15 @@ class VideoWriter:
 
 class _AudioCopy:
     """The audio streams of an input, copied packet by packet into an output (re-encoded only where the container
-    cannot hold the codec), interleaved with the video by time."""
+    cannot hold the codec), interleaved with the video by time.
+
+    A file cut short (a copy interrupted mid-way) can end inside an audio packet: an MP4 whose index is at the front
+    still lists the whole packet, and the demuxer hands over the stump, which no decoder reads. So each copied packet
+    is decoded on the side (audio decodes at hundreds of times real time), and packets that fail are held back until
+    a good one follows: undecodable packets amid the audio are copied as they are (leaving them out would shift the
+    rest of the audio against the video), those at the end of what is copied are left out, so the output's audio
+    ends on a whole packet.
+    """
 
     def __init__(self, output: av.container.OutputContainer, source: Path, suffix: str) -> None:
         self._input = av.open(str(source), metadata_errors="ignore")
@@ -423,7 +589,14 @@ class _AudioCopy:
         self._output = output
         self._packets = self._input.demux(self._streams)
         self._pending: av.Packet | None = None
+        #: per copied stream: the undecodable packets since its last good one (written if a good one follows)
+        self._held: dict[int, list[av.Packet]] = {}
+        #: copied streams whose decoder has read a packet: only those are trusted to call a packet damaged (a
+        #: decoder that reads nothing, e.g. one missing its setup data, says nothing about the last packet)
+        self._decoding: set[int] = set()
         self._done = False
+        #: packets left out: the damaged packets a copied stream ended with, and any a re-encoder could not decode
+        self.dropped = 0
 
     def copy_until(self, until: float | None) -> None:
         """Write the audio packets that start before ``until`` seconds (all that are left for None)."""
@@ -449,17 +622,51 @@ class _AudioCopy:
     def _write(self, packet: av.Packet) -> None:
         target, copy = self._targets[packet.stream.index]
         if copy:
-            packet.stream = target
-            self._output.mux(packet)
+            held = self._held.setdefault(packet.stream.index, [])
+            if not self._whole(packet):
+                held.append(packet)
+                return
+            for damaged in held:
+                self._mux_copy(damaged)
+            held.clear()
+            self._mux_copy(packet)
             return
-        for frame in packet.decode():
+        try:
+            frames = packet.decode()
+        except av.FFmpegError:  # a damaged packet (the stump of a cut file): the encoder goes on with the next
+            self.dropped += 1
+            return
+        for frame in frames:
             frame.pts = None  # the encoder numbers its own samples
             for encoded in target.encode(frame):
                 self._output.mux(encoded)
 
+    def _whole(self, packet: av.Packet) -> bool:
+        """Whether a copied ``packet`` is whole: not flagged by the demuxer (an MP4 cut inside a packet gives a short,
+        flagged one) and read by its stream's decoder (otherwise unused while packets are copied) if that decoder
+        reads this stream at all. True where this FFmpeg build has no decoder for the codec: nothing to check with."""
+        if packet.is_corrupt:
+            return False
+        decoder = packet.stream.codec_context
+        if decoder is None:
+            return True
+        try:
+            decoder.decode(packet)
+        except av.FFmpegError:
+            return packet.stream.index not in self._decoding
+        self._decoding.add(packet.stream.index)
+        return True
+
+    def _mux_copy(self, packet: av.Packet) -> None:
+        packet.stream = self._targets[packet.stream.index][0]
+        self._output.mux(packet)
+
     def finish(self, until: float | None) -> None:
-        """Copy the audio up to ``until`` seconds (or all of it) and flush the re-encoders."""
+        """Copy the audio up to ``until`` seconds (or all of it), leaving out the damaged packets a copied stream
+        ends with, and flush the re-encoders."""
         self.copy_until(until)
+        self.dropped += sum(len(held) for held in self._held.values())
+        self._held.clear()
         for target, copy in self._targets.values():
             if not copy:
                 for encoded in target.encode(None):

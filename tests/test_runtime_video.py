@@ -15,6 +15,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import imageio_ffmpeg
 import numpy as np
 import pytest
 from runtime_helpers import decode_all, enhance_on_small_disk, moving_crops, probe, write_clip
@@ -210,3 +211,23 @@ def _run_limited(argv: list[object], *, file_limit: int, cwd: Path) -> subproces
     )
     argv = [sys.executable, "-c", code, "enhance", *map(str, argv), "--no-progress"]
     return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=120, env=dict(os.environ))
+
+
+def test_sink_tags_and_converts_by_the_input_colour(tmp_path):
+    """The output is tagged with the input's colour (here BT.2020 HLG in full range) and converted to YUV by that
+    matrix and range, so a player reading the tags gets the colours back (ffmpeg here, 4:4:4 lossless). Converting by
+    BT.709 under these tags would bring the saturated patches back up to 14 levels off."""
+    from cliplit.runtime.video import VideoColour
+
+    patches = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0], [0, 255, 255], [255, 0, 255], [40, 90, 200]], np.uint8)
+    image = np.ascontiguousarray(np.repeat(np.repeat(patches[None], 16, 0), 8, 1))  # 16x48
+    colour = VideoColour(color_primaries=9, color_trc=18, colorspace=9, color_range=2, bits=10)
+    out = tmp_path / "tagged.mp4"
+    with VideoSink(out, Fraction(10), settings=encoder_settings(out, "libx264", crf=0, pix_fmt="yuv444p")) as sink:
+        sink.write(Item(0, image, colour=colour))
+        sink.finish()
+    assert "(pc, bt2020nc/bt2020/arib-std-b67" in probe(out)
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(out)]
+    decoded = subprocess.run([*command, "-f", "rawvideo", "-pix_fmt", "bgr24", "-"], capture_output=True, check=True)
+    frame = np.frombuffer(decoded.stdout, np.uint8).reshape(image.shape)
+    assert np.abs(frame.astype(int) - image).max() <= 3

@@ -188,3 +188,87 @@ def test_ffmpeg_failures_name_the_options(tmp_path):
     with pytest.raises(CliplitError, match=r"encoding failed with --codec libx264 --pix-fmt yuv420p --crf 18 "):
         writer.write(np.zeros((24, 32, 3), np.uint8), 0)
     writer.abort()
+
+
+def audio_packets_that_fail(path: Path) -> tuple[int, list[int]]:
+    """How many audio packets ``path`` holds, and which of them PyAV cannot decode (all decoded in order, as a player
+    does; PyAV raises where ffmpeg logs "Input buffer exhausted before END element found")."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        count, failed = 0, []
+        for packet in container.demux(stream):
+            if packet.dts is None:  # the end-of-stream marker
+                continue
+            try:
+                stream.codec_context.decode(packet)
+            except av.FFmpegError:
+                failed.append(count)
+            count += 1
+    return count, failed
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm"], ids=["copied", "re-encoded"])
+def test_truncated_input_ends_on_a_whole_audio_packet(suffix, tmp_path, capsys):
+    """An MP4 (index at the front) cut inside an audio packet: the demuxer hands over the stump, which no decoder
+    reads. The output's audio ends on the last whole packet, so every packet in it decodes; copied (AAC into .mp4) it
+    is the input's audio packet for packet up to there, and re-encoded (Opus for .webm), where the stump used to fail
+    the whole run, it decodes as well. The video is what any decoder recovers from the cut file."""
+    clip = make_clip(tmp_path / "clip.mp4")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    count, failed = audio_packets_that_fail(cut)
+    assert failed == [count - 1]  # the cut went through the last audio packet
+    out = tmp_path / f"out{suffix}"
+    assert enhance(cut, "-o", out, "--model", "clip-lit-rt") == 1
+    found = re.search(r"(\d+) of about 30 frames were recovered", capsys.readouterr().err)
+    assert found
+    assert len(frame_times(out)) == int(found.group(1)) == len(frame_times(cut))
+    assert audio_packets_that_fail(out)[1] == []
+    if suffix == ".mp4":
+        assert frame_times(out, "a") == frame_times(cut, "a")[:-1]
+
+
+def hdr_clip(path: Path, transfer: str, *, mastering: bool = False) -> Path:
+    """One second of 10-bit BT.2020 video as phones record HDR (HEVC; H.264 High 10 where this ffmpeg has no x265),
+    with transfer function ``transfer`` and, with ``mastering``, HDR10's mastering-display and light-level metadata.
+    The tags are set on the frames (setparams): ffmpeg 8 ignores -color_trc/-color_primaries given to the encoder."""
+    tags = f"setparams=color_primaries=bt2020:color_trc={transfer}:colorspace=bt2020nc:range=tv,format=yuv420p10le"
+    encoders = subprocess.run([FFMPEG, "-hide_banner", "-encoders"], capture_output=True, text=True).stdout
+    display = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)"
+    if "libx265" in encoders:
+        params = ["log-level=error"] + ([f"master-display={display}", "max-cll=1000,400"] if mastering else [])
+        video = ["-c:v", "libx265", "-x265-params", ":".join(params)]
+    else:
+        params = [f"mastering-display={display}", "cll=1000,400"] if mastering else []
+        video = ["-c:v", "libx264", "-profile:v", "high10"] + (["-x264-params", ":".join(params)] if params else [])
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-t", 1, "-vf", tags, *video, path)
+    return path
+
+
+@pytest.mark.parametrize(("transfer", "name"), [("arib-std-b67", "HLG"), ("smpte2084", "PQ")])
+def test_hdr_clip_keeps_its_colour_tags_and_warns_about_8_bits(transfer, name, tmp_path, capsys):
+    """A 10-bit HDR phone clip comes out tagged as it went in (BT.2020, HLG or PQ), not as BT.709 SDR, which players
+    would show washed out; the network enhances 8-bit frames, and one warning line says so, and what else is lost
+    (a PQ clip's mastering-display metadata). --pix-fmt yuv420p10le writes a 10-bit file with the same tags; an SDR
+    clip gets no warning."""
+    clip = hdr_clip(tmp_path / "hdr.mp4", transfer, mastering=name == "PQ")
+    assert f"yuv420p10le(tv, bt2020nc/bt2020/{transfer}" in probe(clip)
+    out = tmp_path / "out.mp4"
+    assert enhance(clip, "-o", out, "--model", "clip-lit-rt") == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, warnings
+    assert f"the input is 10-bit {name} video and the network enhances 8-bit frames" in warnings[0]
+    assert "out.mp4 is 8-bit yuv420p" in warnings[0] and f"its BT.2020/{name} colour tags are kept" in warnings[0]
+    if name == "PQ":
+        assert "not carried into out.mp4: mastering-display metadata, content light levels" in warnings[0]
+    assert f"yuv420p(tv, bt2020nc/bt2020/{transfer}" in probe(out)
+    assert len(frame_times(out)) == 10  # (not OpenCV: its FFmpeg backend takes 7 s to read an HLG-tagged clip)
+    ten = tmp_path / "ten.mp4"
+    assert enhance(clip, "-o", ten, "--model", "clip-lit-rt", "--pix-fmt", "yuv420p10le") == 0
+    assert "ten.mp4 (yuv420p10le) holds 8-bit precision" in capsys.readouterr().err
+    assert f"yuv420p10le(tv, bt2020nc/bt2020/{transfer}" in probe(ten)
+    sdr = make_clip(tmp_path / "sdr.mp4", seconds=0.3, audio=False)
+    assert enhance(sdr, "-o", tmp_path / "sdr-out.mp4", "--model", "clip-lit-rt") == 0
+    assert "warning" not in capsys.readouterr().err
