@@ -186,17 +186,21 @@ def test_a_video_through_every_kind(kinds, kind_name, tmp_path):
 
 @pytest.mark.slow
 def test_large_frames_tile_for_the_teacher_and_run_whole_for_the_student(kinds):
-    """12 MP for a teacher under a budget that forces tiles (slow: the teacher's 12 MP takes about a minute on two
-    cores); 48 MP for the student, whole. The references are the untiled results, compared at full resolution."""
+    """12 MP for the teacher under a budget that forces tiles (slow: the teacher's 12 MP takes about a minute on two
+    cores), against the same frame in other tiles: exact tiling makes them equal (an untiled 12 MP reference would
+    hold 15 GB; tiled = untiled is shown at smaller sizes in test_tiling.py and test_base_install.py). 48 MP for the
+    student, whole, and refused clearly under a budget too small for it."""
     base = read_image(photo(SMALL_PHOTO))
     twelve = cv2.resize(base, (4032, 3024), interpolation=cv2.INTER_CUBIC)
-    with Enhancer.open(kinds["teacher-onnx"].model, "onnxruntime", max_memory=1 << 30) as tiled:
+    model = kinds["teacher-onnx"].model
+    with Enhancer.open(model, "onnxruntime", max_memory=2 << 30) as tiled:
         assert tiled.tiling.plan(3024, 4032) is not None
         got = tiled.enhance(twelve)
-    with Enhancer.open(kinds["teacher-onnx"].model, "onnxruntime", max_memory=64 << 30) as whole:
-        assert psnr(got, whole.enhance(twelve)) >= 60.0
+    with Enhancer.open(model, "onnxruntime", max_memory=2 << 30) as other:
+        other.tiling.tile = (700, 900)
+        assert psnr(got, other.enhance(twelve)) >= 60.0
     forty_eight = cv2.resize(base, (8000, 6000), interpolation=cv2.INTER_LINEAR)
-    with Enhancer.open("clip-lit-rt", "onnxruntime", max_memory=6 << 30) as student:
+    with Enhancer.open("clip-lit-rt", "onnxruntime", max_memory=8 << 30) as student:
         assert student.tiling.plan(6000, 8000) is None
         assert student.enhance(forty_eight).shape == (6000, 8000, 3)
     with (
