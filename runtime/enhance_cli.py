@@ -1,28 +1,36 @@
 """Enhance backlit images, videos, cameras and streams with CLIP-LIT.
 
 INPUT is one or more images or folders of images (written to the OUTPUT folder under the same names, as PNG by
-default), a video file (written to the OUTPUT video, keeping its frame rate, size, frame count and audio), a stream
-URL (rtsp://, http://, ...) or, with --camera, a camera. Without --model the released CLIP-LIT weights run as an ONNX
-model cached in $CLIPLIT_HOME/models (exported on first use if PyTorch is installed).
+default, keeping their alpha channel, 16 bits, colour profile and EXIF where the output format holds them; with
+--recursive a folder's subfolders too, mirrored under OUTPUT), a video file (written to the OUTPUT video, keeping its
+frame rate, size, frame count and audio), a stream URL (rtsp://, http://, ...) or, with --camera, a camera. Without
+--model the released CLIP-LIT weights run as an ONNX model cached in $CLIPLIT_HOME/models (exported on first use if
+PyTorch is installed).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
+from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from cliplit.core.atomic import check_writable
 from cliplit.core.errors import CliplitError
-from cliplit.core.images import IMAGE_SUFFIXES, is_image_path
+from cliplit.core.images import IMAGE_SUFFIXES, PILLOW_SUFFIXES, Photo, is_image_path, photo_losses, read_photo
 from cliplit.core.text import plural
 from cliplit.runtime.backends import BACKEND_CHOICES, options_for, select_backend
 from cliplit.runtime.backends.openvino import PRECISIONS, OpenVinoOptions
-from cliplit.runtime.sources import MOTION_SUFFIXES, is_stream_url
+from cliplit.runtime.sinks import ImageSink
+from cliplit.runtime.sources import MOTION_SUFFIXES, ImageSource, Item, is_stream_url
 from cliplit.runtime.upsample import UPSAMPLE_METHODS
 from cliplit.runtime.video import DEFAULT_CRF, DEFAULT_PRESET, EncoderSettings, encoder_settings
 
@@ -35,6 +43,8 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".m4v", ".avi", ".webm"})
 EXTRA = None
 #: frame rate of a recording from a camera or stream that does not report one (and no --fps)
 FALLBACK_FPS = 30
+#: subfolders named when a folder's are skipped (without --recursive); the rest are counted
+NAMED_SUBFOLDERS = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, help="output folder (images) or video file")
     parser.add_argument("--camera", type=int, metavar="INDEX", help="read camera INDEX (0 is the first) instead")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument(
+        "--recursive",
+        action="store_true",
+        help="enhance the images in an input folder's subfolders too, mirroring them under the output folder",
+    )
 
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -185,9 +200,15 @@ def _plan(args: argparse.Namespace) -> _Plan:
 def _image_plan(args: argparse.Namespace, paths: list[Path]) -> _Plan:
     if args.temporal_smoothing or args.realtime or args.show:
         raise CliplitError("--temporal-smoothing, --realtime and --show are for videos and live sources, not images")
-    images = [image for path in paths for image in (_folder_images(path) if path.is_dir() else [path])]
     if args.output is None:
         raise CliplitError("give an output folder with -o")
+    # each image with the folder its output goes to, relative to -o: a subfolder's images mirror the input tree
+    found = [
+        (image, image.parent.relative_to(path) if path.is_dir() else Path())
+        for path in paths
+        for image in (_folder_images(path, args.recursive, args.output) if path.is_dir() else [path])
+    ]
+    images = [image for image, _ in found]
     ext = "." + args.ext.lower().lstrip(".")
     if ext not in IMAGE_SUFFIXES:
         raise CliplitError(f"--ext {args.ext}: not an image format; use one of {', '.join(sorted(IMAGE_SUFFIXES))}")
@@ -196,7 +217,7 @@ def _image_plan(args: argparse.Namespace, paths: list[Path]) -> _Plan:
     else:
         if args.output.is_file():
             raise CliplitError(f"{args.output} is a file; for images -o names a folder")
-        outputs = [args.output / f"{image.stem}{ext}" for image in images]
+        outputs = [args.output / subfolder / f"{image.stem}{ext}" for image, subfolder in found]
     seen: dict[Path, Path] = {}
     for image, output in zip(images, outputs, strict=True):
         if _is_motion(image):  # refused when its turn comes; never written
@@ -210,13 +231,35 @@ def _image_plan(args: argparse.Namespace, paths: list[Path]) -> _Plan:
     return _Plan("images", images=images, outputs=outputs)
 
 
-def _folder_images(folder: Path) -> list[Path]:
-    """The images of ``folder``, and its GIFs and videos, so that they are reported (as needing a run of their own)
-    rather than skipped without a word."""
-    found = sorted(p for p in folder.iterdir() if p.is_file() and (is_image_path(p) or _is_motion(p)))
+def _folder_images(folder: Path, recursive: bool, output: Path) -> list[Path]:
+    """The images of ``folder`` (and of its subfolders with ``recursive``, except ``output`` when it lies inside, so
+    a second run does not enhance the first one's results), and its GIFs and videos, so that they are reported (as
+    needing a run of their own) rather than skipped without a word. For the same reason, the subfolders skipped
+    without ``recursive`` are named in one line."""
+    if recursive:
+        files = []
+        for root, folders, names in os.walk(folder):  # symbolic links to folders are not followed: no cycles
+            folders[:] = [name for name in folders if not _same_folder(Path(root) / name, output)]
+            files += [Path(root) / name for name in names]
+    else:
+        files = list(folder.iterdir())
+    found = sorted(p for p in files if p.is_file() and (is_image_path(p) or _is_motion(p)))
+    skipped = [] if recursive else sorted(p.name for p in files if p.is_dir() and not _same_folder(p, output))
     if not found:
-        raise CliplitError(f"{folder}: no images in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        hint = f"; --recursive looks in its {plural(len(skipped), 'subfolder')}" if skipped else ""
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES | PILLOW_SUFFIXES))
+        raise CliplitError(f"{folder}: no images in this folder ({suffixes}){hint}")
+    if skipped:
+        named = ", ".join(skipped[:NAMED_SUBFOLDERS]) + (", ..." if len(skipped) > NAMED_SUBFOLDERS else "")
+        print(
+            f"{folder}: skipping {plural(len(skipped), 'subfolder')} ({named}); --recursive enhances them too",
+            file=sys.stderr,
+        )
     return found
+
+
+def _same_folder(folder: Path, other: Path) -> bool:
+    return folder.resolve() == other.resolve()
 
 
 def _is_motion(path: Path) -> bool:
@@ -258,11 +301,11 @@ def _video_output(args: argparse.Namespace, *, required: bool) -> Path | None:
 
 def _run_images(plan: _Plan, enhancer: Enhancer, args: argparse.Namespace) -> int:
     from cliplit.runtime.pipeline import Pipeline
-    from cliplit.runtime.sinks import ImageSink
-    from cliplit.runtime.sources import ImageSource
 
-    sink = ImageSink(plan.outputs, overwrite=args.overwrite)
-    pipeline = Pipeline(ImageSource(plan.images), enhancer, sink, tolerate_errors=True, progress=not args.no_progress)
+    notes = _Notes()
+    sink = _PhotoSink(plan.outputs, notes, overwrite=args.overwrite)
+    photos = _PhotoEnhancer(enhancer, notes)
+    pipeline = Pipeline(_PhotoSource(plan.images), photos, sink, tolerate_errors=True, progress=not args.no_progress)
     stats = pipeline.run()
     print(stats.summary())
     if sink.failures:
@@ -343,3 +386,74 @@ class _Discard:
 
     def write(self, item: object) -> None:
         pass
+
+
+class _Notes:
+    """One-line warnings on stderr, each said once per run: every image of a folder would repeat it."""
+
+    def __init__(self) -> None:
+        self._said: set[str] = set()
+        self._lock = threading.Lock()  # the inference and the encoding threads both say things
+
+    def say(self, message: str, where: object = None) -> None:
+        with self._lock:
+            if message in self._said:
+                return
+            self._said.add(message)
+        print(f"warning: {where}: {message}" if where is not None else f"warning: {message}", file=sys.stderr)
+
+
+class _PhotoSource(ImageSource):
+    """The images as whole :class:`Photo` items (``read_photo``): depth, alpha, colour profile and EXIF travel with
+    the pixels through the pipeline to :class:`_PhotoSink`."""
+
+    def items(self) -> Iterator[Item]:
+        for index, path in enumerate(self.paths):
+            if _is_motion(path):  # ImageSource's item says how to enhance it instead
+                yield replace(next(ImageSource([path]).items()), index=index)
+                continue
+            try:
+                yield Item(index, read_photo(path), name=str(path))
+            except CliplitError as error:
+                yield Item(index, None, name=str(path), error=str(error))
+
+
+class _PhotoEnhancer:
+    """The enhancer as the image pipeline calls it (a ``tolerate_errors`` pipeline calls ``enhance`` on each item,
+    and sets ``on_tile`` for its progress bar): takes and gives a whole :class:`Photo`, and enhances a 16-bit photo
+    at 16 bits where the model allows, saying once why not where it does not."""
+
+    def __init__(self, enhancer: Enhancer, notes: _Notes) -> None:
+        self.enhancer = enhancer
+        self.notes = notes
+
+    @property
+    def on_tile(self) -> object:
+        return self.enhancer.on_tile
+
+    @on_tile.setter
+    def on_tile(self, callback: object) -> None:
+        self.enhancer.on_tile = callback
+
+    def enhance(self, photo: Photo) -> Photo:
+        if photo.pixels.dtype == np.uint16:
+            reason = self.enhancer.reason_for_8bit()
+            if reason is None:
+                return replace(photo, pixels=self.enhancer.enhance_16bit(photo.pixels))
+            self.notes.say(f"16-bit input written as 8-bit: {reason}")
+        return replace(photo, pixels=self.enhancer.enhance(photo.pixels))
+
+
+class _PhotoSink(ImageSink):
+    """Writes each photo with what its format holds of it (``write_image``), then says what the format dropped."""
+
+    def __init__(self, outputs: list[Path], notes: _Notes, *, overwrite: bool = False) -> None:
+        super().__init__(outputs, overwrite=overwrite)
+        self.notes = notes
+
+    def write(self, item: Item) -> None:
+        super().write(item)
+        if item.error is None:
+            path = self.outputs[item.index]
+            for loss in photo_losses(item.image, path):
+                self.notes.say(loss, path)

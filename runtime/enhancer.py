@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
-from cliplit.core.contract import MIN_SIDE, check_frame_size, model_input_from_bgr
+from cliplit.core.contract import LIGHT_MAP_EPS, MIN_SIDE, check_frame_size, model_input_from_bgr
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import to_bgr8
 from cliplit.core.light_map import apply_light_map_bgr8, to_uint8
@@ -76,6 +76,9 @@ class Enhancer:
         self.smoother = LightMapSmoother(temporal_smoothing, scene_cut_threshold) if temporal_smoothing else None
         self._waiting: deque[Pending] = deque()  # submitted to the backend, outputs not yet fetched, oldest first
         self.tiling = tiling
+        #: told (done, total) as each tile of a frame in tiles is ready, so a progress bar can move within a frame
+        #: that takes minutes (``Pipeline`` sets it for its run; see ``cliplit.runtime.tiling.tile_light_maps``)
+        self.on_tile: Callable[[int, int], None] | None = None
 
     @classmethod
     def open(
@@ -120,6 +123,68 @@ class Enhancer:
 
         Float frames are refused rather than guessed at: 0..1 and 0..255 floats look alike in a dark frame."""
         return self.enhance_batch([frame])[0]
+
+    def reason_for_8bit(self) -> str | None:
+        """Why a 16-bit frame would lose its depth here, or None where :meth:`enhance_16bit` keeps it: a uint8-I/O
+        model takes and gives 8 bits, an engine computing in FP16 or bf16 has about 8 bits of precision (a TensorRT
+        engine without its sidecar is taken for one), and temporal smoothing runs on 8-bit frames."""
+        if self.io == "uint8":
+            return "the model's input and output are 8-bit (uint8 I/O)"
+        precision = self.backend.details().get("precision")
+        if precision is None and self.backend.name == "tensorrt":
+            precision = "an unknown precision"
+        if precision not in (None, "fp32"):
+            return f"the {self.backend.name} backend computes in {precision}, about 8 bits of precision"
+        if self.smoother is not None:
+            return "temporal smoothing runs on 8-bit frames"
+        return None
+
+    def enhance_16bit(self, frame: np.ndarray) -> np.ndarray:
+        """Enhance one H×W×3 uint16 BGR frame (16-bit PNG/TIFF) to H×W×3 uint16 BGR, computed in float from all 16
+        bits: the float contract's input is frame / 65535 and the result is rounded to 16 bits, so smooth gradients
+        stay smooth where an 8-bit round trip would band them. A frame tiled for memory gets the light map of its
+        8-bit rounding (the tiled graphs take 8-bit frames; the light map is smooth), divided into its 16 bits.
+        Refused where :meth:`reason_for_8bit` gives a reason."""
+        reason = self.reason_for_8bit()
+        if reason is not None:
+            raise CliplitError(f"16-bit enhancement needs a float-I/O model computing in FP32: {reason}")
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint16 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise CliplitError(f"enhance_16bit takes H×W×3 uint16 BGR frames, not {frame.dtype} {frame.shape}")
+        height, width = frame.shape[:2]
+        check_frame_size(height, width)
+        size = (max(MIN_SIDE, round(width * self.scale)), max(MIN_SIDE, round(height * self.scale)))
+        full_size = size == (width, height)
+        tile = None if self.tiling is None else self.tiling.plan(size[1], size[0], light_map=not full_size)
+        if tile is not None:
+            frame8 = to_bgr8(frame)
+            if full_size:
+                return self._tiled_16bit(frame, frame8, tile)
+            small = cv2.resize(frame8, size, interpolation=cv2.INTER_AREA)
+            light_map = self.tiling.light_map(small, tile, self.on_tile)
+        else:
+            unit = np.divide(frame, np.float32(65535.0), dtype=np.float32)  # BGR in [0, 1]
+            if not full_size:
+                unit = cv2.resize(unit, size, interpolation=cv2.INTER_AREA)
+            batch = np.ascontiguousarray(unit[None, :, :, ::-1].transpose(0, 3, 1, 2))  # N×3×H×W RGB
+            self._make_room()
+            outputs = self.backend.wait(self.backend.submit(batch))
+            if full_size and "enhanced" in outputs:
+                return _to_uint16(outputs["enhanced"][0][::-1].transpose(1, 2, 0))
+            light_map = outputs["light_map"][0, 0]
+        # the guided filter's guide is in 8-bit levels; a bilinear upsampling reads only the frame's size
+        light_map = upsample_light_map(light_map, to_bgr8(frame) if self.upsample == "guided" else frame, self.upsample)
+        return _apply_light_map_16bit(frame, light_map)
+
+    def _tiled_16bit(self, frame: np.ndarray, frame8: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
+        """Each tile's light map, computed from the 8-bit rounding, divided into the 16-bit tile as it comes."""
+        from cliplit.runtime.tiling import tile_light_maps
+
+        assert self.tiling is not None
+        enhanced = np.empty_like(frame)
+        for region, light_map in tile_light_maps(self.tiling.split, frame8, tile, on_tile=self.on_tile):
+            enhanced[region.slices] = _apply_light_map_16bit(frame[region.slices], light_map)
+        return enhanced
 
     def enhance_batch(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Enhance consecutive frames; frames of one size run as one batch, in order (temporal smoothing sees them
@@ -208,8 +273,8 @@ class Enhancer:
         temporal smoothing, which need it whole) the whole light map computed in tiles and finished as usual."""
         assert self.tiling is not None and group.tile is not None and group.network_frames is not None
         if group.network_frames is group.frames and self.smoother is None:
-            return [self.tiling.enhance(frame, group.tile) for frame in group.frames]
-        light_maps = [self.tiling.light_map(frame, group.tile) for frame in group.network_frames]
+            return [self.tiling.enhance(frame, group.tile, self.on_tile) for frame in group.frames]
+        light_maps = [self.tiling.light_map(frame, group.tile, self.on_tile) for frame in group.network_frames]
         return self._finish(group.frames, group.network_size, {"light_map": np.stack(light_maps)[:, None]})
 
     def _finish(
@@ -227,6 +292,23 @@ class Enhancer:
             light_map = upsample_light_map(light_map, frame, self.upsample)
             results.append(apply_light_map_bgr8(frame, light_map))
         return results
+
+
+def _to_uint16(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] → uint16 levels, rounded like the 8-bit contract: floor(y·65535 + 0.5), clipped."""
+    levels = np.multiply(values, np.float32(65535.0), dtype=np.float32)
+    levels += np.float32(0.5)
+    np.clip(levels, 0.0, 65535.0, out=levels)
+    return levels.astype(np.uint16)
+
+
+def _apply_light_map_16bit(frame: np.ndarray, light_map: np.ndarray) -> np.ndarray:
+    """``apply_light_map_bgr8`` in 16-bit levels: floor(65535·clamp(x / max(L, eps), 0, 1) + 0.5) as uint16."""
+    divisor = np.maximum(light_map, np.float32(LIGHT_MAP_EPS))[:, :, None]
+    levels = np.divide(frame, divisor, dtype=np.float32)
+    levels += np.float32(0.5)
+    np.minimum(levels, np.float32(65535.0), out=levels)
+    return levels.astype(np.uint16)
 
 
 def _checked_dtype(frame: np.ndarray, index: int) -> np.ndarray:

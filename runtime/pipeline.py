@@ -164,6 +164,9 @@ class Pipeline:
         self._bar = tqdm(
             total=self.source.total, unit=f" {self.stats.unit}s", disable=not self.progress, dynamic_ncols=True
         )
+        owner_on_tile = self.enhancer.on_tile
+        if self.progress:
+            self.enhancer.on_tile = self._show_tiles
         start = time.perf_counter()
         try:
             with self._signals_stop_gracefully():
@@ -177,11 +180,19 @@ class Pipeline:
             raise
         finally:
             self.stats.wall_s = time.perf_counter() - start
+            self.enhancer.on_tile = owner_on_tile
             self._bar.close()
         if self._error is not None:
             raise self._error
         self.stats.stopped = self._stop.is_set()
         return self.stats
+
+    def _show_tiles(self, done: int, total: int) -> None:
+        """A frame running in tiles, on the bar as "tiles 7/48" (the inference thread calls it, tqdm locks): the
+        bar counts written frames, and one large photo in tiles takes minutes in which the count alone stands still.
+        Cleared with the frame's last tile, so an untiled frame after it shows no stale count."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"tiles {done}/{total}" if done < total else "")
 
     def _supervise(self, workers: list[threading.Thread]) -> None:
         shown = None

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from cliplit.core.errors import CliplitError
-from cliplit.core.images import read_image
+from cliplit.core.images import Photo, read_image
 from cliplit.runtime.video import VideoColour, VideoReader
 
 STREAM_URL = re.compile(r"^(rtsps?|rtmps?|https?|udp|tcp|srt)://", re.IGNORECASE)
@@ -35,7 +35,8 @@ class Item:
     """One unit of work: frame ``index`` of the source, or the reason it could not be read."""
 
     index: int
-    image: np.ndarray | None
+    #: a frame, or on the image path a :class:`Photo` (pixels with their alpha, colour profile and EXIF)
+    image: np.ndarray | Photo | None
     name: str = ""
     error: str | None = None
     #: presentation time and duration in the source's :attr:`FrameSource.time_base` (video files); None: by index

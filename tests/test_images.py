@@ -8,12 +8,15 @@ below from the EXIF specification (where the stored first row and first column e
 from __future__ import annotations
 
 import struct
+import sys
+import zlib
 
 import cv2
 import numpy as np
 import pytest
 
-from cliplit.core.images import read_image, write_image
+from cliplit.core.errors import CliplitError
+from cliplit.core.images import photo_losses, read_image, read_photo, write_image
 
 # Displayed image as a function of the stored one, per EXIF orientation (TIFF 6.0 / EXIF 2.3, tag 0x0112):
 # 1 as stored, 2 mirrored left-right, 3 turned 180°, 4 mirrored top-bottom, 5 transposed (stored rows become
@@ -101,3 +104,166 @@ def test_depth_alpha_and_grey_are_converted_as_before(stored, suffix, tmp_path):
     if source.dtype == np.uint16:
         source = (source.astype(np.uint32) * 255 + 32767) // 65535
     assert np.array_equal(image, source)
+
+
+# --- whole photos: alpha, 16 bits, colour profile and EXIF carried into the outputs that hold them -----------------
+
+
+def display_p3_like_profile() -> bytes:
+    """An ICC profile that is not sRGB (a wide-gamut RGB made with LittleCMS through Pillow), as phones embed."""
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB"))
+    return profile.tobytes()
+
+
+def camera_exif(orientation: int, byte_order: str = "MM") -> bytes:
+    """An EXIF block as a phone writes it: Make in IFD0, the orientation tag, an exposure time in the EXIF IFD;
+    big-endian (MM) as Apple's and Nikon's cameras write it, or little-endian (II) as Canon's do."""
+    from PIL import Image, TiffImagePlugin
+
+    exif = Image.Exif()
+    exif.endian = "<" if byte_order == "II" else ">"
+    exif[0x010F] = "Apple"
+    exif[0x0112] = orientation
+    exif.get_ifd(0x8769)[0x829A] = TiffImagePlugin.IFDRational(1, 250)
+    data = exif.tobytes()
+    assert data[6:8] == byte_order.encode()
+    return data
+
+
+def pillow_read(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        return image.info.get("icc_profile"), image.getexif(), image.mode
+
+
+@pytest.mark.parametrize(
+    ("suffix", "depth"),
+    [(".png", np.uint8), (".tif", np.uint8), (".webp", np.uint8), (".png", np.uint16), (".tif", np.uint16)],
+)
+def test_alpha_comes_back_bit_exact(suffix, depth, tmp_path):
+    rng = np.random.default_rng(1)
+    top = 256 if depth == np.uint8 else 65536
+    stored = rng.integers(0, top, (12, 16, 4)).astype(depth)
+    assert cv2.imwrite(str(tmp_path / f"in{suffix}"), stored, [cv2.IMWRITE_WEBP_QUALITY, 101])
+    # OpenCV's own reading of an 8-bit RGBA TIFF scales the colour by the alpha; the alpha comes through as stored
+    decoded = cv2.imread(str(tmp_path / f"in{suffix}"), cv2.IMREAD_UNCHANGED)
+    photo = read_photo(tmp_path / f"in{suffix}")
+    assert photo.alpha is not None and np.array_equal(photo.alpha, stored[:, :, 3])
+    assert photo.pixels.dtype == depth and np.array_equal(photo.pixels, decoded[:, :, :3])
+    out = write_image(tmp_path / f"out{suffix}", photo)
+    assert photo_losses(photo, out) == []
+    back = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == depth and np.array_equal(back[:, :, 3], stored[:, :, 3])
+    assert np.array_equal(back, decoded)
+    assert pillow_read(out)[2] in ("RGBA", "RGBA;16"), "readers other than OpenCV see the alpha channel"
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".bmp"])
+def test_alpha_dropped_by_a_format_without_it_is_said(suffix, tmp_path):
+    stored = np.dstack([quadrants(), np.full((48, 80), 128, np.uint8)])
+    cv2.imwrite(str(tmp_path / "in.png"), stored)
+    photo = read_photo(tmp_path / "in.png")
+    out = write_image(tmp_path / f"out{suffix}", photo)
+    assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).shape == (48, 80, 3)
+    name = "JPEG" if suffix == ".jpg" else "BMP"
+    assert photo_losses(photo, out) == [f"alpha channel dropped: {name} has none"]
+
+
+def test_16_bit_stays_16_bit_in_png_and_tiff_and_says_so_elsewhere(tmp_path):
+    stored = (np.arange(12 * 16 * 3, dtype=np.uint32).reshape(12, 16, 3) * 113 % 65536).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "in.png"), stored)
+    photo = read_photo(tmp_path / "in.png")
+    assert photo.pixels.dtype == np.uint16 and np.array_equal(photo.pixels, stored)
+    for suffix in (".png", ".tif"):
+        assert np.array_equal(
+            cv2.imread(str(write_image(tmp_path / f"o{suffix}", photo)), cv2.IMREAD_UNCHANGED), stored
+        )
+    out = write_image(tmp_path / "o.jpg", photo)
+    assert photo_losses(photo, out) == ["16-bit input written as 8-bit: JPEG holds 8 bits per channel"]
+    assert np.abs(cv2.imread(str(out)).astype(int) - read_image(tmp_path / "in.png")).mean() < 3
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif"])
+@pytest.mark.parametrize("byte_order", ["II", "MM"])
+def test_colour_profile_and_exif_survive_with_the_orientation_reset(suffix, byte_order, tmp_path):
+    from PIL import Image
+
+    profile = display_p3_like_profile()
+    stored = quadrants()
+    source = tmp_path / "phone.jpg"
+    Image.fromarray(stored[:, :, ::-1]).save(source, quality=95, icc_profile=profile, exif=camera_exif(6, byte_order))
+    photo = read_photo(source)
+    assert photo.icc_profile == profile
+    shown = DISPLAYED[6](stored)
+    assert np.abs(photo.pixels.astype(int) - shown).mean() < 4.0, "turned upright on read"
+    out = write_image(tmp_path / f"out{suffix}", photo)
+    assert photo_losses(photo, out) == []
+    icc, exif, _ = pillow_read(out)
+    assert icc == profile
+    assert exif.get(0x010F) == "Apple" and exif.get(0x0112, 1) == 1
+    assert float(exif.get_ifd(0x8769)[0x829A]) == pytest.approx(1 / 250)
+    # read back: upright already, so the (reset) tag turns nothing, and the profile comes along again
+    again = read_photo(out)
+    assert again.pixels.shape == shown.shape and again.icc_profile == profile
+
+
+def test_exif_thumbnail_of_the_unenhanced_picture_is_not_carried(tmp_path):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x010F] = "Apple"
+    exif.get_ifd(0x1)  # IFD1: where a camera puts the thumbnail
+    data = bytearray(exif.tobytes()[6:])
+    order = "<" if data[:2] == b"II" else ">"
+    (ifd0,) = struct.unpack_from(order + "I", data, 4)
+    (count,) = struct.unpack_from(order + "H", data, ifd0)
+    next_field = ifd0 + 2 + 12 * count
+    ifd1 = len(data)
+    data += struct.pack(order + "HHHII", 1, 0x0103, 3, 1, 6) + struct.pack(order + "I", 0)  # Compression = JPEG
+    struct.pack_into(order + "I", data, next_field, ifd1)
+    source = tmp_path / "thumb.jpg"
+    Image.fromarray(quadrants()).save(source, exif=b"Exif\x00\x00" + bytes(data))
+    carried = read_photo(source).exif
+    assert carried is not None and struct.unpack_from(order + "I", carried, next_field) == (0,)
+    assert carried[:next_field] == bytes(data[:next_field])
+
+
+def test_damaged_metadata_leaves_the_pixels_readable(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), quadrants())
+    data = (tmp_path / "a.png").read_bytes()
+    body = b"iCCP" + b"name\x00\x00not zlib"  # a profile chunk whose profile cannot be inflated
+    broken = data[:33] + struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body)) + data[33:]
+    (tmp_path / "b.png").write_bytes(broken)
+    photo = read_photo(tmp_path / "b.png")
+    assert photo.icc_profile is None and np.array_equal(photo.pixels, quadrants())
+
+
+def test_heic_without_pillow_heif_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # as if not installed
+    (tmp_path / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    with pytest.raises(
+        CliplitError,
+        match=r"phone\.heic: reading \.heic images needs Pillow and pillow-heif: pip "
+        r"install 'cliplit\[heif\]'",
+    ):
+        read_image(tmp_path / "phone.heic")
+
+
+def test_heic_from_a_phone_is_read_upright_with_its_profile(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif", reason="the heif extra is not installed")
+    from PIL import Image
+
+    pillow_heif.register_heif_opener()
+    profile = display_p3_like_profile()
+    stored = quadrants()
+    source = tmp_path / "phone.heic"
+    Image.fromarray(stored[:, :, ::-1]).save(source, quality=-1, icc_profile=profile, exif=camera_exif(6))
+    photo = read_photo(source)
+    assert photo.icc_profile == profile and photo.pixels.shape == (80, 48, 3)
+    assert np.abs(photo.pixels.astype(int) - DISPLAYED[6](stored)).mean() < 6.0
+    icc, exif, _ = pillow_read(write_image(tmp_path / "out.jpg", photo))
+    assert icc == profile and exif.get(0x010F) == "Apple" and exif.get(0x0112, 1) == 1

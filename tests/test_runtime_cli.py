@@ -127,3 +127,88 @@ def test_the_student_runs_a_12_mp_photo_whole_and_a_budget_too_small_is_a_one_li
     assert "error: 1 of 1 image failed" in err and "big.png: 4032x3024 frames need about" in err
     assert "a distilled student runs whole frames" in err and "whole frames within a memory budget of 0 MiB" in err
     assert "Traceback" not in err and not (tmp_path / "out1k" / "big.png").exists()
+
+
+# --- whole photos: alpha, 16 bits, subfolders, colour profile and EXIF ---------------------------------------------
+
+
+@pytest.fixture
+def crop() -> np.ndarray:
+    return read_image(photo(SMALL_PHOTO))[300:396, 200:328]
+
+
+def test_rgba_keeps_its_alpha_and_a_jpeg_output_says_it_was_dropped(crop, float_onnx, tmp_path, capsys):
+    alpha = np.tile(np.arange(128, dtype=np.uint8) * 2, (96, 1))
+    source = tmp_path / "logo.png"
+    cv2.imwrite(str(source), np.dstack([crop, alpha]))
+    assert enhance(source, "-o", tmp_path / "png", "--model", float_onnx) == 0
+    written = cv2.imread(str(tmp_path / "png" / "logo.png"), cv2.IMREAD_UNCHANGED)
+    assert written.shape == (96, 128, 4) and np.array_equal(written[:, :, 3], alpha)
+    with Enhancer.open(float_onnx) as enhancer:
+        assert np.array_equal(written[:, :, :3], enhancer.enhance(crop))
+    assert "warning" not in capsys.readouterr().err
+    assert enhance(source, "-o", tmp_path / "jpg", "--model", float_onnx, "--ext", "jpg") == 0
+    err = capsys.readouterr().err
+    assert f"warning: {tmp_path / 'jpg' / 'logo.jpg'}: alpha channel dropped: JPEG has none\n" in err
+    assert err.count("warning") == 1
+
+
+def test_16_bit_input_gives_16_bit_output_and_says_when_it_cannot(crop, float_onnx, uint8_onnx, tmp_path, capsys):
+    deep = tmp_path / "in" / "deep.tif"
+    deep.parent.mkdir()
+    cv2.imwrite(str(deep), crop.astype(np.uint16) * 257)
+    assert enhance(deep, "-o", tmp_path / "float", "--model", float_onnx) == 0
+    written = cv2.imread(str(tmp_path / "float" / "deep.png"), cv2.IMREAD_UNCHANGED)
+    assert written.dtype == np.uint16 and written.shape == (96, 128, 3)
+    assert len(np.unique(written)) > 1000, "16-bit levels, not 8-bit ones scaled up"
+    with Enhancer.open(float_onnx) as enhancer:
+        eight_bit = enhancer.enhance(crop)
+    assert np.abs(read_image(tmp_path / "float" / "deep.png").astype(int) - eight_bit).max() <= 1
+    assert "warning" not in capsys.readouterr().err
+    assert enhance(deep, "-o", tmp_path / "uint8", "--model", uint8_onnx) == 0
+    err = capsys.readouterr().err
+    assert "warning: 16-bit input written as 8-bit: the model's input and output are 8-bit (uint8 I/O)\n" in err
+    assert cv2.imread(str(tmp_path / "uint8" / "deep.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint8
+    assert enhance(deep, "-o", tmp_path / "jpg", "--model", float_onnx, "--ext", "jpg") == 0
+    assert "deep.jpg: 16-bit input written as 8-bit: JPEG holds 8 bits per channel" in capsys.readouterr().err
+
+
+def test_subfolders_are_named_when_skipped_and_mirrored_with_recursive(crop, float_onnx, tmp_path, capsys):
+    tree = tmp_path / "trip"
+    for folder in ("", "day1", "day1/beach", "day2", "day3", "day4"):
+        (tree / folder).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tree / folder / "shot.jpg"), crop[:64, :64])
+    out = tree / "enhanced"  # inside the input: a second run must not enhance the first one's results
+    assert enhance(tree, "-o", out, "--model", float_onnx) == 0
+    err = capsys.readouterr().err
+    assert f"{tree}: skipping 4 subfolders (day1, day2, day3, ...); --recursive enhances them too\n" in err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["shot.png"]
+    assert enhance(tree, "-o", out, "--model", float_onnx, "--recursive", "--overwrite") == 0
+    assert "skipping" not in capsys.readouterr().err
+    expected = ["day1/beach/shot.png", "day1/shot.png", "day2/shot.png", "day3/shot.png", "day4/shot.png", "shot.png"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == expected
+
+
+def test_a_folder_of_subfolders_only_points_to_recursive(crop, float_onnx, tmp_path, capsys):
+    (tmp_path / "trip" / "day1").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "trip" / "day1" / "shot.jpg"), crop)
+    assert enhance(tmp_path / "trip", "-o", tmp_path / "out", "--model", float_onnx) == 2
+    assert (
+        "no images in this folder" in (err := capsys.readouterr().err) and "--recursive looks in its 1 subfolder" in err
+    )
+
+
+def test_colour_profile_and_exif_survive_into_png_and_jpeg(crop, float_onnx, tmp_path, capsys):
+    from PIL import Image
+    from test_images import camera_exif, display_p3_like_profile, pillow_read
+
+    profile = display_p3_like_profile()
+    source = tmp_path / "phone.jpg"
+    Image.fromarray(crop[:, :, ::-1]).save(source, quality=95, icc_profile=profile, exif=camera_exif(6))
+    for ext in ("png", "jpg"):
+        assert enhance(source, "-o", tmp_path / ext, "--model", float_onnx, "--ext", ext) == 0
+        icc, exif, _ = pillow_read(tmp_path / ext / f"phone.{ext}")
+        assert icc == profile, ext
+        assert exif.get(0x010F) == "Apple" and exif.get(0x0112, 1) == 1, ext
+        assert read_image(tmp_path / ext / f"phone.{ext}").shape == (128, 96, 3), "written upright"
+    assert "warning" not in capsys.readouterr().err

@@ -257,3 +257,76 @@ def test_http_stream_through_the_cli(http_server, float_onnx, tmp_path):
 def test_live_input_needs_an_output_or_a_window(capsys):
     assert main(["enhance", "rtsp://cam/stream"]) == 2
     assert "give an output video with -o" in capsys.readouterr().err
+
+
+# --- progress within a frame that runs in tiles --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def split_tiling() -> Callable[[], object]:
+    """A maker of Tilings that force tiles of 32×32 on every frame (as test_tiling does), sharing one split model."""
+    from cliplit.runtime.models import ensure_split
+    from cliplit.runtime.tiling import SplitModel, Tiling
+
+    split = SplitModel(*ensure_split("clip-lit"))
+    return lambda: Tiling(lambda: split, tile=(32, 32))
+
+
+def test_a_tiled_frame_reports_every_tile_in_order_with_the_total(split_tiling):
+    from cliplit.runtime.tiling import plan_tiles, tile_light_maps
+
+    tiling = split_tiling()
+    frame = np.random.default_rng(5).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    tiles = plan_tiles(70, 90, (32, 32))
+    assert len(tiles) == 9
+    events: list[object] = []
+    light_map = np.zeros((70, 90), np.float32)
+    for region, part in tile_light_maps(tiling.split, frame, (32, 32), on_tile=lambda *done: events.append(done)):
+        events.append(region)
+        light_map[region.slices] = part
+    # announced before the pooling pass, then each tile counted as its light map is ready, before it is handed on
+    assert events == [(0, 9), *[event for i, tile in enumerate(tiles, 1) for event in ((i, 9), tile)]]
+    reports: list[tuple[int, int]] = []
+    tiling.enhance(frame, (32, 32), lambda *done: reports.append(done))
+    assert np.array_equal(tiling.light_map(frame, (32, 32), lambda *done: reports.append(done)), light_map)
+    assert reports == [(i, 9) for i in range(10)] * 2  # the whole-light-map path (--scale, smoothing) reports too
+
+
+class RecordingBar:
+    """Stands in for tqdm in the pipeline: keeps what the bar was told to show after the count."""
+
+    def __init__(self) -> None:
+        self.postfixes: list[str] = []
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfixes.append(text)
+
+    def update(self, count: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("images", [True, False], ids=["image batch", "video frames"])
+def test_the_progress_bar_counts_the_tiles_of_a_tiled_frame(split_tiling, tmp_path, monkeypatch, images):
+    """An 8000×6000 photo in tiles sat at 0/1 for minutes: the bar now says "tiles 7/48" while it runs."""
+    from cliplit.core.images import write_image
+    from cliplit.runtime import pipeline as pipeline_module
+    from cliplit.runtime.sources import ImageSource
+
+    rng = np.random.default_rng(6)
+    paths = []
+    for name, size in (("large", (70, 90)), ("small", (40, 40))):  # 3×3 tiles, then 2×2
+        paths.append(write_image(tmp_path / f"{name}.png", rng.integers(0, 256, (*size, 3), dtype=np.uint8)))
+    bars: list[RecordingBar] = []
+    monkeypatch.setattr(pipeline_module, "tqdm", lambda **options: bars.append(RecordingBar()) or bars[-1])
+    enhancer = Enhancer(Passthrough(), tiling=split_tiling())
+    sink = Collect()
+    stats = Pipeline(ImageSource(paths), enhancer, sink, tolerate_errors=images, progress=True).run()
+    assert stats.frames == 2 and stats.failed == 0
+    expected = [f"tiles {i}/9" for i in range(9)] + [""] + [f"tiles {i}/4" for i in range(4)] + [""]
+    assert bars[0].postfixes == expected  # cleared after each frame's last tile
+    assert enhancer.on_tile is None  # the hook was the run's only
+    Pipeline(ImageSource(paths), enhancer, Collect(), tolerate_errors=images, progress=False).run()
+    assert bars[1].postfixes == []
