@@ -1,55 +1,93 @@
-"""Serve the enhancer on NVIDIA Triton Inference Server, through PyTriton.
+"""Serve the enhancer on NVIDIA Triton Inference Server: the ``tritonserver`` PyTriton ships, running cliplit's own
+Python-backend model (:mod:`cliplit.runtime.serve_model`).
 
-We do not write a server: PyTriton ships a real ``tritonserver`` whose Python backend forwards each batch to a
-function bound in this process, so Triton does what it is built for — HTTP and gRPC endpoints, dynamic batching
-across clients, several model instances, health/readiness, Prometheus metrics, graceful shutdown — and the function
-runs any cliplit backend through the :class:`~cliplit.runtime.enhancer.Enhancer`, with its pre- and post-processing.
+We do not write a server: Triton does HTTP and gRPC, dynamic batching across clients, several model instances,
+health, metrics and a graceful stop. `cliplit serve` writes a model repository into a private workspace, starts
+``tritonserver`` on it, and owns what an operator relies on around it:
+
+- **readiness**: Triton loads the repository before it opens its endpoints, and marks the model ready only once
+  every instance has loaded its Enhancer and run a warm-up frame, so no probe can see "ready" early;
+- **client errors**: each request is answered on its own, bad ones with a one-line 400 (INVALID_ARGUMENT in gRPC),
+  server faults with a one-line 500 whose traceback is logged here, never sent;
+- **one memory budget** (``--max-memory``) for the whole process tree, split into Triton's share, the bounded queue's
+  and each instance's, within which instances form batches and tile large teacher frames;
+- **a graceful drain** on SIGTERM/SIGINT: Triton stops listening at once, the accepted requests finish within a drain
+  timeout derived from the queue bound and the measured speed, and the command exits 0.
 
 The wire format is the ``uint8`` contract whatever the served model's own I/O: input ``frame`` N×H×W×3 uint8 BGR,
-output ``enhanced`` of the same shape. One request holds frames of one size (a tensor has one shape); N ≤
-``max_batch``.
-
-Frames of different sizes cannot share a batch, since Triton batches along the first dimension. Triton's dynamic
-batcher already knows this: for an input with variable dimensions that does not allow ragged batches it only puts
-requests of identical shape into one batch. The bound function still groups the requests it gets by size (cheap,
-and correct even if a batch ever mixed sizes), rather than padding frames (which would change the light map near the
-borders) or declaring ragged inputs (which would hand it flattened bytes to cut apart). The same rule makes
-shape-based validation safe: PyTriton answers a failing function with one error for its whole batch, and a batch of
-one shape holds only requests that are all valid or all invalid, so a bad request never fails a good one.
-
-Triton itself rejects a wrong dtype, rank or channel count before the function runs, with its own message; the
-function rejects frames below :data:`~cliplit.core.contract.MIN_SIDE` or above the configured maximum side.
+output ``enhanced`` of the same shape, one frame size per request, N ≤ ``max_batch``.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ipaddress
+import json
+import math
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import sysconfig
-from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cliplit.core.contract import check_frame_size, io_spec
 from cliplit.core.errors import CliplitError
 from cliplit.runtime.backends import BackendOptions
-from cliplit.runtime.enhancer import Enhancer
+from cliplit.runtime.memory import available_memory, format_size, resident_memory
+from cliplit.runtime.serve_model import (
+    DRAIN_FILE,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    REFUSE_FILE,
+    BadRequestError,
+    InstanceConfig,
+    check_frames,
+    model_file_text,
+)
+
+__all__ = ["BadRequestError", "ServeSettings", "check_frames", "serve"]
 
 DEFAULT_MODEL_NAME = "clip_lit"
 #: largest frame side served by default: 4096 covers landscape and portrait 4K (3840×2160)
 DEFAULT_MAX_SIDE = 4096
 #: how long Triton holds a request to batch it with others: 2 ms is small beside one frame's inference
 DEFAULT_QUEUE_DELAY_US = 2000
-WIRE = io_spec("uint8")
-INPUT_NAME = WIRE.input_name
-OUTPUT_NAME = WIRE.output_names[0]
+#: loopback by default: the endpoints have no authentication, so exposing them is the operator's explicit choice
+DEFAULT_ADDRESS = "127.0.0.1"
 INSTALL_HINT = "pip install 'cliplit[serve]'"
-START_ATTEMPTS = 3
+#: tritonserver's own memory with the Python backend loaded and idle (RSS, measured 150-190 MiB on the 2-core CPU
+#: machine, PyTriton 0.7), rounded up: its HTTP/gRPC buffers and the backend's bookkeeping grow a little under load
+TRITON_RESERVE = 256 << 20
+#: copies of a running request's frames: the received HTTP body, the input in the instance's shared memory, the output
+#: there and the response Triton sends back; a queued request holds one (its body)
+RUNNING_COPIES = 4
+#: share of the budget for the requests' frames (running and queued) when --max-batch or --max-queue is not given
+IO_SHARE = 0.25
+DEFAULT_MAX_BATCH = 8
+#: the default --max-batch leaves room for this many queued requests per instance (a queue shorter than the clients
+#: turns load into 503s); then the queue grows into what is left of the share, up to MAX_DEFAULT_QUEUE
+MIN_DEFAULT_QUEUE = 4
+MAX_DEFAULT_QUEUE = 64
+#: the drain timeout: twice the estimated time to run a full queue (the estimate is from an uncontended warm-up
+#: frame; tiled frames do ~10 % more work), plus this
+DRAIN_MARGIN_S = 10.0
+#: once the accepted work is done, how long Triton gets to close client connections before it is stopped for good
+IDLE_CONNECTION_GRACE_S = 3.0
+POLL_S = 0.1
+#: Linux prctl option: a signal for the child when its parent dies (tritonserver must not outlive `cliplit serve`)
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -59,21 +97,30 @@ class ServeSettings:
     model: str | None = None
     backend: str | BackendOptions = "auto"
     model_name: str = DEFAULT_MODEL_NAME
-    max_batch: int = 8
+    #: most frames per request and per batch; None: 8, or fewer where the budget's I/O share cannot hold 8
+    max_batch: int | None = None
     instances: int = 1
     max_side: int = DEFAULT_MAX_SIDE
     queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
-    address: str = "0.0.0.0"
+    address: str = DEFAULT_ADDRESS
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
-    #: seconds Triton waits for in-flight requests when asked to stop
-    exit_timeout_s: int = 30
+    #: bytes the whole server (this process, tritonserver and its instances) may hold; None: half the free memory
+    max_memory: int | None = None
+    #: requests Triton queues beyond those running; more get 503 at once. None: derived from the budget
+    max_queue: int | None = None
+    #: seconds to finish accepted requests after SIGTERM; None: derived from the queue bound and measured speed
+    drain_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "instances", "exit_timeout_s"):
-            if getattr(self, name) < 1:
+        for name in ("max_batch", "instances"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise CliplitError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.max_queue is not None and self.max_queue < 1:
+            raise CliplitError(f"--max-queue must be at least 1, got {self.max_queue}")
+        if self.drain_timeout_s is not None and self.drain_timeout_s <= 0:
+            raise CliplitError(f"--drain-timeout must be more than 0, got {self.drain_timeout_s:g}")
         if self.queue_delay_us < 0:
             raise CliplitError(f"--queue-delay-us must be at least 0, got {self.queue_delay_us}")
         if self.max_side < 2:
@@ -82,53 +129,132 @@ class ServeSettings:
         if len(set(ports)) != len(ports) or not all(0 < port < 65536 for port in ports):
             raise CliplitError(f"--http-port, --grpc-port and --metrics-port must be distinct ports, got {ports}")
 
+    @property
+    def frame_bytes(self) -> int:
+        """The largest frame a request can carry (``max_side``², BGR)."""
+        return self.max_side * self.max_side * 3
 
-class BadRequestError(CliplitError, ValueError):
-    """A request the server cannot enhance; its message goes back to the client."""
 
+@dataclass(frozen=True)
+class Budget:
+    """How `cliplit serve` splits --max-memory: Triton's share, the queue's, and each instance's."""
 
-def check_frames(frames: np.ndarray, max_side: int) -> None:
-    """Reject anything but N×H×W×3 uint8 frames with both sides in [MIN_SIDE, max_side], saying what is wrong."""
-    if frames.dtype != np.uint8:
-        raise BadRequestError(f"'{INPUT_NAME}' must be uint8 BGR frames, got {frames.dtype}")
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise BadRequestError(f"'{INPUT_NAME}' must be N×H×W×3 (BGR), got shape {tuple(frames.shape)}")
-    height, width = frames.shape[1:3]
-    try:
-        check_frame_size(height, width)
-    except CliplitError as error:
-        raise BadRequestError(str(error)) from None
-    if max(height, width) > max_side:
-        raise BadRequestError(
-            f"frame of {width}x{height} pixels is too large: this server takes sides up to {max_side} "
-            "(cliplit serve --max-side)"
+    total: int
+    parent: int
+    triton: int
+    #: bytes the requests' frames may take (queued and running), for requests of up to ``max_batch`` frames
+    io: int
+    max_batch: int
+    max_queue: int
+    per_instance: int
+
+    def describe(self, instances: int) -> str:
+        return (
+            f"memory budget {format_size(self.total)}: {format_size(self.per_instance)} per instance × {instances}, "
+            f"{format_size(self.io)} for the frames of up to {self.max_queue} queued and {instances} running "
+            f"request(s) of up to {self.max_batch} frame(s), {format_size(self.triton + self.parent)} for tritonserver "
+            "and this process"
         )
 
 
-class FrameHandler:
-    """The function bound to one Triton model instance: owns one Enhancer (they are not thread-safe)."""
+def io_bytes(settings: ServeSettings, max_batch: int, max_queue: int) -> int:
+    """The most memory the requests' frames take: RUNNING_COPIES of each instance's batch, one of each queued one."""
+    return (settings.instances * RUNNING_COPIES + max_queue) * max_batch * settings.frame_bytes
 
-    def __init__(self, enhancer: Enhancer, max_side: int) -> None:
-        self.enhancer = enhancer
-        self.max_side = max_side
 
-    def __call__(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        """Enhance every request's frames, batching requests of one size together; responses in request order."""
-        frames = [np.asarray(request[INPUT_NAME]) for request in requests]
-        for batch in frames:
-            check_frames(batch, self.max_side)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for index, batch in enumerate(frames):
-            by_size.setdefault(batch.shape[1:3], []).append(index)
-        responses: list[dict[str, np.ndarray]] = [{} for _ in frames]
-        for indices in by_size.values():
-            enhanced = self.enhancer.enhance_batch([frame for i in indices for frame in frames[i]])
-            start = 0
-            for i in indices:
-                stop = start + len(frames[i])
-                responses[i] = {OUTPUT_NAME: np.stack(enhanced[start:stop])}
-                start = stop
-        return responses
+def plan_budget(settings: ServeSettings, instance_base: int, parent: int) -> Budget:
+    """Split the server's budget, or say which option to change when the model cannot run within it.
+
+    ``instance_base``: what one loaded, warmed-up instance holds (measured by the pre-flight); ``parent``: what this
+    process holds. Unless given, --max-batch (at most 8, leaving room for MIN_DEFAULT_QUEUE queued requests per
+    instance) and then --max-queue (at most 64, at least 1) are the largest whose frames fit IO_SHARE of the budget,
+    at their largest (``max_side``²): the budget holds under any load, and a server for 720p cameras gets longer
+    queues and batches by saying --max-side 1280.
+    """
+    if settings.max_memory is not None:
+        total = settings.max_memory
+    else:
+        available = available_memory()
+        total = parent + (available // 2 if available is not None else 4 << 30)
+    share = int(IO_SHARE * total)
+    max_batch = settings.max_batch
+    if max_batch is None:
+        queue = MIN_DEFAULT_QUEUE * settings.instances
+        fitting = [size for size in range(DEFAULT_MAX_BATCH, 0, -1) if io_bytes(settings, size, queue) <= share]
+        max_batch = fitting[0] if fitting else 1
+    max_queue = settings.max_queue
+    if max_queue is None:
+        max_queue = 1
+        while max_queue < MAX_DEFAULT_QUEUE and io_bytes(settings, max_batch, max_queue + 1) <= share:
+            max_queue += 1
+    io = io_bytes(settings, max_batch, max_queue)
+    per_instance = (total - parent - TRITON_RESERVE - io) // settings.instances
+    if per_instance < instance_base * 5 // 4:
+        wanted = parent + TRITON_RESERVE + io + settings.instances * instance_base * 5 // 4
+        raise CliplitError(
+            f"--max-memory {format_size(total)} is too small for this server: one instance holds "
+            f"{format_size(instance_base)} loaded, and {settings.instances} instance(s) with a queue of {max_queue} "
+            f"request(s) of up to {max_batch} frame(s) of up to {settings.max_side}x{settings.max_side} need at least "
+            f"{format_size(wanted)}; raise --max-memory, or lower --max-side, --max-batch, --max-queue or --instances"
+        )
+    return Budget(total, parent, TRITON_RESERVE, io, max_batch, max_queue, per_instance)
+
+
+def drain_timeout(settings: ServeSettings, budget: Budget, seconds_per_pixel: float) -> float:
+    """Seconds to finish every accepted request after SIGTERM: twice the estimated time to run a full queue and the
+    running requests, each at its largest (the frames share the cores, so instances do not divide it)."""
+    if settings.drain_timeout_s is not None:
+        return settings.drain_timeout_s
+    frames = (budget.max_queue + settings.instances) * budget.max_batch
+    return DRAIN_MARGIN_S + 2 * frames * settings.max_side * settings.max_side * seconds_per_pixel
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a host name: it resolves to whatever it resolves to
+        return False
+
+
+def exposure_note(address: str) -> str | None:
+    """The start-up note for an address other machines can reach, or None for loopback."""
+    if is_loopback(address):
+        return None
+    return (
+        f"note: listening on {address}: the HTTP, gRPC and metrics endpoints have no authentication, so anyone who "
+        "can reach this address can use the server (docs/serving.md: put it behind an authenticating proxy)"
+    )
+
+
+def repository_config(settings: ServeSettings, budget: Budget, instance: InstanceConfig) -> str:
+    """The model's ``config.pbtxt``: cliplit's Python model, dynamic batching with a bounded queue, K instances."""
+    parameters = json.dumps(instance.to_json(), ensure_ascii=False)  # a quoted, escaped protobuf text string
+    return f"""name: "{settings.model_name}"
+backend: "python"
+max_batch_size: {budget.max_batch}
+input [{{ name: "{INPUT_NAME}" data_type: TYPE_UINT8 dims: [-1, -1, 3] }}]
+output [{{ name: "{OUTPUT_NAME}" data_type: TYPE_UINT8 dims: [-1, -1, 3] }}]
+dynamic_batching {{
+  max_queue_delay_microseconds: {settings.queue_delay_us}
+  default_queue_policy {{ max_queue_size: {budget.max_queue} }}
+}}
+instance_group [{{ count: {settings.instances} kind: KIND_CPU }}]
+parameters {{ key: "cliplit" value: {{ string_value: {parameters} }} }}
+"""
+
+
+def backend_fields(model: str | None, backend: str | BackendOptions) -> tuple[str, dict[str, Any]]:
+    """The backend's registered name and option fields, to rebuild its options in each instance's process."""
+    from dataclasses import fields
+
+    from cliplit.runtime.backends import select_backend
+
+    if isinstance(backend, BackendOptions):
+        return backend.backend, {field.name: getattr(backend, field.name) for field in fields(backend)}
+    return select_backend(model, backend), {}
 
 
 def stub_library_path(environ: Mapping[str, str]) -> str:
@@ -136,8 +262,8 @@ def stub_library_path(environ: Mapping[str, str]) -> str:
 
     The Python backend's stub links against ``libpython3.X.so``; without this it can load the system's copy, whose
     patch release need not match this interpreter's standard library (seen here: a 3.11.2 library under a 3.11.7
-    stdlib fails with "'_thread.RLock' object has no attribute '_recursion_count'"). PyTriton passes our environment
-    on to tritonserver.
+    stdlib fails with "'_thread.RLock' object has no attribute '_recursion_count'"). tritonserver passes its
+    environment on to the stubs.
     """
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     paths = [path for path in environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if path]
@@ -147,56 +273,241 @@ def stub_library_path(environ: Mapping[str, str]) -> str:
 
 
 def serve(settings: ServeSettings) -> None:
-    """Load ``settings.instances`` enhancers, start Triton and serve until SIGINT or SIGTERM, then stop gracefully:
-    Triton stops accepting requests, finishes those in flight (up to ``exit_timeout_s``), and this returns."""
-    _check_pytriton()
+    """Serve until SIGINT or SIGTERM, then drain: Triton stops accepting at once, every accepted request is answered
+    (or, past the drain timeout, refused with a 503 if it has not started), and this returns."""
+    tritonserver = _find_tritonserver()
     _check_ports_free(settings)
-    os.environ["LD_LIBRARY_PATH"] = stub_library_path(os.environ)
-    with ExitStack() as stack:
-        handlers = []
-        for _ in range(settings.instances):
-            enhancer = stack.enter_context(Enhancer.open(settings.model, settings.backend))
-            handlers.append(FrameHandler(enhancer, settings.max_side))
-        print(f"enhancer: {handlers[0].enhancer.describe()} × {settings.instances} instance(s)", file=sys.stderr)
-        # PyTriton's serve() stops Triton gracefully on KeyboardInterrupt; SIGTERM (docker stop, Kubernetes) gets
-        # the same treatment.
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-        stack.callback(signal.signal, signal.SIGTERM, previous)
-        triton = _start(settings, handlers)
-        stack.callback(triton.stop)
-        exit_codes: list[int] = []
-        # PyTriton has no public hook for tritonserver's exit status; its TritonServer offers register_on_exit
-        triton._triton_server.register_on_exit(lambda _success, code: exit_codes.append(code))
-        host = "127.0.0.1" if settings.address == "0.0.0.0" else settings.address
+    stopping = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    workspace = Path(tempfile.mkdtemp(prefix="cliplit-serve-"))
+    try:
+        _serve(settings, tritonserver, workspace, stopping)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        shutil.rmtree(workspace, ignore_errors=True)
+        for region in Path("/dev/shm").glob(f"{_shm_prefix(workspace)}*"):  # left behind only if Triton was killed
+            region.unlink(missing_ok=True)
+
+
+def _serve(settings: ServeSettings, tritonserver: Path, workspace: Path, stopping: threading.Event) -> None:
+    backend, options = backend_fields(settings.model, settings.backend)
+    instance = InstanceConfig(settings.model, backend, options, 0, settings.max_side, str(workspace))
+    measured = _preflight(instance, settings.max_memory)
+    budget = plan_budget(settings, measured["resident"], resident_memory())
+    instance = InstanceConfig(settings.model, backend, options, budget.per_instance, settings.max_side, str(workspace))
+    timeout = drain_timeout(settings, budget, measured["seconds_per_pixel"])
+    repository = workspace / "models"
+    (repository / settings.model_name / "1").mkdir(parents=True)
+    (repository / settings.model_name / "config.pbtxt").write_text(repository_config(settings, budget, instance))
+    module_path = [os.path.abspath(path) for path in sys.path if path]
+    (repository / settings.model_name / "1" / "model.py").write_text(model_file_text(module_path))
+    print(budget.describe(settings.instances), file=sys.stderr)
+    note = exposure_note(settings.address)
+    if note:
+        print(note, file=sys.stderr)
+    command = [
+        str(tritonserver),
+        f"--model-repository={repository}",
+        f"--backend-directory={_backends(tritonserver, workspace)}",
+        f"--http-address={settings.address}",
+        f"--http-port={settings.http_port}",
+        f"--grpc-address={settings.address}",
+        f"--grpc-port={settings.grpc_port}",
+        f"--metrics-address={settings.address}",
+        f"--metrics-port={settings.metrics_port}",
+        # Triton must never give up on accepted work by itself: the drain below decides, then stops it
+        f"--exit-timeout-secs={math.ceil(timeout) + 3600}",
+        "--log-info=false",
+        "--allow-gpu-metrics=false",  # instances use the GPU themselves (TensorRT, CUDA); Triton needs none
+        "--pinned-memory-pool-byte-size=0",
+        f"--backend-config=python,shm-region-prefix-name={_shm_prefix(workspace)}",
+        "--backend-config=python,shm-default-byte-size=4194304",
+        "--backend-config=python,shm-growth-byte-size=16777216",
+    ]
+    process = subprocess.Popen(command, env=_server_environment(), preexec_fn=_die_with_parent, start_new_session=True)
+    try:
+        host = "127.0.0.1" if settings.address in ("0.0.0.0", "::") else settings.address
+        if not _wait_ready(process, f"http://{_url_host(host)}:{settings.http_port}", stopping):
+            _drain(process, workspace, timeout, settings, host, budget.max_batch)
+            return
+        reports = [json.loads(path.read_text()) for path in workspace.glob("instance-*.json")]
+        if reports:  # measured with every instance loaded, as they will run
+            timeout = drain_timeout(settings, budget, max(report["seconds_per_pixel"] for report in reports))
         print(
-            f"serving model '{settings.model_name}' at http://{host}:{settings.http_port} "
-            f"(gRPC {host}:{settings.grpc_port}, metrics http://{host}:{settings.metrics_port}/metrics); "
-            "Ctrl-C or SIGTERM stops",
+            f"serving model '{settings.model_name}' at http://{_url_host(host)}:{settings.http_port} "
+            f"(gRPC {_url_host(host)}:{settings.grpc_port}, metrics http://{_url_host(host)}:{settings.metrics_port}"
+            f"/metrics); Ctrl-C or SIGTERM drains and stops (drain timeout {timeout:.0f} s)",
             file=sys.stderr,
             flush=True,
         )
-        triton.serve()
-    if exit_codes and exit_codes[-1] != 0:
+        while not stopping.wait(POLL_S):
+            if process.poll() is not None:
+                raise CliplitError(f"tritonserver exited with code {process.returncode} (its log above says why)")
+        _drain(process, workspace, timeout, settings, host, budget.max_batch)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _drain(
+    process: subprocess.Popen, workspace: Path, timeout: float, settings: ServeSettings, host: str, max_batch: int
+) -> None:
+    """Stop gracefully. The instances get as many tickets as Triton holds requests now (plus a batch each: one may
+    be between the queue and an instance), so requests arriving later on open connections get 503 (see
+    :class:`~cliplit.runtime.serve_model.Drain`); Triton closes its listeners at once (new connections are refused,
+    so probes fail) and answers what it accepted. Past ``timeout`` the instances refuse what they have not started
+    (503). Once no instance runs frames and no accepted request waits, Triton gets IDLE_CONNECTION_GRACE_S to close
+    the clients' idle connections (it waits for them otherwise), then it is stopped: no accepted request is open."""
+    metrics = f"http://{_url_host(host)}:{settings.metrics_port}/metrics"
+    held = _requests_in_server(metrics, settings.model_name)
+    tickets = (held if held is not None else 0) + settings.instances * max_batch
+    (workspace / DRAIN_FILE).write_text(json.dumps({"tickets": tickets}))
+    process.send_signal(signal.SIGTERM)
+    print(
+        f"draining: no new requests; finishing the {held if held is not None else 'unknown number of'} queued and "
+        f"those running (drain timeout {timeout:.0f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    start = time.monotonic()
+    refused = False
+    idle_since: float | None = None
+    while process.poll() is None:
+        now = time.monotonic()
+        if not refused and now - start > timeout:
+            (workspace / REFUSE_FILE).touch()
+            refused = True
+            print("drain timeout ran out: refusing the requests not yet started (503)", file=sys.stderr, flush=True)
+        left = json.loads((workspace / DRAIN_FILE).read_text() or "{}").get("tickets", 0)
+        waiting = 0 if left == 0 or refused else _requests_in_server(metrics, settings.model_name)
+        running = any(workspace.glob("busy-*"))
+        if waiting == 0 and not running:
+            idle_since = idle_since if idle_since is not None else now
+            if now - idle_since > IDLE_CONNECTION_GRACE_S:
+                print("every accepted request is answered; closing idle client connections", file=sys.stderr)
+                process.kill()
+                process.wait()
+                break
+        else:
+            idle_since = None
+        time.sleep(POLL_S)
+    elapsed = time.monotonic() - start
+    if process.returncode not in (0, -signal.SIGKILL):
         raise CliplitError(
-            f"Triton did not stop cleanly (exit code {exit_codes[-1]}): --exit-timeout ({settings.exit_timeout_s} s) "
-            "ran out while it waited for open connections, requests in flight or the model to unload (its log above "
-            "says which); requests still open then were dropped"
+            f"tritonserver exited with code {process.returncode} while draining, after {elapsed:.1f} s (its log above "
+            "says why)"
         )
-    print("server stopped", file=sys.stderr)
+    print(f"server stopped after a drain of {elapsed:.1f} s", file=sys.stderr, flush=True)
 
 
-def _check_pytriton() -> None:
+def _requests_in_server(metrics_url: str, model_name: str) -> int | None:
+    """Requests Triton holds for the model (queued or running, from its pending-request gauge); None when the
+    metrics cannot be read (Triton is stopping its endpoints)."""
     try:
-        import pytriton  # noqa: F401
+        with urllib.request.urlopen(metrics_url, timeout=2) as response:
+            text = response.read().decode()
+    except (OSError, urllib.error.URLError):
+        return None
+    prefix = f'nv_inference_pending_request_count{{model="{model_name}",version="1"}} '
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return int(float(line[len(prefix) :]))
+    return None
+
+
+def _wait_ready(process: subprocess.Popen, url: str, stopping: threading.Event) -> bool:
+    """Wait until Triton answers ready (it opens its endpoints once every instance has loaded); False if asked to
+    stop first. A Triton that exits while loading is an error naming its exit code (its log says why)."""
+    while not stopping.wait(0.2):
+        if process.poll() is not None:
+            raise CliplitError(f"tritonserver exited with code {process.returncode} while loading the model")
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
+    return False
+
+
+def _preflight(instance: InstanceConfig, max_memory: int | None) -> dict[str, float]:
+    """Load the model once in a child process before Triton starts: errors (no such model, a model that cannot
+    build) surface as one line, a model given as weights is built once rather than by every instance at the same
+    time, and the time per pixel and the memory of one loaded instance are measured."""
+    probe = InstanceConfig(
+        instance.model, instance.backend, instance.backend_options, max_memory or (8 << 30), instance.max_side, ""
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cliplit.runtime.serve_model", probe.to_json()],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        reason = lines[-1].removeprefix("error: ") if lines else f"exit code {done.returncode}"
+        raise CliplitError(f"cannot load the model to serve: {reason}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _find_tritonserver() -> Path:
+    """PyTriton's tritonserver, after checking that PyTriton and NumPy 1 are installed."""
+    try:
+        import pytriton
     except ImportError as error:
         raise CliplitError(f"cliplit serve needs PyTriton ({error}); install it with {INSTALL_HINT}") from error
     if int(np.__version__.split(".")[0]) >= 2:
         # PyTriton 0.7 requires numpy<2 and means it: under NumPy 2 its Python backend stub answers every request
         # with an empty output tensor (measured), which clients see as a reshape error, not as the cause.
         raise CliplitError(
-            f"cliplit serve needs NumPy < 2 for PyTriton's Python backend (this is NumPy {np.__version__}); "
+            f"cliplit serve needs NumPy < 2 for Triton's Python backend (this is NumPy {np.__version__}); "
             f"install with {INSTALL_HINT}, which pins it"
         )
+    return Path(pytriton.__file__).parent / "tritonserver" / "bin" / "tritonserver"
+
+
+def _backends(tritonserver: Path, workspace: Path) -> Path:
+    """A backend directory for tritonserver: PyTriton's Python backend with the stub built for this interpreter
+    (PyTriton ships one per Python version beside it)."""
+    shipped = tritonserver.parents[1]
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    stub = shipped / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise CliplitError(f"PyTriton has no Python backend stub for Python {version} ({stub} is missing)")
+    python = workspace / "backends" / "python"
+    python.mkdir(parents=True)
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        (python / name).symlink_to(shipped / "backends" / "python" / name)
+    shutil.copy(stub, python / "triton_python_backend_stub")  # the backend runs the stub found beside it
+    return python.parent
+
+
+def _server_environment() -> dict[str, str]:
+    """tritonserver's environment: this interpreter's libpython and PyTriton's libraries on the library path, and
+    this process's module path, so each instance's stub imports the same cliplit, NumPy and backends as we do."""
+    from pytriton.utils.distribution import get_libs_path
+
+    environ = dict(os.environ)
+    environ["LD_LIBRARY_PATH"] = os.pathsep.join([stub_library_path(environ), str(get_libs_path())]).strip(os.pathsep)
+    environ["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)
+    environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environ.get("PATH", "")])
+    return environ
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: tritonserver gets SIGKILL if `cliplit serve` dies without draining it."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _shm_prefix(workspace: Path) -> str:
+    return f"cliplit-{workspace.name}-"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _check_ports_free(settings: ServeSettings) -> None:
@@ -207,7 +518,8 @@ def _check_ports_free(settings: ServeSettings) -> None:
         "--metrics-port": settings.metrics_port,
     }
     for option, port in ports.items():
-        with socket.socket() as probe:
+        family = socket.AF_INET6 if ":" in settings.address else socket.AF_INET
+        with socket.socket(family) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is not "taken"
             try:
                 probe.bind((settings.address, port))
@@ -215,51 +527,3 @@ def _check_ports_free(settings: ServeSettings) -> None:
                 raise CliplitError(
                     f"{option} {port}: cannot listen on {settings.address}:{port} ({error.strerror})"
                 ) from None
-
-
-def _start(settings: ServeSettings, handlers: list[FrameHandler]) -> Any:
-    """A running ``pytriton.triton.Triton`` with the model bound and loaded.
-
-    Loading is retried: PyTriton's second and later instances wait only one second for the first one's handshake
-    socket, which a loaded machine misses now and then (seen here at load average 13 on 2 cores), and the whole load
-    then fails.
-    """
-    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.server import triton_server
-    from pytriton.triton import Triton, TritonConfig
-
-    # PyTriton kills tritonserver SERVER_OUTPUT_TIMEOUT_SECS (30) after asking it to stop, whatever Triton's own exit
-    # timeout; give Triton its whole --exit-timeout to finish the requests in flight, plus time to unload.
-    triton_server.SERVER_OUTPUT_TIMEOUT_SECS = max(
-        triton_server.SERVER_OUTPUT_TIMEOUT_SECS, settings.exit_timeout_s + 15
-    )
-
-    config = TritonConfig(
-        http_address=settings.address,
-        http_port=settings.http_port,
-        grpc_address=settings.address,
-        grpc_port=settings.grpc_port,
-        metrics_address=settings.address,
-        metrics_port=settings.metrics_port,
-        exit_timeout_secs=settings.exit_timeout_s,
-    )
-    model_config = ModelConfig(
-        max_batch_size=settings.max_batch,
-        batcher=DynamicBatcher(max_queue_delay_microseconds=settings.queue_delay_us),
-    )
-    frames = Tensor(name=INPUT_NAME, dtype=np.uint8, shape=(-1, -1, 3))
-    enhanced = Tensor(name=OUTPUT_NAME, dtype=np.uint8, shape=(-1, -1, 3))
-    attempt = 1
-    while True:
-        triton = Triton(config=config)
-        triton.bind(settings.model_name, handlers, [frames], [enhanced], config=model_config, strict=True)
-        try:
-            triton.run()
-            return triton
-        except Exception as error:  # tritonclient's InferenceServerException, PyTriton's errors, TimeoutError
-            triton.stop()
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            if attempt == START_ATTEMPTS:
-                raise CliplitError(f"Triton did not start after {attempt} attempts: {reason}") from error
-            print(f"Triton did not start ({reason}); retrying ({attempt}/{START_ATTEMPTS})", file=sys.stderr)
-            attempt += 1

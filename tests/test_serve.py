@@ -5,11 +5,12 @@ the suite runs on NumPy 2), importing this checkout's cliplit; the clients run h
 Building that environment needs the package index once and fails with pip's message when it cannot; only a platform
 without PyTriton wheels skips.
 
-One server (2 instances, batches of up to 8) serves the whole module; the shutdown test starts its own, since it
-stops it. Frames are small (≤ 48 px) so the released model runs in milliseconds, and every request loop is bounded
-in count and time. Outputs must equal local enhancement exactly: the server runs the same ONNX model through the
-same Enhancer on the same ONNX Runtime release, and ONNX Runtime's CPU kernels compute each image of a batch the same
-way whatever the batch holds.
+One server (2 instances, batches of up to 8) serves the whole module; the drain test (the shipped student under 8
+clients) and the memory test (the teacher under --max-memory 2G, four 720p frames) start their own. Frames are
+small (≤ 96 px) except there, every request loop is bounded in count and time, and all of it is on 127.0.0.1.
+Outputs must equal local enhancement exactly: the server runs the same ONNX model through the same Enhancer on the
+same ONNX Runtime release, and ONNX Runtime's CPU kernels compute each image of a batch the same way whatever the
+batch holds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -69,11 +71,12 @@ def free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in sockets]
 
 
-def start_server(env: ServeEnv, model: Path | str, log: Path, *options: str) -> Server:
-    """`cliplit serve` in a subprocess of the serving environment on free 127.0.0.1 ports, once its model answers
-    readiness."""
+def start_server(env: ServeEnv, model: Path | str, log: Path, *options: str, address: bool = True) -> Server:
+    """`cliplit serve` in a subprocess of the serving environment on free 127.0.0.1 ports, once it answers readiness;
+    polled every 50 ms from the start, failing if the server ever says ready before its model does."""
     http, grpc, metrics = free_ports(3)
-    command = env.cliplit("serve", "--model", str(model), "--backend", "onnxruntime", "--address", "127.0.0.1")
+    command = env.cliplit("serve", "--model", str(model), "--backend", "onnxruntime")
+    command += ["--address", "127.0.0.1"] if address else []  # without: the default, which must be loopback
     command += ["--http-port", str(http)]
     command += ["--grpc-port", str(grpc), "--metrics-port", str(metrics), *options]
     with log.open("wb") as sink:
@@ -83,9 +86,14 @@ def start_server(env: ServeEnv, model: Path | str, log: Path, *options: str) -> 
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"cliplit serve exited with {process.returncode}:\n{server.log_tail()}")
-        if http_status(f"http://127.0.0.1:{http}/v2/models/clip_lit/ready") == 200:
+        ready = http_status(f"http://127.0.0.1:{http}/v2/health/ready")
+        model_ready = http_status(f"http://127.0.0.1:{http}/v2/models/clip_lit/ready")
+        if ready == 200 and model_ready != 200:
+            process.kill()
+            pytest.fail(f"the server said ready before its model could serve (model ready: {model_ready})")
+        if ready == 200:
             return server
-        time.sleep(0.5)
+        time.sleep(0.05)
     process.kill()
     pytest.fail(f"cliplit serve was not ready after {START_TIMEOUT_S} s:\n{server.log_tail()}")
 
@@ -104,6 +112,8 @@ def http_status(url: str) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
     except OSError:
         return None
 
@@ -134,8 +144,7 @@ def server_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 def server(server_env: ServeEnv, float_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("serve") / "server.log"
     options = ["--instances", "2", "--threads", "1", "--max-batch", "8", "--max-side", str(MAX_SIDE)]
-    # a short exit timeout: this stop only cleans up, and a two-instance unload has hung once (docs/serving.md)
-    server = start_server(server_env, float_onnx, log, *options, "--exit-timeout", "10")
+    server = start_server(server_env, float_onnx, log, *options)
     yield server
     stop_server(server)  # its exit status is the SIGTERM test's subject, with requests in flight
 
@@ -213,18 +222,39 @@ def raw_infer(server: Server, batch: np.ndarray, datatype: str) -> np.ndarray:
     [
         (np.zeros((1, 32, 48, 3), np.float32), "FP32", "data-type is 'FP32', but model 'clip_lit' expects 'UINT8'"),
         (np.zeros((2, 32, 48), np.uint8), "UINT8", "unexpected shape for input 'frame'"),
+        (np.zeros((32, 48, 3), np.uint8), "UINT8", "inference request batch-size must be <= 8"),  # Triton's words
         (np.zeros((1, 32, 48, 4), np.uint8), "UINT8", "unexpected shape for input 'frame'"),
-        (np.zeros((1, 1, 48, 3), np.uint8), "UINT8", "frame of 48x1 pixels is too small"),
+        (np.zeros((1, 1, 48, 3), np.uint8), "UINT8", "frame of 48x1 pixels is too small: CLIP-LIT needs at least 2x2"),
+        (np.zeros((1, 1, 1, 3), np.uint8), "UINT8", "frame of 1x1 pixels is too small"),
+        (np.zeros((1, 0, 0, 3), np.uint8), "UINT8", "frame of 0x0 pixels is too small"),
         (np.zeros((1, 32, MAX_SIDE + 1, 3), np.uint8), "UINT8", f"takes sides up to {MAX_SIDE}"),
+        (np.zeros((9, 32, 48, 3), np.uint8), "UINT8", "inference request batch-size must be <= 8"),
     ],
-    ids=["dtype", "rank", "channels", "too-small", "too-large"],
+    ids=["dtype", "rank", "rank-3-frame", "channels", "too-small", "1x1", "0x0", "too-large", "batch"],
 )
-def test_bad_request_is_a_clear_error_and_the_server_keeps_serving(server, local, batch, datatype, message):
+def test_bad_request_is_a_400_one_liner_and_the_server_keeps_serving(server, local, batch, datatype, message):
     with pytest.raises(httpclient.InferenceServerException) as caught:
         raw_infer(server, batch, datatype)
+    assert caught.value.status() == "400"
     assert message in caught.value.message()
+    assert "\n" not in caught.value.message().strip() and "Traceback" not in caught.value.message()
     good = frames_of(2, seed=3, sizes=((32, 48),))
     assert np.array_equal(raw_infer(server, np.stack(good), "UINT8"), np.stack(local.enhance_batch(good)))
+
+
+def test_bad_request_over_grpc_is_invalid_argument(server):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}")
+    try:
+        request = grpcclient.InferInput("frame", [1, 1, 1, 3], "UINT8")
+        request.set_data_from_numpy(np.zeros((1, 1, 1, 3), np.uint8))
+        with pytest.raises(grpcclient.InferenceServerException) as caught:
+            client.infer("clip_lit", [request], client_timeout=REQUEST_TIMEOUT_S)
+    finally:
+        client.close()
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert caught.value.message().startswith("frame of 1x1 pixels is too small")
 
 
 def test_bad_requests_never_fail_good_ones_sent_at_the_same_time(server, local):
@@ -304,32 +334,130 @@ def test_cliplit_enhance_sends_a_video_to_the_server(server, local, tmp_path):
     assert "Audio:" in probe(out)
 
 
-def test_sigterm_finishes_requests_in_flight_and_exits_0(server_env, float_onnx, local, tmp_path):
-    options = ["--instances", "1", "--threads", "1", "--max-batch", "4"]
-    server = start_server(server_env, float_onnx, tmp_path / "server.log", *options)
+def closed_loop_clients(
+    server: Server, count: int, frame: np.ndarray, until: threading.Event, limit: int
+) -> tuple[list[threading.Thread], list[tuple[bool, str]]]:
+    """``count`` clients, each on its own keep-alive HTTP connection, sending ``frame`` one request at a time until
+    ``until`` is set and then one last time (at most ``limit`` requests each). Outcomes: (sent after ``until``,
+    "ok" / the HTTP status and message / the exception's name)."""
+    outcomes: list[tuple[bool, str]] = []
+
+    def run() -> None:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.http}", network_timeout=REQUEST_TIMEOUT_S)
+        request = httpclient.InferInput("frame", [1, *frame.shape], "UINT8")
+        request.set_data_from_numpy(frame[None])
+        try:
+            for _ in range(limit):
+                after = until.is_set()
+                try:
+                    client.infer("clip_lit", [request])
+                    outcomes.append((after, "ok"))
+                except httpclient.InferenceServerException as error:
+                    outcomes.append((after, f"{error.status()} {error.message()}"))
+                except Exception as error:  # a dropped connection: what a drain must never do to accepted work
+                    outcomes.append((after, type(error).__name__))
+                if after:
+                    break
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads, outcomes
+
+
+def test_sigterm_under_load_drains_every_accepted_request_and_exits_0(server_env, tmp_path, monkeypatch):
+    """8 clients keep the shipped student busy; on SIGTERM readiness goes at once, every request sent before it is
+    answered (none cut off), later ones on open connections get a clean 503, and the command exits 0."""
+    monkeypatch.setenv("CLIPLIT_HOME", str(tmp_path / "home"))
+    server = start_server(server_env, "clip-lit-rt", tmp_path / "server.log", "--threads", "1", "--max-side", "256")
     try:
-        # eight requests of four 64×96 frames, all sent at once: one instance runs them one after another, so when
-        # the first answer arrives the others are queued or running in the server. The client holds its HTTP
-        # connections open until it has all answers, as real clients do (Triton drains them before stopping).
-        batches = [frames_of(4, seed=10 + i, sizes=((64, 96),)) for i in range(8)]
-        with Enhancer.open(server.url, TritonOptions(timeout=REQUEST_TIMEOUT_S, in_flight=8)) as remote:
-            pending = [remote.submit(batch) for batch in batches]
-            handles = [future for group in pending for part in group for future in part.handle]
-            deadline = time.monotonic() + REQUEST_TIMEOUT_S
-            while not any(future.done() for future in handles) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            in_flight = sum(not future.done() for future in handles)
-            server.process.send_signal(signal.SIGTERM)
-            results = [remote.collect(group) for group in pending]
-        assert in_flight >= 4, "the server answered too fast for the test to stop it mid-work"
-        for batch, result in zip(batches, results, strict=True):
-            assert all(np.array_equal(a, b) for a, b in zip(result, local.enhance_batch(batch), strict=True))
-        assert server.process.wait(timeout=60) == 0, server.log_tail()
-        log = server.log.read_text(errors="replace")
-        assert "server stopped" in log
-        assert "Exit timeout expired" not in log  # Triton stopped cleanly, not by giving up on open work
+        signalled = threading.Event()
+        frame = frames_of(1, seed=11, sizes=((144, 256),))[0]
+        threads, outcomes = closed_loop_clients(server, 8, frame, signalled, limit=400)
+        deadline = time.monotonic() + REQUEST_TIMEOUT_S
+        while sum(outcome == (False, "ok") for outcome in outcomes) < 16 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.process.send_signal(signal.SIGTERM)
+        signalled.set()
+        time.sleep(0.5)
+        assert http_status(f"http://127.0.0.1:{server.http}/v2/health/ready") != 200
+        for thread in threads:
+            thread.join(timeout=REQUEST_TIMEOUT_S)
+        assert not any(thread.is_alive() for thread in threads)
+        assert server.process.wait(timeout=REQUEST_TIMEOUT_S) == 0, server.log_tail()
     finally:
         stop_server(server)
+    before = [outcome for after, outcome in outcomes if not after]
+    after = [outcome for after, outcome in outcomes if after]
+    assert before.count("ok") >= 16
+    # a full queue answers 503 at once (clients retry); nothing else, and nothing cut off, before or after SIGTERM
+    allowed = {"ok", "503 [request id: <id_unknown>] Exceeds maximum queue size"}
+    assert set(before) <= allowed, sorted(set(before))
+    refused = "503 the server is stopping (draining); retry on another server"
+    assert set(after) <= allowed | {refused}, sorted(set(after))
+    assert len(after) == 8
+    log = server.log.read_text(errors="replace")
+    assert "draining: no new requests" in log and "server stopped after a drain of" in log
+
+
+def tree_memory(pid: int) -> int:
+    """Resident memory of ``pid`` and all its descendants (tritonserver, its stubs), summed: shared pages count
+    once per process, so this errs high."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+            total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * 4096
+        except (OSError, ValueError):
+            continue  # a process that just exited
+    return total
+
+
+def test_the_teacher_within_max_memory_answers_4_clients_of_720p(server_env, float_onnx, local, tmp_path):
+    """--max-memory 2G: four clients' 720p frames are all answered (tiled, as `cliplit enhance` would) and the
+    server's whole process tree stays under 2.6 GB; started without --address, it listens on loopback only."""
+    log = tmp_path / "server.log"
+    server = start_server(server_env, float_onnx, log, "--max-memory", "2G", "--max-side", "1280", address=False)
+    try:
+        peak = [tree_memory(server.process.pid)]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak.append(tree_memory(server.process.pid))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        frames = frames_of(4, seed=12, sizes=((720, 1280),))
+        answers: list[np.ndarray | BaseException | None] = [None] * 4
+
+        def send(index: int) -> None:
+            try:
+                answers[index] = raw_infer(server, frames[index][None], "UINT8")[0]
+            except BaseException as error:
+                answers[index] = error
+
+        clients = [threading.Thread(target=send, args=(i,), daemon=True) for i in range(4)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(timeout=300)
+        done.set()
+        sampler.join(timeout=5)
+    finally:
+        assert stop_server(server) == 0
+    assert all(isinstance(answer, np.ndarray) for answer in answers), answers
+    assert max(peak) < 2.6e9, f"the server's process tree peaked at {max(peak) / 1e9:.2f} GB"
+    text = log.read_text(errors="replace")
+    assert "memory budget 2.0 GiB" in text and "running them in tiles" in text
+    assert "no authentication" not in text  # the default address is loopback
+    want = local.enhance(frames[0])  # the tiled result is the untiled one, within rounding
+    assert np.abs(answers[0].astype(int) - want.astype(int)).max() <= 1
 
 
 def test_the_shipped_student_is_served_by_name_without_torch(server_env, tmp_path, monkeypatch):
@@ -337,7 +465,7 @@ def test_the_shipped_student_is_served_by_name_without_torch(server_env, tmp_pat
     no_torch = subprocess.run([str(server_env.python), "-c", "import torch"], capture_output=True, check=False)
     assert no_torch.returncode != 0
     monkeypatch.setenv("CLIPLIT_HOME", str(tmp_path / "home"))
-    server = start_server(server_env, "clip-lit-rt", tmp_path / "server.log", "--exit-timeout", "10")
+    server = start_server(server_env, "clip-lit-rt", tmp_path / "server.log")
     try:
         frames = frames_of(2, seed=9)
         with Enhancer.open(server.url) as remote, Enhancer.open("clip-lit-rt", "onnxruntime") as here:
