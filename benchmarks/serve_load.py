@@ -1,13 +1,18 @@
-"""Load on `cliplit serve`: throughput and latency at 1, 4 and 8 concurrent clients, against the Enhancer in-process.
+"""Load on `cliplit serve`: throughput, latency and the server's peak memory at 1, 4, 8 and 16 concurrent clients,
+against the Enhancer in-process.
 
-    python -m cliplit.benchmarks.serve_load --model clip-lit.onnx [--size 144x256] [--frames 24] [--clients 1,4,8]
+    python -m cliplit.benchmarks.serve_load --model clip-lit.onnx [--size 720x1280] [--frames 48]
+        [--clients 1,4,8,16] [--max-memory 2G] [--max-side 1280]
 
 First the Enhancer runs the frames one by one in this process (the baseline: no serialization, no network). Then a
 `cliplit serve` subprocess on 127.0.0.1 serves the same model, and for each client count that many threads, each
 with its own triton:// client, send their share of the frames one request at a time (closed loop) over HTTP. Per
 request latency is from send to answer; throughput is frames over the wall time of the phase. Every phase also
 records the CPU that other processes used meanwhile (machine busy time minus this process and the server's), since
-the numbers are only comparable on a quiet machine. Frames are uniform noise (speed does not depend on content).
+the numbers are only comparable on a quiet machine, and the peak resident memory of the server's whole process tree
+(`cliplit serve`, tritonserver, its instances; sampled every 50 ms, resident sets summed, so shared pages count once
+per process and it errs high). The server is stopped with SIGTERM and must exit 0. Frames are uniform noise (speed
+does not depend on content).
 """
 
 from __future__ import annotations
@@ -38,10 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="the .onnx model to serve and to run in-process")
     parser.add_argument("--size", default="144x256", help="HxW of the frames (default: %(default)s)")
     parser.add_argument("--frames", type=int, default=24, help="frames per phase (default: %(default)s)")
-    parser.add_argument("--clients", default="1,4,8", help="client counts (default: %(default)s)")
+    parser.add_argument("--clients", default="1,4,8,16", help="client counts (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads, here and per instance")
     parser.add_argument("--instances", type=int, default=1, help="server model instances (default: 1)")
-    parser.add_argument("--max-batch", type=int, default=8, help="server max batch (default: %(default)s)")
+    parser.add_argument("--max-batch", type=int, default=None, help="server max batch (default: the server's)")
+    parser.add_argument("--max-memory", default=None, help="the server's --max-memory (default: the server's)")
+    parser.add_argument("--max-side", type=int, default=None, help="the server's --max-side (default: the server's)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     height, width = (int(side) for side in args.size.split("x"))
@@ -56,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for clients in (int(text) for text in args.clients.split(",")):
             results["phases"].append(_served(url, metrics, clients, frames, server.pid))
+            print(json.dumps(results["phases"][-1]), file=sys.stderr, flush=True)  # a long run shows its progress
     finally:
         server.send_signal(signal.SIGTERM)
-        server.wait(timeout=120)
+        if server.wait(timeout=600) != 0:
+            raise SystemExit(f"cliplit serve exited with {server.returncode} on SIGTERM")
     results["load_after"] = load_snapshot()
     print(_table(results, args))
     if args.json is not None:
@@ -89,7 +98,20 @@ def _served(url: str, metrics: str, clients: int, frames: list[np.ndarray], serv
                 thread.join()
 
         frames0, batches0 = _batch_counters(metrics)
+        peak = [0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], _tree_memory(server_pid))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         phase = _phase(f"cliplit serve, {clients} client(s)", clients, run_all, [None], server_pid)
+        done.set()
+        sampler.join()
+        phase["server_peak_bytes"] = peak[0]
         frames1, batches1 = _batch_counters(metrics)
         phase["mean_batch"] = (frames1 - frames0) / max(1, batches1 - batches0)
         phase["latency_ms"] = _percentiles(latencies)
@@ -147,7 +169,13 @@ def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str, str]
             ports.append(sock.getsockname()[1])
     command = [sys.executable, "-m", "cliplit.runtime.cli", "serve", "--model", args.model, "--address", "127.0.0.1"]
     command += ["--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
-    command += ["--threads", str(args.threads), "--instances", str(args.instances), "--max-batch", str(args.max_batch)]
+    command += ["--threads", str(args.threads), "--instances", str(args.instances)]
+    for option, value in (
+        ("--max-batch", args.max_batch),
+        ("--max-memory", args.max_memory),
+        ("--max-side", args.max_side),
+    ):
+        command += [option, str(value)] if value is not None else []
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and server.poll() is None:
@@ -194,21 +222,37 @@ def _tree_cpu(pid: int | None) -> float:
     return total
 
 
+def _tree_memory(pid: int) -> int:
+    """Resident bytes of ``pid`` and its descendants, summed (0 once it has exited)."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+            total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def _table(results: dict, args: argparse.Namespace) -> str:
     lines = [
         f"{results['machine']} ({results['cores']} cores); frames {args.size}, ONNX Runtime {args.threads} threads, "
-        f"server: {args.instances} instance(s), max batch {args.max_batch}; load average before "
+        f"server: {args.instances} instance(s), max batch {args.max_batch or 'default'}, max memory "
+        f"{args.max_memory or 'default'}, max side {args.max_side or 'default'}; load average before "
         f"{results['load_before'].get('load_average')}, after {results['load_after'].get('load_average')}",
         "",
-        "| how | clients | frames | frames/s | p50 ms | p95 ms | mean batch | other processes (cores) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| how | clients | frames | frames/s | p50 ms | p95 ms | mean batch | server peak MiB | other load (cores) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for phase in results["phases"]:
         latency = phase["latency_ms"]
+        peak = phase.get("server_peak_bytes")
         lines.append(
             f"| {phase['phase']} | {phase['clients']} | {phase['frames']} | {phase['fps']:.2f} | "
             f"{latency['p50']:.0f} | {latency['p95']:.0f} | {phase.get('mean_batch', 1):.1f} | "
-            f"{phase['other_load_cores']:.1f} |"
+            f"{'–' if peak is None else f'{peak / (1 << 20):.0f}'} | {phase['other_load_cores']:.1f} |"
         )
     return "\n".join(lines)
 
