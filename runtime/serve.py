@@ -67,8 +67,9 @@ DEFAULT_QUEUE_DELAY_US = 2000
 #: loopback by default: the endpoints have no authentication, so exposing them is the operator's explicit choice
 DEFAULT_ADDRESS = "127.0.0.1"
 INSTALL_HINT = "pip install 'cliplit[serve]'"
-#: tritonserver's own memory with the Python backend loaded and idle (RSS, measured 150-190 MiB on the 2-core CPU
-#: machine, PyTriton 0.7), rounded up: its HTTP/gRPC buffers and the backend's bookkeeping grow a little under load
+#: tritonserver's own share: 38 MiB resident with the Python backend loaded and idle (measured on the 2-core CPU
+#: machine, PyTriton 0.7's build), with room for its HTTP/gRPC buffers and bookkeeping to grow under load (the copies
+#: of the frames themselves are counted in the frames' share)
 TRITON_RESERVE = 256 << 20
 #: copies of a running request's frames: the received HTTP body, the input in the instance's shared memory, the output
 #: there and the response Triton sends back; a queued request holds one (its body)
