@@ -34,6 +34,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("cliplit", ["bench", "--repeats", "0"], "need --repeats >= 1"),
     ("cliplit", ["serve", "--max-batch", "0"], "--max-batch must be at least 1"),
     ("cliplit", ["serve", "--instances", "0"], "--instances must be at least 1"),
+    ("cliplit", ["serve", "--max-memory", "abc"], "not a memory size"),
     ("cliplit", ["export", "--weights", "missing.pth", "--onnx", "x.onnx"], "weights 'missing.pth' not found"),
     ("export-engine", ["--weights", "{junk}", "--onnx", "x.onnx"], "not a zip-format PyTorch checkpoint"),
     ("export-engine", ["--io", "nope", "--onnx", "x.onnx"], "argument --io: invalid choice"),
