@@ -60,3 +60,13 @@ def test_export_engine_help_has_no_internal_notes(capsys):
     text = capsys.readouterr().out
     assert "--onnx" in text and "import" not in text and "cliplit --help" not in text
     assert bench_cli.EXTRA == "bench" and export_cli.EXTRA == "export" and train_cli.EXTRA == "train"
+
+
+def test_export_engine_help_names_every_shipped_weights_name():
+    """`--weights` listed only clip-lit and clip-lit-init, although clip-lit-rt exports the same way."""
+    from cliplit.core.weights import BUNDLED, RELEASED
+
+    parser = argparse.ArgumentParser()
+    export_cli.add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert all(name in text for name in (*RELEASED, *BUNDLED))
