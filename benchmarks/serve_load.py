@@ -36,6 +36,7 @@ from cliplit.benchmarks.machine import cpu_model, load_snapshot
 from cliplit.runtime.backends.onnxruntime import OnnxRuntimeOptions
 from cliplit.runtime.backends.triton import TritonOptions
 from cliplit.runtime.enhancer import Enhancer
+from cliplit.runtime.memory import process_tree_memory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +104,7 @@ def _served(url: str, metrics: str, clients: int, frames: list[np.ndarray], serv
 
         def sample() -> None:
             while not done.is_set():
-                peak[0] = max(peak[0], _tree_memory(server_pid))
+                peak[0] = max(peak[0], process_tree_memory(server_pid))
                 time.sleep(0.05)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -219,20 +220,6 @@ def _tree_cpu(pid: int | None) -> float:
         current = todo.pop()
         total += stats.get(current, 0.0)
         todo += children.get(current, [])
-    return total
-
-
-def _tree_memory(pid: int) -> int:
-    """Resident bytes of ``pid`` and its descendants, summed (0 once it has exited)."""
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo += [int(child) for child in (task / "children").read_text().split()]
-            total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError):
-            continue
     return total
 
 

@@ -73,6 +73,22 @@ def resident_memory() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, the other Unixes KiB
 
 
+def process_tree_memory(pid: int) -> int:
+    """Resident bytes of process ``pid`` and all its descendants, summed (Linux /proc; 0 for a process that has
+    exited). Shared pages count once per process, so this errs high: what a server's budget (its tritonserver and
+    stubs included) is checked against."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+            total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            continue  # a process that just exited
+    return total
+
+
 def default_budget() -> int:
     """What this process may use when no ``--max-memory`` is given: what it holds now plus half of what is still
     available (the other half is left to the rest of the machine); 4 GiB more where nothing can be read."""

@@ -42,7 +42,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from cached_env import build_venv
+from cached_env import cached_venv
 
 REPO = Path(__file__).resolve().parents[1]
 #: where the environments live (default: ~/.cache/cliplit-ci, beside CI's main environment)
@@ -104,12 +104,8 @@ def ensure_environment(directory: Path) -> BaseEnv:
     """The cached environment (built first when missing) with this checkout installed under ``directory``."""
     wanted = requirements()
     target = environment_dir(wanted)
-    python = target / "bin" / "python"
-    created_s = None
-    if not python.is_file():
-        start = time.perf_counter()
-        build_venv(sys.executable, target, wanted, BaseEnvError, "building the base-install test environment")
-        created_s = time.perf_counter() - start
+    what = "building the base-install test environment"
+    python, created_s = cached_venv(sys.executable, target, wanted, BaseEnvError, what)
     start = time.perf_counter()
     site = install_checkout(python, directory)
     env = BaseEnv(python, site, created_s, time.perf_counter() - start)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -44,3 +45,16 @@ def build_venv(
             raise
     finally:
         shutil.rmtree(building, ignore_errors=True)
+
+
+def cached_venv(
+    base_python: str | Path, target: Path, requirements: list[str], error: type[Exception], what: str
+) -> tuple[Path, float | None]:
+    """The python of the venv at ``target``, built first (``build_venv``) when missing, and how long building it took
+    (None when it was reused: test logs report a build, not a reuse)."""
+    python = target / "bin" / "python"
+    if python.is_file():
+        return python, None
+    start = time.perf_counter()
+    build_venv(base_python, target, requirements, error, what)
+    return python, time.perf_counter() - start

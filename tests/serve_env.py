@@ -26,13 +26,12 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
-from cached_env import build_venv
+from cached_env import build_venv, cached_venv
 
 #: exact versions, so what a test checks does not change under it (resolved by pip for cliplit[serve], Nov 2026)
 PINNED: tuple[str, ...] = (
@@ -106,12 +105,8 @@ def ensure_environment(source_dir: Path) -> ServeEnv:
     """The cached environment (built first when missing), with this checkout's cliplit linked into ``source_dir``."""
     wanted = requirements()
     target = environment_dir(wanted)
-    python = target / "bin" / "python"
-    created_s = None
-    if not python.is_file():
-        start = time.perf_counter()
-        build_environment(target, wanted)
-        created_s = time.perf_counter() - start
+    what = "building the serving test environment"
+    python, created_s = cached_venv(sys.executable, target, wanted, ServeEnvError, what)
     env = ServeEnv(python, link_checkout(source_dir), created_s)
     check_environment(env)
     return env

@@ -40,6 +40,7 @@ from cliplit.core.errors import CliplitError
 from cliplit.runtime.backends.triton import TritonOptions
 from cliplit.runtime.cli import main
 from cliplit.runtime.enhancer import Enhancer
+from cliplit.runtime.memory import process_tree_memory
 
 START_TIMEOUT_S = 180  # a loaded 2-core machine needs ~10-40 s (and PyTriton may retry a load)
 REQUEST_TIMEOUT_S = 60
@@ -402,33 +403,18 @@ def test_sigterm_under_load_drains_every_accepted_request_and_exits_0(server_env
     assert "draining: no new requests" in log and "server stopped after a drain of" in log
 
 
-def tree_memory(pid: int) -> int:
-    """Resident memory of ``pid`` and all its descendants (tritonserver, its stubs), summed: shared pages count
-    once per process, so this errs high."""
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo += [int(child) for child in (task / "children").read_text().split()]
-            total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * 4096
-        except (OSError, ValueError):
-            continue  # a process that just exited
-    return total
-
-
 def test_the_teacher_within_max_memory_answers_4_clients_of_720p(server_env, float_onnx, local, tmp_path):
     """--max-memory 2G: four clients' 720p frames are all answered (tiled, as `cliplit enhance` would) and the
     server's whole process tree stays under 2.6 GB; started without --address, it listens on loopback only."""
     log = tmp_path / "server.log"
     server = start_server(server_env, float_onnx, log, "--max-memory", "2G", "--max-side", "1280", address=False)
     try:
-        peak = [tree_memory(server.process.pid)]
+        peak = [process_tree_memory(server.process.pid)]
         done = threading.Event()
 
         def sample() -> None:
             while not done.is_set():
-                peak.append(tree_memory(server.process.pid))
+                peak.append(process_tree_memory(server.process.pid))
                 time.sleep(0.05)
 
         sampler = threading.Thread(target=sample, daemon=True)

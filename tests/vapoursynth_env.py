@@ -17,11 +17,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cached_env import build_venv
+from cached_env import cached_venv
 
 #: exact versions, so the result a test checks does not change under it; bump them together with the key
 PINNED: tuple[str, ...] = (
@@ -121,9 +120,5 @@ def ensure_environment() -> VapourSynthEnv:
     """The cached environment, built first if it is missing (about half a minute with a fast package index)."""
     base, version = find_python()
     target = environment_dir(version)
-    python = target / "bin" / "python"
-    if python.is_file():
-        return VapourSynthEnv(python, None)
-    start = time.perf_counter()
-    build_venv(base, target, PINNED, VapourSynthEnvError, "building the VapourSynth test environment")
-    return VapourSynthEnv(python, time.perf_counter() - start)
+    what = "building the VapourSynth test environment"
+    return VapourSynthEnv(*cached_venv(base, target, list(PINNED), VapourSynthEnvError, what))
