@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from cliplit.core.contract import LIGHT_MAP_EPS, MIN_SIDE, check_frame_size, model_input_from_bgr
+from cliplit.core.contract import MIN_SIDE, check_frame_size, model_input_from_bgr
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import to_bgr8
-from cliplit.core.light_map import apply_light_map_bgr8, to_uint8
+from cliplit.core.light_map import apply_light_map_bgr8, to_uint8, to_uint16
 from cliplit.runtime.backends import Backend, BackendOptions, open_backend
 from cliplit.runtime.temporal import SCENE_CUT_THRESHOLD, LightMapSmoother
 from cliplit.runtime.upsample import UPSAMPLE_METHODS, upsample_light_map
@@ -170,11 +170,11 @@ class Enhancer:
             self._make_room()
             outputs = self.backend.wait(self.backend.submit(batch))
             if full_size and "enhanced" in outputs:
-                return _to_uint16(outputs["enhanced"][0][::-1].transpose(1, 2, 0))
+                return to_uint16(outputs["enhanced"][0][::-1].transpose(1, 2, 0))
             light_map = outputs["light_map"][0, 0]
         # the guided filter's guide is in 8-bit levels; a bilinear upsampling reads only the frame's size
         light_map = upsample_light_map(light_map, to_bgr8(frame) if self.upsample == "guided" else frame, self.upsample)
-        return _apply_light_map_16bit(frame, light_map)
+        return apply_light_map_bgr8(frame, light_map)
 
     def _tiled_16bit(self, frame: np.ndarray, frame8: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
         """Each tile's light map, computed from the 8-bit rounding, divided into the 16-bit tile as it comes."""
@@ -183,7 +183,7 @@ class Enhancer:
         assert self.tiling is not None
         enhanced = np.empty_like(frame)
         for region, light_map in tile_light_maps(self.tiling.split, frame8, tile, on_tile=self.on_tile):
-            enhanced[region.slices] = _apply_light_map_16bit(frame[region.slices], light_map)
+            enhanced[region.slices] = apply_light_map_bgr8(frame[region.slices], light_map)
         return enhanced
 
     def enhance_batch(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -292,23 +292,6 @@ class Enhancer:
             light_map = upsample_light_map(light_map, frame, self.upsample)
             results.append(apply_light_map_bgr8(frame, light_map))
         return results
-
-
-def _to_uint16(values: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] → uint16 levels, rounded like the 8-bit contract: floor(y·65535 + 0.5), clipped."""
-    levels = np.multiply(values, np.float32(65535.0), dtype=np.float32)
-    levels += np.float32(0.5)
-    np.clip(levels, 0.0, 65535.0, out=levels)
-    return levels.astype(np.uint16)
-
-
-def _apply_light_map_16bit(frame: np.ndarray, light_map: np.ndarray) -> np.ndarray:
-    """``apply_light_map_bgr8`` in 16-bit levels: floor(65535·clamp(x / max(L, eps), 0, 1) + 0.5) as uint16."""
-    divisor = np.maximum(light_map, np.float32(LIGHT_MAP_EPS))[:, :, None]
-    levels = np.divide(frame, divisor, dtype=np.float32)
-    levels += np.float32(0.5)
-    np.minimum(levels, np.float32(65535.0), out=levels)
-    return levels.astype(np.uint16)
 
 
 def _checked_dtype(frame: np.ndarray, index: int) -> np.ndarray:
