@@ -11,7 +11,6 @@ from cliplit.benchmarks import cli as bench_cli
 from cliplit.export import cli as export_cli
 from cliplit.runtime.cli import build_parser
 from cliplit.train import cli as train_cli
-from cliplit.train.config import option_help
 
 
 def subcommand_parser(name: str) -> argparse.ArgumentParser:
@@ -51,7 +50,7 @@ def test_train_help_covers_every_option_with_its_default():
         and "(default: 2000)" in text
         and "(default: as --epochs allows)" in text
     )
-    assert all("--" + name.replace("_", "-") in text for name in option_help())
+    assert all("--" + name.replace("_", "-") in text for name in train_cli.OPTIONS.option_strings())
 
 
 def test_export_engine_help_has_no_internal_notes(capsys):

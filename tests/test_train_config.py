@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from cliplit.train import cli
-from cliplit.train.config import ConfigError, TrainConfig, from_mapping, read_config_file, resume_config, write_config
+from cliplit.train.config import ConfigError, TrainConfig, from_mapping, resume_config, write_config
+from cliplit.train.config_files import read_config_file
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -9,21 +9,13 @@ enhancer_best.pth / enhancer_final.pth, which export-engine and the runtime load
 from __future__ import annotations
 
 import argparse
-import types
-import typing
 from pathlib import Path
 
+from cliplit.core.cli_settings import SettingsCli
 from cliplit.core.errors import CliplitError
-from cliplit.train.config import (
-    TrainConfig,
-    from_mapping,
-    option_help,
-    option_types,
-    read_config_file,
-    resume_config,
-)
+from cliplit.train.config import TrainConfig, from_mapping, resume_config
+from cliplit.train.config_files import read_config_file
 
-_METAVARS = {int: "N", float: "X"}
 #: the extra of pyproject.toml this command needs (the `cliplit` dispatcher names it when a module is missing)
 EXTRA = "train"
 
@@ -41,9 +33,14 @@ GROUPS = {
 }
 
 
+#: every field of ``TrainConfig`` is a flag; left out, it keeps the config file's (or the default) value
+OPTIONS = SettingsCli(TrainConfig, groups=GROUPS, type_metavars={int: "N", float: "X", str: "VALUE"})
+#: the settings this command's flags come from (tests/test_cli_help.py checks each field has its flag)
+SETTINGS = (OPTIONS,)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per option of ``TrainConfig``, grouped as in the dataclass; flags left out keep the config file's
-    (or the default) value."""
+    """``--config``, ``--resume`` and one flag per option of ``TrainConfig``, grouped as in the dataclass."""
     parser.usage = "%(prog)s --backlit DIR --well-lit DIR --out DIR [OPTION ...]  (or --config FILE, --resume)"
     parser.add_argument(
         "--config", type=Path, default=None, metavar="FILE", help="YAML or TOML file of options (flags override it)"
@@ -53,44 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue the run in --out from its last checkpoint, exactly where it stopped",
     )
-    kinds = option_types()
-    group = parser
-    for name, (help_text, choices, default, metavar) in option_help().items():
-        if name in GROUPS:
-            group = parser.add_argument_group(GROUPS[name])
-        kind = kinds[name]
-        if typing.get_origin(kind) in (typing.Union, types.UnionType):
-            kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
-        options: dict[str, typing.Any] = {"default": argparse.SUPPRESS, "help": _help(help_text, default)}
-        if kind is bool:
-            options["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(kind) is tuple:
-            options.update(type=float, nargs="+", metavar="W")
-        else:
-            options.update(type=kind, choices=choices)
-            if not choices:
-                options["metavar"] = metavar or _METAVARS.get(kind, "VALUE")
-        group.add_argument("--" + name.replace("_", "-"), **options)
-
-
-def _help(text: str, default: typing.Any) -> str:
-    """The option's help with its default once: none where the text already says it or there is none to show."""
-    if "default:" in text or default is None:
-        return text
-    if default == "":
-        return f"{text} (required)"
-    if isinstance(default, bool):
-        return f"{text} (default: {'on' if default else 'off'})"
-    shown = " ".join(str(v) for v in default) if isinstance(default, tuple) else default
-    return f"{text} (default: {shown})"
+    OPTIONS.add_to(parser, suppress_defaults=True)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Defaults, then the --config file, then the flags given; with --resume, the run's saved config instead of the
     defaults, and only options that do not change what the run computes may differ."""
-    names = option_help()
     requested = read_config_file(args.config) if args.config else {}
-    requested.update({key: value for key, value in vars(args).items() if key in names})
+    requested.update({key: value for key, value in vars(args).items() if key in OPTIONS.option_strings()})
     if not args.resume:
         return from_mapping(requested)
     if not requested.get("out"):

@@ -1,41 +1,27 @@
 """Every training option in one dataclass, readable from YAML or TOML and overridable from the command line.
 
 Defaults are the paper's setting (the released training code's numbers). The dataclass is the single source of truth:
-the CLI flags, the config-file keys and ``docs/training.md`` all derive from the fields and their ``help`` metadata, so
+the CLI flags, the config-file keys and ``docs/training.md`` all derive from the fields and their ``cli`` metadata, so
 an option cannot exist in one place and be missing in another. This module imports no torch.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
-import sys
 import types
 import typing
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+from cliplit.core.cli_settings import setting
 from cliplit.core.errors import CliplitError
 
 
 class ConfigError(CliplitError):
     """An option is unknown, has the wrong type or an invalid value."""
-
-
-def _opt(default: Any, help_text: str, *, choices: tuple[str, ...] | None = None, metavar: str | None = None) -> Any:
-    return field(default=default, metadata={"help": help_text, "choices": choices, "metavar": metavar})
-
-
-class OptionInfo(NamedTuple):
-    """What the CLI and the docs show for one option."""
-
-    help: str
-    choices: tuple[str, ...] | None
-    default: Any
-    metavar: str | None
 
 
 PROMPT_AUGMENT_MODES = ("full", "dihedral", "none")
@@ -53,41 +39,41 @@ class TrainConfig:
     """All options of ``cliplit train``; see docs/training.md for what each stage does with them."""
 
     # Data and output.
-    backlit: str = _opt(
+    backlit: str = setting(
         "", "folder of backlit images (searched recursively); label 0 comes from this folder", metavar="DIR"
     )
-    well_lit: str = _opt(
+    well_lit: str = setting(
         "", "folder of well-lit images (searched recursively); label 1 comes from this folder", metavar="DIR"
     )
-    out: str = _opt("", "run directory: config, logs, checkpoints, samples and the trained enhancer", metavar="DIR")
+    out: str = setting("", "run directory: config, logs, checkpoints, samples and the trained enhancer", metavar="DIR")
 
     # Models.
-    clip_model: str = _opt(
+    clip_model: str = setting(
         "ViT-B-32", "open_clip model name or model-config JSON for the prompts and CLIP loss", metavar="MODEL"
     )
-    clip_pretrained: str = _opt(
+    clip_pretrained: str = setting(
         "openai", "open_clip tag, local checkpoint file, or 'none' (random weights)", metavar="TAG|FILE|none"
     )
-    identity_model: str = _opt(
+    identity_model: str = setting(
         "RN101", "ResNet open_clip model (name or config JSON) for the identity loss", metavar="MODEL"
     )
-    identity_pretrained: str = _opt(
+    identity_pretrained: str = setting(
         "openai", "open_clip tag, local checkpoint file, or 'none' for the identity model", metavar="TAG|FILE|none"
     )
-    clip_cache_dir: str | None = _opt(
+    clip_cache_dir: str | None = setting(
         None, "where open_clip caches downloaded weights (default: its own cache)", metavar="DIR"
     )
-    offline: bool = _opt(False, "never download CLIP weights; use only local files and caches")
-    init_enhancer: str = _opt(
+    offline: bool = setting(False, "never download CLIP weights; use only local files and caches", negatable=True)
+    init_enhancer: str = setting(
         "clip-lit-init",
         "initial enhancer: 'clip-lit-init' (released), a .pth path, or 'none' (random + warm-up)",
         metavar="NAME|FILE|none",
     )
-    init_prompts: str | None = _opt(
+    init_prompts: str | None = setting(
         None, "initial prompt pair (.pt from a run or the released .pth); skips stage 1", metavar="FILE"
     )
-    prompt_length: int = _opt(16, "number of placeholder tokens 'X' in each prompt")
-    clip_resize: str = _opt(
+    prompt_length: int = setting(16, "number of placeholder tokens 'X' in each prompt")
+    clip_resize: str = setting(
         "bilinear",
         "how images are resized to CLIP's input: 'bilinear' without antialiasing (the official code) or "
         "'bicubic-antialias' (CLIP's own preprocessing)",
@@ -95,73 +81,73 @@ class TrainConfig:
     )
 
     # Schedule.
-    epochs: int | None = _opt(
+    epochs: int | None = setting(
         2000,
         "training length in the official code's epochs: a stage takes ceil(iterations / batches per epoch) of them, "
         "stage 1, stage 2 and each round one more; 'none': no limit (then --rounds decides)",
     )
-    rounds: int | None = _opt(None, "stop after this many rounds of stages 3 and 4 (default: as --epochs allows)")
-    prompt_init_iters: int = _opt(8000, "stage 1: prompt initialisation iterations")
-    warmup_iters: int = _opt(1000, "stage 2: enhancer warm-up iterations (only with --init-enhancer none)")
-    warmup_check_iters: int = _opt(
+    rounds: int | None = setting(None, "stop after this many rounds of stages 3 and 4 (default: as --epochs allows)")
+    prompt_init_iters: int = setting(8000, "stage 1: prompt initialisation iterations")
+    warmup_iters: int = setting(1000, "stage 2: enhancer warm-up iterations (only with --init-enhancer none)")
+    warmup_check_iters: int = setting(
         100, "stage 2: after this many iterations of an attempt, check the mean PSNR of the last 30 every iteration"
     )
-    warmup_min_psnr: float = _opt(
+    warmup_min_psnr: float = setting(
         8.0, "stage 2: re-initialise the enhancer when that mean luma PSNR is below this (dB)"
     )
-    warmup_restart_iters: int = _opt(100, "stage 2: iterations each re-initialisation adds")
-    warmup_max_restarts: int = _opt(100, "stage 2: safety limit on re-initialisations (the official code has none)")
-    enhance_iters: int = _opt(2100, "stage 3: enhancer iterations per round")
-    enhance_extend_iters: int = _opt(60, "stage 3: iterations added while the loss is above the threshold")
-    enhance_extend_above: float = _opt(90.0, "stage 3: loss threshold for extending the stage")
-    refine_iters: int = _opt(1000, "stage 4: prompt refinement iterations per round")
-    refine_extend_iters: int = _opt(100, "stages 1 and 4: iterations added while the loss is above the threshold")
-    refine_extend_above: float = _opt(60.0, "stages 1 and 4: loss threshold for extending the stage")
-    extension_test: str = _opt(
+    warmup_restart_iters: int = setting(100, "stage 2: iterations each re-initialisation adds")
+    warmup_max_restarts: int = setting(100, "stage 2: safety limit on re-initialisations (the official code has none)")
+    enhance_iters: int = setting(2100, "stage 3: enhancer iterations per round")
+    enhance_extend_iters: int = setting(60, "stage 3: iterations added while the loss is above the threshold")
+    enhance_extend_above: float = setting(90.0, "stage 3: loss threshold for extending the stage")
+    refine_iters: int = setting(1000, "stage 4: prompt refinement iterations per round")
+    refine_extend_iters: int = setting(100, "stages 1 and 4: iterations added while the loss is above the threshold")
+    refine_extend_above: float = setting(60.0, "stages 1 and 4: loss threshold for extending the stage")
+    extension_test: str = setting(
         "last-loss",
         "what the extension thresholds test at a stage's last iteration: 'last-loss' (that batch's loss, as the "
         "official code) or 'running-mean' (the mean of the last --running-loss-window losses)",
         choices=EXTENSION_TESTS,
     )
-    max_extensions: int = _opt(1000, "safety limit on extensions per stage (the official code has none)")
-    best_enhancer: str = _opt(
+    max_extensions: int = setting(1000, "safety limit on extensions per stage (the official code has none)")
+    best_enhancer: str = setting(
         "official",
         "stage 3's best model (its outputs are the round's results): 'official' (every 20 iterations, the sum of the "
         "last 30 losses / 30) or 'running-mean' (every iteration, the running loss)",
         choices=BEST_ENHANCER_RULES,
     )
-    stage3_prompts: str = _opt(
+    stage3_prompts: str = setting(
         "latest",
         "prompts stage 3 uses: 'latest' (as the official code) or 'best' (lowest running loss in stage 4)",
         choices=STAGE3_PROMPTS,
     )
-    running_loss_window: int = _opt(20, "iterations averaged into the running loss (logs, best prompts, options)")
+    running_loss_window: int = setting(20, "iterations averaged into the running loss (logs, best prompts, options)")
 
     # Sizes.
-    batch_size: int = _opt(8, "enhancer batch size (stages 2 and 3), per process")
-    prompt_batch_size: int = _opt(16, "prompt batch size (stages 1 and 4), per process")
-    image_size: int = _opt(512, "enhancer training images are resized to this square size")
-    prompt_image_size: int = _opt(256, "prompt training images and the per-round results use this square size")
+    batch_size: int = setting(8, "enhancer batch size (stages 2 and 3), per process")
+    prompt_batch_size: int = setting(16, "prompt batch size (stages 1 and 4), per process")
+    image_size: int = setting(512, "enhancer training images are resized to this square size")
+    prompt_image_size: int = setting(256, "prompt training images and the per-round results use this square size")
 
     # Optimisers.
-    prompt_lr: float = _opt(5e-6, "Adam learning rate of the prompts")
-    prompt_weight_decay: float = _opt(1e-3, "Adam weight decay of the prompts")
-    enhancer_lr: float = _opt(2e-5, "Adam learning rate of the enhancer")
-    enhancer_weight_decay: float = _opt(1e-3, "Adam weight decay of the enhancer")
+    prompt_lr: float = setting(5e-6, "Adam learning rate of the prompts")
+    prompt_weight_decay: float = setting(1e-3, "Adam weight decay of the prompts")
+    enhancer_lr: float = setting(2e-5, "Adam learning rate of the enhancer")
+    enhancer_weight_decay: float = setting(1e-3, "Adam weight decay of the enhancer")
 
     # Losses.
-    logit_scale: float = _opt(100.0, "prompt logits are this times the cosine similarity")
-    clip_loss_weight: float = _opt(320.0, "stage 3: weight of the mean P(negative | enhanced)")
-    identity_scale: float = _opt(25.0, "scale of the identity loss (stages 2 and 3)")
-    identity_weight: float = _opt(0.9, "stage 3: weight of the (scaled) identity loss")
-    warmup_layer_weights: tuple[float, ...] = _opt((1.0, 1.0, 1.0, 1.0, 1.0), "stage 2: weights of the 5 stages")
-    identity_layer_weights: tuple[float, ...] = _opt((1.0, 1.0, 1.0, 1.0, 0.5), "stage 3: weights of the 5 stages")
-    rank_loss_weight: float = _opt(200.0, "stage 4: weight of the margin ranking loss")
-    rank_margin_no_result: float = _opt(1.0, "stage 4 without results: margin of s(backlit) > s(well-lit)")
-    rank_margin_backlit: float = _opt(0.9, "stage 4 with results: margin of s(backlit) over s(well-lit), s(newest)")
-    rank_margin_one_result: float = _opt(0.2, "stage 4 with one result R: margin of s(R) > s(well-lit)")
-    rank_margin_two_results: float = _opt(0.1, "stage 4 with two results: margin between results and to well-lit")
-    rank_order: str = _opt(
+    logit_scale: float = setting(100.0, "prompt logits are this times the cosine similarity")
+    clip_loss_weight: float = setting(320.0, "stage 3: weight of the mean P(negative | enhanced)")
+    identity_scale: float = setting(25.0, "scale of the identity loss (stages 2 and 3)")
+    identity_weight: float = setting(0.9, "stage 3: weight of the (scaled) identity loss")
+    warmup_layer_weights: tuple[float, ...] = setting((1.0, 1.0, 1.0, 1.0, 1.0), "stage 2: weights of the 5 stages")
+    identity_layer_weights: tuple[float, ...] = setting((1.0, 1.0, 1.0, 1.0, 0.5), "stage 3: weights of the 5 stages")
+    rank_loss_weight: float = setting(200.0, "stage 4: weight of the margin ranking loss")
+    rank_margin_no_result: float = setting(1.0, "stage 4 without results: margin of s(backlit) > s(well-lit)")
+    rank_margin_backlit: float = setting(0.9, "stage 4 with results: margin of s(backlit) over s(well-lit), s(newest)")
+    rank_margin_one_result: float = setting(0.2, "stage 4 with one result R: margin of s(R) > s(well-lit)")
+    rank_margin_two_results: float = setting(0.1, "stage 4 with two results: margin between results and to well-lit")
+    rank_order: str = setting(
         "released",
         "stage 4 with two results: 'released' ranks s(newer) > s(older) as the released code; "
         "'progressive' ranks s(older) > s(newer)",
@@ -169,38 +155,42 @@ class TrainConfig:
     )
 
     # Augmentation.
-    prompt_augment: str = _opt(
+    prompt_augment: str = setting(
         "full",
         "stages 1 and 4: 'full' (symmetries, zoom, rotation), 'dihedral' (the 8 flip/quarter-turn symmetries only; "
         "image features are computed once and cached, much faster) or 'none' (cached)",
         choices=PROMPT_AUGMENT_MODES,
     )
-    enhance_augment: bool = _opt(True, "stages 2 and 3: random symmetries, zoom and rotation")
-    zoom_prob: float = _opt(0.3, "probability of a zoom (after the random symmetry)")
-    enhance_zoom: tuple[float, ...] = _opt((0.7, 1.3), "stages 2 and 3: zoom factors per axis, uniform in LOW HIGH")
-    prompt_zoom: tuple[float, ...] = _opt((0.5, 1.5), "stages 1 and 4: zoom factors per axis, uniform in LOW HIGH")
-    rotation_prob: float = _opt(0.3, "probability of a rotation (after the zoom)")
-    max_rotation: float = _opt(90.0, "rotations are uniform in [-max_rotation, max_rotation] degrees")
+    enhance_augment: bool = setting(True, "stages 2 and 3: random symmetries, zoom and rotation")
+    zoom_prob: float = setting(0.3, "probability of a zoom (after the random symmetry)")
+    enhance_zoom: tuple[float, ...] = setting((0.7, 1.3), "stages 2 and 3: zoom factors per axis, uniform in LOW HIGH")
+    prompt_zoom: tuple[float, ...] = setting((0.5, 1.5), "stages 1 and 4: zoom factors per axis, uniform in LOW HIGH")
+    rotation_prob: float = setting(0.3, "probability of a rotation (after the zoom)")
+    max_rotation: float = setting(90.0, "rotations are uniform in [-max_rotation, max_rotation] degrees")
 
     # Runtime.
-    device: str = _opt(
+    device: str = setting(
         "auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'; torchrun sets one per rank", metavar="DEVICE"
     )
-    seed: int = _opt(0, "seed of every random choice (data order, augmentation, random initialisations)")
-    amp: str = _opt(
+    seed: int = setting(0, "seed of every random choice (data order, augmentation, random initialisations)")
+    amp: str = setting(
         "official",
         "precision of the CLIP models: 'official' (on CUDA the identity model in FP16, the CLIP ViT in FP32, as the "
         "official code; FP32 on CPU), or autocast of both: 'auto' (on for CUDA), 'on' or 'off' (FP32)",
         choices=AMP_MODES,
     )
-    amp_dtype: str = _opt("bfloat16", "mixed-precision type (float16 uses a gradient scaler)", choices=AMP_DTYPES)
-    num_workers: int = _opt(2, "data-loading worker processes per training process (0: load in the main process)")
-    checkpoint_every: int = _opt(500, "save a resumable checkpoint every this many iterations (and after each stage)")
-    log_every: int = _opt(10, "write a log row every this many iterations")
-    num_samples: int = _opt(4, "backlit images shown in the per-round sample sheets")
-    max_steps: int | None = _opt(None, "stop (with a resumable checkpoint) once this many iterations are done in all")
-    progress: bool = _opt(True, "show progress bars")
-    export_padding: str = _opt(
+    amp_dtype: str = setting("bfloat16", "mixed-precision type (float16 uses a gradient scaler)", choices=AMP_DTYPES)
+    num_workers: int = setting(2, "data-loading worker processes per training process (0: load in the main process)")
+    checkpoint_every: int = setting(
+        500, "save a resumable checkpoint every this many iterations (and after each stage)"
+    )
+    log_every: int = setting(10, "write a log row every this many iterations")
+    num_samples: int = setting(4, "backlit images shown in the per-round sample sheets")
+    max_steps: int | None = setting(
+        None, "stop (with a resumable checkpoint) once this many iterations are done in all"
+    )
+    progress: bool = setting(True, "show progress bars")
+    export_padding: str = setting(
         "test",
         "padding recorded in the saved enhancers ('test': reflect, as the released inference runs)",
         choices=("test", "train"),
@@ -264,7 +254,7 @@ def _limits(config: TrainConfig) -> Iterator[str]:
 
 def _not_a_choice(config: TrainConfig) -> Iterator[str]:
     for item in fields(config):
-        choices = item.metadata.get("choices")
+        choices = item.metadata["cli"].choices
         if choices and getattr(config, item.name) not in choices:
             yield f"{_flag(item.name)} must be one of {', '.join(choices)} (got {getattr(config, item.name)!r})"
 
@@ -300,22 +290,9 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def option_types() -> dict[str, Any]:
-    """Field name -> resolved type annotation (the module uses postponed annotations)."""
-    return typing.get_type_hints(TrainConfig)
-
-
-def option_help() -> dict[str, OptionInfo]:
-    """Field name -> what the CLI and the docs show for it."""
-    return {
-        item.name: OptionInfo(item.metadata["help"], item.metadata["choices"], item.default, item.metadata["metavar"])
-        for item in fields(TrainConfig)
-    }
-
-
 def coerce(name: str, value: Any) -> Any:
     """Convert a file or CLI value to the field's type, with an error naming the option."""
-    kind = option_types()[name]
+    kind = typing.get_type_hints(TrainConfig)[name]
     optional = typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in typing.get_args(kind)
     if optional:
         if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
@@ -378,44 +355,6 @@ def from_mapping(values: Mapping[str, Any], base: TrainConfig | None = None) -> 
             raise ConfigError(f"unknown option {raw_key!r}{hint}")
         updates[key] = coerce(key, value)
     return replace(base or TrainConfig(), **updates)
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The option mapping of a YAML (.yaml, .yml), TOML (.toml) or JSON (.json) file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    text = path.read_text(encoding="utf-8")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        elif suffix == ".toml":
-            data = _toml_loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ConfigError(f"config file {path}: unknown format {suffix!r}; use .yaml, .yml, .toml or .json")
-    except ConfigError:
-        raise
-    except Exception as error:  # the parsers' own exception types differ; all mean "malformed file"
-        raise ConfigError(f"config file {path} is not valid {suffix[1:].upper()}: {error}") from error
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of option names to values")
-    return data
-
-
-def _toml_loads(text: str) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10 only
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise ConfigError("TOML config files need Python 3.11+ or the 'tomli' package; use YAML instead") from None
-    return tomllib.loads(text)
 
 
 def write_config(config: TrainConfig, path: str | Path) -> Path:
