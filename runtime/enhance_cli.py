@@ -32,7 +32,7 @@ from cliplit.runtime.backends.openvino import PRECISIONS, OpenVinoOptions
 from cliplit.runtime.sinks import ImageSink
 from cliplit.runtime.sources import MOTION_SUFFIXES, ImageSource, Item, is_stream_url
 from cliplit.runtime.upsample import UPSAMPLE_METHODS
-from cliplit.runtime.video import DEFAULT_CRF, DEFAULT_PRESET, EncoderSettings, encoder_settings
+from cliplit.runtime.video_encoding import DEFAULT_CRF, DEFAULT_PRESET, EncoderSettings, encoder_settings
 
 if TYPE_CHECKING:
     from cliplit.runtime.enhancer import Enhancer

@@ -21,7 +21,8 @@ from cliplit.core.atomic import atomic_output, check_writable
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import write_image
 from cliplit.runtime.sources import Item
-from cliplit.runtime.video import EncoderSettings, VideoWriter, encoder_settings, precision_warning
+from cliplit.runtime.video_encoding import EncoderSettings, encoder_settings, precision_warning
+from cliplit.runtime.video_write import VideoWriter
 
 
 class ImageSink:

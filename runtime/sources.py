@@ -23,7 +23,8 @@ import numpy as np
 
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import Photo, read_image
-from cliplit.runtime.video import VideoColour, VideoReader
+from cliplit.runtime.video_colour import VideoColour
+from cliplit.runtime.video_read import VideoReader
 
 STREAM_URL = re.compile(r"^(rtsps?|rtmps?|https?|udp|tcp|srt)://", re.IGNORECASE)
 #: how long OpenCV may wait to open a stream or for its next frame before reporting a failure
@@ -100,7 +101,7 @@ class ImageSource(FrameSource):
 
 
 class VideoFileSource(FrameSource):
-    """Every frame of a video file, in order, with its timestamp (see :mod:`cliplit.runtime.video`); a truncated or
+    """Every frame of a video file, in order, with its timestamp (see :mod:`cliplit.runtime.video_read`); a truncated or
     damaged file ends with :attr:`ended_by` saying how many frames were recovered."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:

@@ -26,7 +26,8 @@ from cliplit.runtime.cli import main
 from cliplit.runtime.enhancer import Enhancer
 from cliplit.runtime.sinks import VideoSink
 from cliplit.runtime.sources import Item
-from cliplit.runtime.video import VideoReader, encoder_settings
+from cliplit.runtime.video_encoding import encoder_settings
+from cliplit.runtime.video_read import VideoReader
 
 PHOTOS = ("c5b8b4070688114c602b27933c6699b6", "pexels-daniel-torobekov-5320051")
 FRAMES = 24  # 12 per photo, 2.4 s at 10 fps
@@ -217,7 +218,7 @@ def test_sink_tags_and_converts_by_the_input_colour(tmp_path):
     """The output is tagged with the input's colour (here BT.2020 HLG in full range) and converted to YUV by that
     matrix and range, so a player reading the tags gets the colours back (ffmpeg here, 4:4:4 lossless). Converting by
     BT.709 under these tags would bring the saturated patches back up to 14 levels off."""
-    from cliplit.runtime.video import VideoColour
+    from cliplit.runtime.video_colour import VideoColour
 
     patches = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0], [0, 255, 255], [255, 0, 255], [40, 90, 200]], np.uint8)
     image = np.ascontiguousarray(np.repeat(np.repeat(patches[None], 16, 0), 8, 1))  # 16x48

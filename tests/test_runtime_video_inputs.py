@@ -181,7 +181,8 @@ def test_ffmpeg_failures_name_the_options(tmp_path):
     """Should an encoder still refuse what the checks let through, the message names the options, not ffmpeg's
     internals (here the checks are bypassed to make x264 refuse a preset)."""
     from cliplit.core.errors import CliplitError
-    from cliplit.runtime.video import EncoderSettings, VideoWriter
+    from cliplit.runtime.video_encoding import EncoderSettings
+    from cliplit.runtime.video_write import VideoWriter
 
     settings = EncoderSettings(codec="libx264", crf=18, preset="nonsense", pix_fmt="yuv420p")
     writer = VideoWriter(tmp_path / "x.mp4", 32, 24, time_base=Fraction(1, 10), rate=Fraction(10), settings=settings)
