@@ -480,6 +480,10 @@ class Tiling:
         return tiled_light_map(self.split, frame, tile, on_tile=on_tile)
 
 
+#: the options of another backend that its tiles' ONNX Runtime sessions take over
+TILE_OPTIONS: tuple[str, ...] = ("threads", "device")
+
+
 def open_tiling(
     model: str | os.PathLike[str] | None,
     backend: str | BackendOptions = "auto",
@@ -492,7 +496,7 @@ def open_tiling(
     memory is the server's) and the torch backend with a padding override (the split model has the checkpoint's own
     padding). A distilled student runs whole frames (``STUDENT_BYTES_PER_PIXEL``; it has no split), checked against
     the budget all the same."""
-    from cliplit.runtime.backends import is_student, model_kind, options_for
+    from cliplit.runtime.backends import is_student, model_kind
     from cliplit.runtime.backends.torch import TorchOptions
     from cliplit.runtime.models import ensure_split
 
@@ -505,10 +509,9 @@ def open_tiling(
         return Tiling(None, max_memory, tile=tile, untiled_bytes_per_pixel=STUDENT_BYTES_PER_PIXEL)
     if options is None or isinstance(options, OnnxRuntimeOptions):
         ort_options = options or OnnxRuntimeOptions()
-    else:  # another backend's threads and device, for the ONNX Runtime sessions of the tiles
-        ort_options = options_for(
-            "onnxruntime", **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
-        )
+    else:  # another backend's threads and device carry over to the tiles' sessions (which run FP32 on the CPU/CUDA)
+        carried = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name in TILE_OPTIONS}
+        ort_options = OnnxRuntimeOptions(**carried)
 
     def load() -> SplitModel:
         head, tail = ensure_split(model)

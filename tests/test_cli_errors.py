@@ -26,6 +26,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("cliplit", ["enhance", "{img}", "-o", "out", "--max-memory", "lots"], "not a memory size"),
     ("cliplit", ["enhance", "{img}", "-o", "out", "--model", "clip-lit-rt", "--max-memory", "1K"], "runs whole frames"),
     ("cliplit", ["enhance", "{img}", "-o", "out", "--temporal-smoothing", "2"], "for videos and live sources"),
+    ("cliplit", ["enhance", "{img}", "-o", "out", "--model", "x.engine", "--precision", "fp32"], "built with"),
+    ("cliplit", ["enhance", "{img}", "-o", "out", "--backend", "openvino", "--device", "1"], "--device 1 does not"),
     ("cliplit", ["train", "--config", "missing.yaml"], "config file missing.yaml not found"),
     ("cliplit", ["train", "--epochs", "-1"], "--backlit is required"),
     ("cliplit", ["distill", "--widths", "0"], "the following arguments are required: --images, --out"),

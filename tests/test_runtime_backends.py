@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import types
@@ -17,9 +18,11 @@ from cliplit.core.errors import CliplitError
 from cliplit.core.images import read_image
 from cliplit.core.weights import RELEASED
 from cliplit.runtime import models as default_model
-from cliplit.runtime.backends import open_backend
+from cliplit.runtime.backends import open_backend, options_for
 from cliplit.runtime.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeOptions, default_providers
+from cliplit.runtime.backends.openvino import OpenVinoOptions
 from cliplit.runtime.backends.tensorrt import TensorRTOptions
+from cliplit.runtime.backends.triton import TritonOptions
 
 
 def rgb_batch(height: int = 64, width: int = 96) -> np.ndarray:
@@ -169,6 +172,30 @@ def test_providers_prefer_tensorrt_then_cuda_then_cpu(monkeypatch, cliplit_home)
 def test_impossible_model_backend_pairs_are_clear_errors(model, backend, message):
     with pytest.raises(CliplitError, match=message):
         open_backend(model, backend)
+
+
+@pytest.mark.parametrize(
+    ("backend", "values", "message"),
+    [
+        ("tensorrt", {"precision": "fp32"}, "--precision fp32 does not apply to --backend tensorrt: an engine runs in"),
+        ("tensorrt", {"threads": 2}, "--threads 2 does not apply to --backend tensorrt"),
+        ("openvino", {"device": 1}, "--device 1 does not apply to --backend openvino: OpenVINO runs on the device"),
+        ("onnxruntime", {"precision": "bf16"}, "--precision bf16 does not apply to --backend onnxruntime"),
+        ("torch", {"precision": "fp16"}, "--precision fp16 does not apply to --backend torch"),
+        ("triton", {"device": 1}, "--device 1 does not apply to --backend triton"),
+        ("onnxruntime", {"in_flight": 3}, "the onnxruntime backend has no option 'in_flight'"),
+    ],
+)
+def test_an_option_the_backend_cannot_honour_is_refused_with_the_reason(backend, values, message):
+    with pytest.raises(CliplitError, match=re.escape(message)):
+        options_for(backend, **values)
+
+
+def test_options_not_given_or_honoured_anyway_are_not_errors():
+    assert options_for("tensorrt", threads=None, device=1, precision=None) == TensorRTOptions(device=1)
+    assert options_for("onnxruntime", threads=2, device=0, precision="fp32") == OnnxRuntimeOptions(threads=2)
+    assert options_for("openvino", threads=None, device=0, precision="bf16") == OpenVinoOptions(precision="bf16")
+    assert options_for("triton", threads=None, device=0, precision=None) == TritonOptions()
 
 
 def test_engine_loads_the_tensorrt_backend_lazily(monkeypatch, tmp_path):

@@ -9,25 +9,63 @@ and its ``max_in_flight`` limit, ``describe``, ``details`` and ``close`` — so 
 optional methods. Backends that cannot overlap work inherit the synchronous ``submit``/``wait``. Each backend has a
 frozen dataclass of options (``Options``), subclassing :class:`BackendOptions`, that names the backend it
 configures: passing one to :func:`cliplit.runtime.backends.open_backend` picks that backend, as vs-mlrt's
-``backend=`` argument does.
+``backend=`` argument does. The shared command-line options (``--threads``, ``--device``, ``--precision``) reach it
+through :meth:`BackendOptions.from_values`, which refuses one the backend cannot honour instead of dropping it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from cliplit.core.contract import io_spec
+from cliplit.core.errors import CliplitError
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """A shared option a backend has no field for: the one value it runs with anyway (``honoured``, given without
+    harm; None: no value) and why any other is refused."""
+
+    reason: str
+    honoured: object = None
+
+
+Options = TypeVar("Options", bound="BackendOptions")
 
 
 @dataclass(frozen=True)
 class BackendOptions:
-    """Options of one backend; subclasses set ``backend`` to the registered name they configure."""
+    """Options of one backend; subclasses set ``backend`` to the registered name they configure, validate their
+    fields in ``__post_init__`` and list in ``unsupported`` the shared options they cannot honour, with the reason."""
 
     backend: ClassVar[str] = ""
+    unsupported: ClassVar[dict[str, Unsupported]] = {}
+
+    @classmethod
+    def from_values(cls: type[Options], **values: object) -> Options:
+        """These options from command-line style values, None meaning "not given" (the backend's default).
+
+        A value for an option the backend has no field for is a :class:`CliplitError` saying which option, which
+        backend and why, unless it is the one value the backend runs with anyway: ``--precision fp32`` is what ONNX
+        Runtime does, but an FP16 TensorRT engine cannot honour it, and OpenVINO has no GPU index for ``--device``.
+        """
+        names = {field.name for field in fields(cls)}
+        for name, value in values.items():
+            if value is None or name in names:
+                continue
+            refusal = cls.unsupported.get(name)
+            if refusal is None:
+                raise CliplitError(
+                    f"the {cls.backend} backend has no option {name!r} (it has {', '.join(sorted(names))})"
+                )
+            if value != refusal.honoured:
+                flag = "--" + name.replace("_", "-")
+                raise CliplitError(f"{flag} {value} does not apply to --backend {cls.backend}: {refusal.reason}")
+        return cls(**{name: value for name, value in values.items() if value is not None and name in names})
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import onnxruntime as ort
@@ -28,7 +28,7 @@ import onnxruntime as ort
 from cliplit.core.contract import IO_VARIANTS, META_IO, META_OUTPUTS, META_TEACHER, io_spec, outputs_from_metadata
 from cliplit.core.errors import CliplitError
 from cliplit.core.weights import cliplit_home
-from cliplit.runtime.backends.base import Backend, BackendOptions, Completed
+from cliplit.runtime.backends.base import Backend, BackendOptions, Completed, Unsupported
 
 #: execution providers in order of preference; only those the installed package offers are used
 PREFERRED_PROVIDERS: tuple[str, ...] = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -80,6 +80,9 @@ class OnnxRuntimeOptions(BackendOptions):
     """
 
     backend = "onnxruntime"
+    unsupported: ClassVar[dict[str, Unsupported]] = {
+        "precision": Unsupported("ONNX Runtime runs FP32 (--precision chooses OpenVINO's)", "fp32")
+    }
     threads: int | None = None
     device: int = 0
     providers: tuple[str | tuple[str, dict[str, str]], ...] | None = None

@@ -21,14 +21,14 @@ import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from cliplit.core.contract import IO_VARIANTS, META_IO, META_OUTPUTS, io_spec, outputs_from_metadata
 from cliplit.core.errors import CliplitError
 from cliplit.core.weights import cliplit_home
-from cliplit.runtime.backends.base import Backend, BackendOptions
+from cliplit.runtime.backends.base import Backend, BackendOptions, Unsupported
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 #: OpenVINO's element type names for ``INFERENCE_PRECISION_HINT``
@@ -53,6 +53,12 @@ class OpenVinoOptions(BackendOptions):
     under ``$CLIPLIT_HOME/openvino-cache``."""
 
     backend = "openvino"
+    unsupported: ClassVar[dict[str, Unsupported]] = {
+        "device": Unsupported(
+            "OpenVINO runs on the device it is given by name (OpenVinoOptions.device_name, CPU by default); --device "
+            "is the GPU index of TensorRT, CUDA and torch"
+        )
+    }
     threads: int | None = None
     precision: str | None = None
     device_name: str = "CPU"

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from cliplit.core.errors import CliplitError
 from cliplit.core.shapes import ProfileShapes, format_shape
 from cliplit.core.sidecar import EngineSidecar, check_compatible, read_sidecar
 from cliplit.core.tensorrt import import_tensorrt
-from cliplit.runtime.backends.base import Backend, BackendOptions
+from cliplit.runtime.backends.base import Backend, BackendOptions, Unsupported
 
 DEFAULT_IN_FLIGHT = 2
 
@@ -43,6 +43,12 @@ class TensorRTOptions(BackendOptions):
     ``sidecar``: the engine's sidecar (default: read ``<engine>.json``)."""
 
     backend = "tensorrt"
+    unsupported: ClassVar[dict[str, Unsupported]] = {
+        "threads": Unsupported("an engine runs on the GPU; --threads sets the CPU threads of the other backends"),
+        "precision": Unsupported(
+            "an engine runs in the precision it was built with (export-engine builds FP16, or FP32 with --no-fp16)"
+        ),
+    }
     device: int = 0
     in_flight: int = DEFAULT_IN_FLIGHT
     sidecar: EngineSidecar | None = None

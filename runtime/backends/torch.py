@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from cliplit.core.errors import CliplitError
-from cliplit.runtime.backends.base import Backend, BackendOptions
+from cliplit.runtime.backends.base import Backend, BackendOptions, Unsupported
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,9 @@ class TorchOptions(BackendOptions):
     count for the whole process; ``padding``: override the checkpoint's padding variant."""
 
     backend = "torch"
+    unsupported: ClassVar[dict[str, Unsupported]] = {
+        "precision": Unsupported("the torch backend runs FP32 (--precision chooses OpenVINO's)", "fp32")
+    }
     device: int = 0
     cpu_only: bool = False
     threads: int | None = None

@@ -19,14 +19,14 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from cliplit.core.contract import IO_SPECS
 from cliplit.core.errors import CliplitError
-from cliplit.runtime.backends.base import Backend, BackendOptions
+from cliplit.runtime.backends.base import Backend, BackendOptions, Unsupported
 
 PROTOCOLS = {"triton": "http", "triton+grpc": "grpc"}
 
@@ -36,6 +36,10 @@ class TritonOptions(BackendOptions):
     """``timeout``: seconds to connect and for each request; ``in_flight``: requests a client keeps open at once."""
 
     backend = "triton"
+    unsupported: ClassVar[dict[str, Unsupported]] = {
+        name: Unsupported(f"the model runs on a Triton server, which chooses its own {what}")
+        for name, what in (("threads", "CPU threads"), ("device", "GPU"), ("precision", "precision"))
+    }
     timeout: float = 60.0
     in_flight: int = 4
 
