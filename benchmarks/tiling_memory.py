@@ -24,7 +24,8 @@ import numpy as np
 from cliplit.runtime.backends import open_backend
 from cliplit.runtime.backends.onnxruntime import OnnxRuntimeOptions
 from cliplit.runtime.enhancer import Enhancer
-from cliplit.runtime.tiling import open_tiling, plan_tiles, resident_memory
+from cliplit.runtime.memory import resident_memory
+from cliplit.runtime.tiling import open_tiling, plan_tiles
 
 model, height, width, tile, threads = json.loads(sys.argv[1])
 frame = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)

@@ -45,6 +45,15 @@ def pooled_name(bins: int) -> str:
 TAIL_INPUTS: tuple[str, ...] = (FEATURES, *(pooled_name(b) for b in PPM_BINS), ORIGIN)
 
 
+def bin_bounds(size: int, bins: int) -> list[tuple[int, int]]:
+    """The bins of ``pooled_<bins>`` along one axis of a ``size``-long frame, as PyTorch's adaptive pooling cuts it:
+    bin i is [floor(i·size/bins), ceil((i+1)·size/bins)), so bins overlap where ``size`` is not divisible.
+
+    The one definition in plain integers; the network's exportable pooling (``train.network``) builds the same edges
+    as tensors, since they must follow a dynamic frame size inside the ONNX graph."""
+    return [(i * size // bins, -(-(i + 1) * size // bins)) for i in range(bins)]
+
+
 def split_metadata(
     part: str, halo: int, *, model_name: str, weights_sha256: str, opset: int, version: str, padding: str
 ) -> dict[str, str]:
