@@ -16,6 +16,10 @@ health, metrics and a graceful stop. `cliplit serve` writes a model repository i
 
 The wire format is the ``uint8`` contract whatever the served model's own I/O: input ``frame`` N×H×W×3 uint8 BGR,
 output ``enhanced`` of the same shape, one frame size per request, N ≤ ``max_batch``.
+
+This module runs the server process; what it is given is :class:`~cliplit.runtime.serve_settings.ServeSettings`, how
+the memory is shared out is :mod:`cliplit.runtime.serve_budget`, and each instance's model is
+:mod:`cliplit.runtime.serve_model`.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +48,8 @@ import numpy as np
 
 from cliplit.core.errors import CliplitError
 from cliplit.runtime.backends import BackendOptions
-from cliplit.runtime.memory import available_memory, format_size, resident_memory
+from cliplit.runtime.memory import resident_memory
+from cliplit.runtime.serve_budget import Budget, drain_timeout, plan_budget
 from cliplit.runtime.serve_model import (
     DRAIN_FILE,
     INPUT_NAME,
@@ -56,158 +60,16 @@ from cliplit.runtime.serve_model import (
     check_frames,
     model_file_text,
 )
+from cliplit.runtime.serve_settings import ServeSettings
 
 __all__ = ["BadRequestError", "ServeSettings", "check_frames", "serve"]
 
-DEFAULT_MODEL_NAME = "clip_lit"
-#: largest frame side served by default: 4096 covers landscape and portrait 4K (3840×2160)
-DEFAULT_MAX_SIDE = 4096
-#: how long Triton holds a request to batch it with others: 2 ms is small beside one frame's inference
-DEFAULT_QUEUE_DELAY_US = 2000
-#: loopback by default: the endpoints have no authentication, so exposing them is the operator's explicit choice
-DEFAULT_ADDRESS = "127.0.0.1"
 INSTALL_HINT = "pip install 'cliplit[serve]'"
-#: tritonserver's own share: 38 MiB resident with the Python backend loaded and idle (measured on the 2-core CPU
-#: machine, PyTriton 0.7's build), with room for its HTTP/gRPC buffers and bookkeeping to grow under load (the copies
-#: of the frames themselves are counted in the frames' share)
-TRITON_RESERVE = 256 << 20
-#: copies of a running request's frames: the received HTTP body, the input in the instance's shared memory, the output
-#: there and the response Triton sends back; a queued request holds one (its body)
-RUNNING_COPIES = 4
-#: share of the budget for the requests' frames (running and queued) when --max-batch or --max-queue is not given
-IO_SHARE = 0.25
-DEFAULT_MAX_BATCH = 8
-#: the default --max-batch leaves room for this many queued requests per instance (a queue shorter than the clients
-#: turns load into 503s); then the queue grows into what is left of the share, up to MAX_DEFAULT_QUEUE
-MIN_DEFAULT_QUEUE = 4
-MAX_DEFAULT_QUEUE = 64
-#: the drain timeout: twice the estimated time to run a full queue (the estimate is from an uncontended warm-up
-#: frame; tiled frames do ~10 % more work), plus this
-DRAIN_MARGIN_S = 10.0
 #: once the accepted work is done, how long Triton gets to close client connections before it is stopped for good
 IDLE_CONNECTION_GRACE_S = 3.0
 POLL_S = 0.1
 #: Linux prctl option: a signal for the child when its parent dies (tritonserver must not outlive `cliplit serve`)
 _PR_SET_PDEATHSIG = 1
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """What ``cliplit serve`` runs and how Triton exposes it."""
-
-    model: str | None = None
-    backend: str | BackendOptions = "auto"
-    model_name: str = DEFAULT_MODEL_NAME
-    #: most frames per request and per batch; None: 8, or fewer where the budget's I/O share cannot hold 8
-    max_batch: int | None = None
-    instances: int = 1
-    max_side: int = DEFAULT_MAX_SIDE
-    queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
-    address: str = DEFAULT_ADDRESS
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    #: bytes the whole server (this process, tritonserver and its instances) may hold; None: half the free memory
-    max_memory: int | None = None
-    #: requests Triton queues beyond those running; more get 503 at once. None: derived from the budget
-    max_queue: int | None = None
-    #: seconds to finish accepted requests after SIGTERM; None: derived from the queue bound and measured speed
-    drain_timeout_s: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("max_batch", "instances"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise CliplitError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.max_queue is not None and self.max_queue < 1:
-            raise CliplitError(f"--max-queue must be at least 1, got {self.max_queue}")
-        if self.drain_timeout_s is not None and self.drain_timeout_s <= 0:
-            raise CliplitError(f"--drain-timeout must be more than 0, got {self.drain_timeout_s:g}")
-        if self.queue_delay_us < 0:
-            raise CliplitError(f"--queue-delay-us must be at least 0, got {self.queue_delay_us}")
-        if self.max_side < 2:
-            raise CliplitError(f"--max-side must be at least 2, got {self.max_side}")
-        ports = (self.http_port, self.grpc_port, self.metrics_port)
-        if len(set(ports)) != len(ports) or not all(0 < port < 65536 for port in ports):
-            raise CliplitError(f"--http-port, --grpc-port and --metrics-port must be distinct ports, got {ports}")
-
-    @property
-    def frame_bytes(self) -> int:
-        """The largest frame a request can carry (``max_side``², BGR)."""
-        return self.max_side * self.max_side * 3
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How `cliplit serve` splits --max-memory: Triton's share, the queue's, and each instance's."""
-
-    total: int
-    parent: int
-    triton: int
-    #: bytes the requests' frames may take (queued and running), for requests of up to ``max_batch`` frames
-    io: int
-    max_batch: int
-    max_queue: int
-    per_instance: int
-
-    def describe(self, instances: int) -> str:
-        return (
-            f"memory budget {format_size(self.total)}: {format_size(self.per_instance)} per instance × {instances}, "
-            f"{format_size(self.io)} for the frames of up to {self.max_queue} queued and {instances} running "
-            f"request(s) of up to {self.max_batch} frame(s), {format_size(self.triton + self.parent)} for tritonserver "
-            "and this process"
-        )
-
-
-def io_bytes(settings: ServeSettings, max_batch: int, max_queue: int) -> int:
-    """The most memory the requests' frames take: RUNNING_COPIES of each instance's batch, one of each queued one."""
-    return (settings.instances * RUNNING_COPIES + max_queue) * max_batch * settings.frame_bytes
-
-
-def plan_budget(settings: ServeSettings, instance_base: int, parent: int) -> Budget:
-    """Split the server's budget, or say which option to change when the model cannot run within it.
-
-    ``instance_base``: what one loaded, warmed-up instance holds (measured by the pre-flight); ``parent``: what this
-    process holds. Unless given, --max-batch (at most 8, leaving room for MIN_DEFAULT_QUEUE queued requests per
-    instance) and then --max-queue (at most 64, at least 1) are the largest whose frames fit IO_SHARE of the budget,
-    at their largest (``max_side``²): the budget holds under any load, and a server for 720p cameras gets longer
-    queues and batches by saying --max-side 1280.
-    """
-    if settings.max_memory is not None:
-        total = settings.max_memory
-    else:
-        available = available_memory()
-        total = parent + (available // 2 if available is not None else 4 << 30)
-    share = int(IO_SHARE * total)
-    max_batch = settings.max_batch
-    if max_batch is None:
-        queue = MIN_DEFAULT_QUEUE * settings.instances
-        fitting = [size for size in range(DEFAULT_MAX_BATCH, 0, -1) if io_bytes(settings, size, queue) <= share]
-        max_batch = fitting[0] if fitting else 1
-    max_queue = settings.max_queue
-    if max_queue is None:
-        max_queue = 1
-        while max_queue < MAX_DEFAULT_QUEUE and io_bytes(settings, max_batch, max_queue + 1) <= share:
-            max_queue += 1
-    io = io_bytes(settings, max_batch, max_queue)
-    per_instance = (total - parent - TRITON_RESERVE - io) // settings.instances
-    if per_instance < instance_base * 5 // 4:
-        wanted = parent + TRITON_RESERVE + io + settings.instances * instance_base * 5 // 4
-        raise CliplitError(
-            f"--max-memory {format_size(total)} is too small for this server: one instance holds "
-            f"{format_size(instance_base)} loaded, and {settings.instances} instance(s) with a queue of {max_queue} "
-            f"request(s) of up to {max_batch} frame(s) of up to {settings.max_side}x{settings.max_side} need at least "
-            f"{format_size(wanted)}; raise --max-memory, or lower --max-side, --max-batch, --max-queue or --instances"
-        )
-    return Budget(total, parent, TRITON_RESERVE, io, max_batch, max_queue, per_instance)
-
-
-def drain_timeout(settings: ServeSettings, budget: Budget, seconds_per_pixel: float) -> float:
-    """Seconds to finish every accepted request after SIGTERM: twice the estimated time to run a full queue and the
-    running requests, each at its largest (the frames share the cores, so instances do not divide it)."""
-    if settings.drain_timeout_s is not None:
-        return settings.drain_timeout_s
-    frames = (budget.max_queue + settings.instances) * budget.max_batch
-    return DRAIN_MARGIN_S + 2 * frames * settings.max_side * settings.max_side * seconds_per_pixel
 
 
 def is_loopback(address: str) -> bool:

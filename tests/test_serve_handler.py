@@ -12,15 +12,8 @@ from cliplit.core.errors import CliplitError
 from cliplit.runtime.backends import model_kind, open_backend, select_backend
 from cliplit.runtime.backends.triton import ServerModel, TritonOptions, parse_model_url, server_message
 from cliplit.runtime.enhancer import Enhancer
-from cliplit.runtime.serve import (
-    TRITON_RESERVE,
-    ServeSettings,
-    drain_timeout,
-    exposure_note,
-    plan_budget,
-    repository_config,
-    stub_library_path,
-)
+from cliplit.runtime.serve import exposure_note, repository_config, stub_library_path
+from cliplit.runtime.serve_budget import TRITON_RESERVE, drain_timeout, plan_budget
 from cliplit.runtime.serve_model import (
     BadRequestError,
     Drain,
@@ -29,6 +22,7 @@ from cliplit.runtime.serve_model import (
     UnavailableError,
     check_frames,
 )
+from cliplit.runtime.serve_settings import ServeSettings
 
 GIB = 1 << 30
 
