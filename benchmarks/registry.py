@@ -1,18 +1,22 @@
-"""Every backend ``cliplit bench`` knows, what it needs, and how to load it from the runtime's own code.
+"""The one table of what ``cliplit bench`` measures: runtime backends as users get them, and bench-only variants.
 
-The benchmark measures what users deploy, so it loads backends exactly as the runtime does (``OnnxRuntimeBackend``,
-``OpenVinoBackend``, ``TensorRTBackend`` through ``open_backend``, ``TorchBackend``) and adds only the PyTorch
-variants that exist for comparison (``cliplit.benchmarks.variants``). Each entry can say why it cannot run on this
-machine; the suite records that reason and goes on with the others.
+A runtime entry is a :class:`RuntimeSetup`: a backend of the runtime's registry (``cliplit.runtime.backends``) with
+the options a user passes to ``cliplit enhance --backend B`` (``--precision``, and ``--threads``/``--device`` from
+the bench's own flags), opened with ``open_backend`` as every CLI opens it, so the bench times the configuration
+users run and nothing else. Where one runtime backend has several execution paths (ONNX Runtime's providers), an
+entry keeps one of the runtime's own provider settings instead of writing its own. The PyTorch variants
+(channels_last, FP16 autocast, torch.compile, CUDA graphs) exist only to compare against: they are bench-only
+entries (``cliplit.benchmarks.variants``), marked so in their descriptions and records. Each entry can say why it
+cannot run on this machine; the suite records that reason and goes on with the others.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from cliplit.core.weights import cliplit_home
+from cliplit.core.errors import CliplitError
 from cliplit.runtime.backends.base import Backend
 
 
@@ -25,17 +29,99 @@ class BenchContext:
     """What backends are built from: the weights, an optional engine, the devices and thread count."""
 
     weights: str
-    device: str  # "cpu" or "cuda": where PyTorch variants run
+    device: str  # "cpu" or "cuda": where PyTorch runs
     engine: Path | None = None
     threads: int | None = None
     gpu_index: int = 0
 
-    def onnx(self, io: str) -> Path:
-        """The dynamic-shape ONNX export of the weights in I/O variant ``io``: the runtime's cached export, made
-        (and verified against PyTorch) on first use, so ONNX Runtime runs exactly what ``cliplit enhance`` runs."""
-        from cliplit.runtime.models import ensure_onnx
 
-        return ensure_onnx(self.weights, io)
+@dataclass(frozen=True)
+class RuntimeSetup:
+    """A runtime backend configured as a user configures it; ``build`` opens it through the runtime's registry."""
+
+    backend: str  # a name in cliplit.runtime.backends.REGISTRY
+    io: str = "float"  # the export of the weights an ONNX backend runs: "float" or "uint8"
+    precision: str | None = None  # OpenVINO's --precision
+    provider: str | None = None  # ONNX Runtime: run on this one of the runtime's providers (CPU takes the rest)
+    weights: str | None = None  # the weights it runs whatever --weights says (the student's entries)
+
+    def options(self, context: BenchContext) -> dict[str, object]:
+        """The options a user would pass, only those this backend honours (another is refused, not ignored)."""
+        return _OPTIONS[self.backend](self, context)
+
+    def model(self, context: BenchContext) -> str | Path:
+        """What the backend runs, as a user names it: the weights, their cached ONNX export, or the engine."""
+        from cliplit.runtime.backends import REGISTRY
+
+        runs = REGISTRY[self.backend].runs
+        weights = self.weights or context.weights
+        if runs == "engine":
+            if context.engine is None:
+                raise BackendUnavailable(
+                    "no engine given: pass --engine model.engine (build one with export-engine --engine)"
+                )
+            return context.engine
+        if runs == "onnx":
+            from cliplit.runtime.models import ensure_onnx
+
+            return ensure_onnx(weights, self.io)  # the runtime's own cached export, as `cliplit enhance` runs it
+        return weights
+
+    def build(self, context: BenchContext) -> Backend:
+        """``open_backend(model, options)``; the runtime's clear errors (not installed, no such engine, a precision
+        this CPU lacks) make the entry unavailable, and a GPU provider must really be the session's first."""
+        from cliplit.runtime.backends import open_backend, options_for
+
+        try:
+            backend = open_backend(self.model(context), options_for(self.backend, **self.options(context)))
+        except CliplitError as error:
+            raise BackendUnavailable(str(error)) from error
+        providers = backend.details().get("providers")
+        if self.provider is not None and providers and providers[0] != self.provider:
+            backend.close()
+            raise BackendUnavailable(f"{self.provider} failed to initialise; ONNX Runtime fell back to {providers}")
+        return backend
+
+
+def _onnxruntime_options(setup: RuntimeSetup, context: BenchContext) -> dict[str, object]:
+    return {"threads": context.threads, "providers": _providers(setup.provider, context.gpu_index)}
+
+
+def _openvino_options(setup: RuntimeSetup, context: BenchContext) -> dict[str, object]:
+    return {"threads": context.threads, "precision": setup.precision}
+
+
+def _tensorrt_options(setup: RuntimeSetup, context: BenchContext) -> dict[str, object]:
+    return {"device": context.gpu_index}
+
+
+def _torch_options(setup: RuntimeSetup, context: BenchContext) -> dict[str, object]:
+    return {"device": context.gpu_index, "cpu_only": context.device == "cpu", "threads": context.threads}
+
+
+#: the options each runtime backend takes from a setup and the bench's flags
+_OPTIONS: dict[str, Callable[[RuntimeSetup, BenchContext], dict[str, object]]] = {
+    "onnxruntime": _onnxruntime_options,
+    "openvino": _openvino_options,
+    "tensorrt": _tensorrt_options,
+    "torch": _torch_options,
+}
+
+
+def _providers(provider: str | None, device: int) -> tuple[str | tuple[str, dict[str, str]], ...] | None:
+    """The runtime's own setting of ``provider`` (``default_providers``: GPU index, engine cache, no precision of
+    the bench's choosing) followed by the CPU provider for what it does not take; None: the runtime's default list."""
+    if provider is None:
+        return None
+    from cliplit.runtime.backends.onnxruntime import default_providers
+
+    settings = {item if isinstance(item, str) else item[0]: item for item in default_providers(device)}
+    if provider not in settings:
+        raise BackendUnavailable(
+            f"this onnxruntime build has no {provider} (install onnxruntime-gpu and the CUDA/TensorRT libraries)"
+        )
+    cpu = "CPUExecutionProvider"
+    return (settings[provider],) if provider == cpu else (settings[provider], cpu)
 
 
 @dataclass(frozen=True)
@@ -46,15 +132,31 @@ class BackendEntry:
     description: str
     build: Callable[[BenchContext], Backend]
     precision: str = "float32"  # the arithmetic it mostly runs in ("bfloat16", ...): picks the peak it is compared with
-    gpu: bool = False  # runs its arithmetic on the GPU
-    engine: str | None = None  # "openvino": its reduced-precision peak is measured through that engine
-    weights: str | None = None  # the weights it runs whatever --weights says (the student's entries)
+    runs_on: str = "cpu"  # "cpu", "cuda", or "torch": wherever PyTorch runs on this machine
+    runtime: RuntimeSetup | None = None  # how the runtime's registry builds it; None: a bench-only variant
+
+    @property
+    def bench_only(self) -> bool:
+        """Whether no runtime backend runs this configuration (it is measured only to compare with)."""
+        return self.runtime is None
+
+    @property
+    def weights(self) -> str | None:
+        """The weights it runs whatever --weights says, if any."""
+        return self.runtime.weights if self.runtime is not None else None
 
     def peak_device(self, context: BenchContext) -> str:
-        return "cuda" if self.gpu or (self.name.startswith("torch") and context.device == "cuda") else "cpu"
+        """Where its arithmetic runs here ("cpu" or "cuda"), for its peak and its clock."""
+        return context.device if self.runs_on == "torch" else self.runs_on
 
 
-def _torch_variant(name: str) -> Callable[[BenchContext], Backend]:
+def _runtime(name: str, description: str, setup: RuntimeSetup, precision: str = "float32") -> BackendEntry:
+    gpu = setup.backend == "tensorrt" or setup.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+    runs_on = "cuda" if gpu else "torch" if setup.backend == "torch" else "cpu"
+    return BackendEntry(name, description, setup.build, precision, runs_on, setup)
+
+
+def _bench_only(name: str, description: str, precision: str = "float32") -> BackendEntry:
     def build(context: BenchContext) -> Backend:
         from cliplit.benchmarks.variants import TorchVariant, unavailable_reason
 
@@ -63,165 +165,76 @@ def _torch_variant(name: str) -> Callable[[BenchContext], Backend]:
             raise BackendUnavailable(reason)
         return TorchVariant(context.weights, name, context.device, threads=context.threads)
 
-    return build
-
-
-def _torch_baseline(context: BenchContext) -> Backend:
-    from cliplit.runtime.backends.torch import TorchBackend, TorchOptions
-
-    options = TorchOptions(device=context.gpu_index, cpu_only=context.device == "cpu", threads=context.threads)
-    return TorchBackend(context.weights, options)
-
-
-def _onnxruntime(io: str, provider: str | None) -> Callable[[BenchContext], Backend]:
-    """ONNX Runtime on one execution provider; GPU providers must really be the session's first, not a fallback."""
-
-    def build(context: BenchContext) -> Backend:
-        import onnxruntime as ort
-
-        from cliplit.runtime.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeOptions
-
-        providers: list[str | tuple[str, dict[str, str]]] = ["CPUExecutionProvider"]
-        if provider is not None:
-            if provider not in ort.get_available_providers():
-                raise BackendUnavailable(
-                    f"this onnxruntime build has no {provider} "
-                    "(install onnxruntime-gpu and the CUDA/TensorRT libraries)"
-                )
-            providers.insert(0, (provider, _provider_options(provider, context)))
-        options = OnnxRuntimeOptions(threads=context.threads, providers=tuple(providers))
-        backend = OnnxRuntimeBackend(context.onnx(io), options)
-        if provider is not None and backend.providers[0] != provider:
-            raise BackendUnavailable(f"{provider} failed to initialise; ONNX Runtime fell back to {backend.providers}")
-        return backend
-
-    return build
-
-
-def _provider_options(provider: str, context: BenchContext) -> dict[str, str]:
-    options = {"device_id": str(context.gpu_index)}
-    if provider == "TensorrtExecutionProvider":
-        # FP16 as the native engines use it; the engine cache keeps rebuilds out of repeated runs
-        options.update(
-            {
-                "trt_fp16_enable": "True",
-                "trt_engine_cache_enable": "True",
-                "trt_engine_cache_path": str(cliplit_home() / "ort-tensorrt-cache"),
-            }
-        )
-    return options
+    return BackendEntry(name, f"bench-only: {description}", build, precision, "torch")
 
 
 STUDENT_WEIGHTS = "clip-lit-rt"
-
-
-def _student(io: str) -> Callable[[BenchContext], Backend]:
-    """ONNX Runtime CPU on the distilled real-time student, whatever --weights names, so it runs beside the teacher."""
-    build = _onnxruntime(io, None)
-    return lambda context: build(replace(context, weights=STUDENT_WEIGHTS))
-
-
-def _openvino(io: str, precision: str) -> Callable[[BenchContext], Backend]:
-    """OpenVINO on the CPU in one fixed precision (what ``--backend openvino --precision P`` runs); a precision this
-    CPU cannot compute natively makes the entry unavailable, with OpenVINO's reason, instead of an FP32 stand-in."""
-
-    def build(context: BenchContext) -> Backend:
-        from cliplit.core.errors import CliplitError
-        from cliplit.runtime.backends import installed
-        from cliplit.runtime.backends.openvino import INSTALL_HINT, OpenVinoBackend, OpenVinoOptions
-
-        if not installed("openvino"):
-            raise BackendUnavailable(f"OpenVINO is not installed ({INSTALL_HINT})")
-        try:
-            return OpenVinoBackend(context.onnx(io), OpenVinoOptions(threads=context.threads, precision=precision))
-        except CliplitError as error:
-            raise BackendUnavailable(str(error)) from error
-
-    return build
-
-
-def _tensorrt(context: BenchContext) -> Backend:
-    if context.engine is None:
-        raise BackendUnavailable("no engine given: pass --engine model.engine (build one with export-engine --engine)")
-    if not Path(context.engine).is_file():
-        raise BackendUnavailable(f"engine {context.engine} does not exist")
-    from cliplit.runtime.backends.tensorrt import TensorRTBackend, TensorRTOptions
-
-    return TensorRTBackend(context.engine, TensorRTOptions(device=context.gpu_index))
-
+CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 BACKENDS: dict[str, BackendEntry] = {
     entry.name: entry
     for entry in (
-        BackendEntry("torch", "PyTorch eager FP32 (the official inference; the baseline)", _torch_baseline),
-        BackendEntry("torch-channels-last", "PyTorch eager FP32, channels_last", _torch_variant("torch-channels-last")),
-        BackendEntry("torch-fp16", "PyTorch eager, FP16 autocast", _torch_variant("torch-fp16"), precision="float16"),
-        BackendEntry("torch-compile", "torch.compile (Inductor) FP32, static shapes", _torch_variant("torch-compile")),
-        BackendEntry(
-            "torch-fp16-cudagraphs",
-            "torch.compile reduce-overhead (CUDA graphs), FP16 autocast",
-            _torch_variant("torch-fp16-cudagraphs"),
-            precision="float16",
+        _runtime(
+            "torch", "PyTorch eager FP32 (--backend torch: the official inference; the baseline)", RuntimeSetup("torch")
         ),
-        BackendEntry("onnxruntime", "ONNX Runtime CPU, float export (dynamic shapes)", _onnxruntime("float", None)),
-        BackendEntry(
+        _bench_only("torch-channels-last", "PyTorch eager FP32, channels_last"),
+        _bench_only("torch-fp16", "PyTorch eager, FP16 autocast", "float16"),
+        _bench_only("torch-compile", "torch.compile (Inductor) FP32, static shapes"),
+        _bench_only("torch-fp16-cudagraphs", "torch.compile reduce-overhead (CUDA graphs), FP16 autocast", "float16"),
+        _runtime(
+            "onnxruntime",
+            "ONNX Runtime CPU, float export (dynamic shapes)",
+            RuntimeSetup("onnxruntime", provider=CPU),
+        ),
+        _runtime(
             "onnxruntime-uint8",
             "ONNX Runtime CPU, uint8 export (BGR frames in/out, pre/post in the graph)",
-            _onnxruntime("uint8", None),
+            RuntimeSetup("onnxruntime", "uint8", provider=CPU),
         ),
-        BackendEntry(
+        _runtime(
             "openvino",
-            "OpenVINO CPU, FP32, float export (--precision fp32)",
-            _openvino("float", "fp32"),
-            engine="openvino",
+            "OpenVINO CPU, FP32, float export (--backend openvino --precision fp32)",
+            RuntimeSetup("openvino", precision="fp32"),
         ),
-        BackendEntry(
+        _runtime(
             "openvino-bf16",
             "OpenVINO CPU, bf16 inference precision, float export (what auto picks on CPUs with AVX512_BF16 or AMX)",
-            _openvino("float", "bf16"),
-            precision="bfloat16",
-            engine="openvino",
+            RuntimeSetup("openvino", precision="bf16"),
+            "bfloat16",
         ),
-        BackendEntry(
+        _runtime(
             "openvino-bf16-uint8",
             "OpenVINO CPU, bf16, uint8 export (BGR frames in/out, pre/post in the graph)",
-            _openvino("uint8", "bf16"),
-            precision="bfloat16",
-            engine="openvino",
+            RuntimeSetup("openvino", "uint8", precision="bf16"),
+            "bfloat16",
         ),
-        BackendEntry(
+        _runtime(
             "openvino-fp16",
             "OpenVINO CPU, FP16 inference precision (CPUs with AVX512_FP16 or AMX-FP16)",
-            _openvino("float", "fp16"),
-            precision="float16",
-            engine="openvino",
+            RuntimeSetup("openvino", precision="fp16"),
+            "float16",
         ),
-        BackendEntry(
+        _runtime(
             "onnxruntime-cuda",
             "ONNX Runtime CUDA execution provider, float export",
-            _onnxruntime("float", "CUDAExecutionProvider"),
-            gpu=True,
+            RuntimeSetup("onnxruntime", provider=CUDA),
         ),
-        BackendEntry(
+        _runtime(
             "onnxruntime-trt",
-            "ONNX Runtime TensorRT execution provider (FP16), float export",
-            _onnxruntime("float", "TensorrtExecutionProvider"),
-            precision="float16",
-            gpu=True,
+            "ONNX Runtime TensorRT execution provider as the runtime sets it up (FP32, engine cache), float export",
+            RuntimeSetup("onnxruntime", provider=TRT),
         ),
-        BackendEntry("tensorrt", "native TensorRT engine (--engine)", _tensorrt, precision="float16", gpu=True),
-        BackendEntry(
+        _runtime("tensorrt", "native TensorRT engine (--engine)", RuntimeSetup("tensorrt"), "float16"),
+        _runtime(
             "onnxruntime-rt",
             "ONNX Runtime CPU, float export of clip-lit-rt, the distilled student (its fidelity against the teacher "
             "is measured on real photos in README.md; the check frame here is noise)",
-            _student("float"),
-            weights=STUDENT_WEIGHTS,
+            RuntimeSetup("onnxruntime", provider=CPU, weights=STUDENT_WEIGHTS),
         ),
-        BackendEntry(
+        _runtime(
             "onnxruntime-rt-uint8",
             "ONNX Runtime CPU, uint8 export of clip-lit-rt",
-            _student("uint8"),
-            weights=STUDENT_WEIGHTS,
+            RuntimeSetup("onnxruntime", "uint8", provider=CPU, weights=STUDENT_WEIGHTS),
         ),
     )
 }
@@ -250,10 +263,9 @@ def scaled_entries(names: list[str], scales: list[float], upsample: str) -> list
                     f"{base_name}@scale{scale:g}",
                     f"{base.description}; runtime Enhancer, --scale {scale:g}, {upsample} light-map upsampling",
                     _scaled(base, scale, upsample),
-                    precision=base.precision,
-                    gpu=base.gpu,
-                    engine=base.engine,
-                    weights=base.weights,
+                    base.precision,
+                    base.runs_on,
+                    base.runtime,
                 )
             )
     return entries

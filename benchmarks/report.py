@@ -55,6 +55,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         title = "Single-frame latency (batch 1)" if batch == 1 else f"Batch throughput (batch {batch})"
         lines += [f"## {title}", "", *_table([r for r in records if r["batch"] == batch], photos), ""]
     lines += ["![median latency per frame by resolution and backend](latency.png)", ""]
+    lines += ["## Backends", "", *_backend_lines(records), ""]
     if photos:
         lines += ["## Fidelity on real photos (against the official outputs)", "", *_photo_table(photos), ""]
     if results.get("video"):
@@ -69,6 +70,20 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += ["## Notes", "", *(f"- {note}" for note in results["notes"]), ""]
     lines += [*_legend(), ""]
     return "\n".join(lines)
+
+
+def _backend_lines(records: list[dict[str, Any]]) -> list[str]:
+    """What each backend is: a runtime backend as ``cliplit enhance --backend`` opens it, or a bench-only variant
+    (a PyTorch configuration no runtime backend runs, measured only to compare with). Results from before records
+    said which have no kind."""
+    kinds = {True: " (bench-only variant)", False: " (runtime backend)", None: ""}
+    described: dict[str, dict[str, Any]] = {}
+    for record in records:
+        described.setdefault(record["backend"], record)
+    return [
+        f"- `{name}`{kinds[r.get('bench_only')]}: {r['description'].removeprefix('bench-only: ')}"
+        for name, r in described.items()
+    ]
 
 
 def _machine_lines(results: dict[str, Any]) -> list[str]:

@@ -24,27 +24,22 @@ from typing import Any
 
 import numpy as np
 
-from cliplit.benchmarks.fidelity import Fidelity, check_frame, compare
-from cliplit.benchmarks.flops import flops_per_frame, flops_per_pixel
-from cliplit.benchmarks.harness import (
-    Clock,
-    CudaEventClock,
-    HostClock,
-    Timing,
-    Workload,
-    measure_interleaved,
-    time_once,
-)
-from cliplit.benchmarks.machine import (
-    OtherLoad,
-    load_snapshot,
-    machine_info,
-    memory_low,
-    peak_rss_mib,
-    reset_peak_rss,
-)
-from cliplit.benchmarks.peak import PeakMeasurement, best_peak, measure_peaks
+from cliplit.benchmarks.end_to_end import run_videos
+from cliplit.benchmarks.fidelity import check_frame, compare
+from cliplit.benchmarks.flops import flops_per_pixel
+from cliplit.benchmarks.harness import Clock, CudaEventClock, HostClock, Workload, measure_interleaved, time_once
+from cliplit.benchmarks.machine import OtherLoad, load_snapshot, machine_info, memory_low, peak_rss_mib, reset_peak_rss
+from cliplit.benchmarks.peak import PeakMeasurement, measure_peaks
 from cliplit.benchmarks.photos import measure_photos, reference_photos
+from cliplit.benchmarks.records import (
+    Loaded,
+    Record,
+    details_of,
+    fill_derived,
+    precision_of,
+    reason_of,
+    timed_record,
+)
 from cliplit.benchmarks.registry import (
     BACKENDS,
     BASELINE,
@@ -89,44 +84,6 @@ class SuiteConfig:
     reference_dir: Path | None = None
 
 
-@dataclass
-class Record:
-    """One backend × size × batch result; ``status`` is "ok" or "error" (then ``reason`` says why)."""
-
-    backend: str
-    description: str
-    size: str
-    width: int
-    height: int
-    batch: int
-    network_width: int | None = None
-    network_height: int | None = None
-    status: str = "ok"
-    reason: str | None = None
-    precision: str = "float32"
-    device: str = "cpu"
-    median_ms: float | None = None
-    p95_ms: float | None = None
-    min_ms: float | None = None
-    first_call_ms: float | None = None
-    repeats: int = 0
-    warmup: int = 0
-    clock: str | None = None
-    fps: float | None = None
-    speedup_vs_torch: float | None = None
-    psnr_vs_fp32: float | None = None
-    max_abs_diff_vs_fp32: float | None = None
-    fidelity_unit: str | None = None
-    gflops_per_frame: float | None = None
-    achieved_gflops: float | None = None
-    peak_gflops: float | None = None
-    percent_of_peak: float | None = None
-    other_load_cores: float | None = None  # CPU cores other processes kept busy while this was timed
-    peak_rss_mib: float | None = None  # the process's peak resident memory from loading to the end of timing
-    rss_before_mib: float | None = None  # its resident memory just before loading (torch, the reference, ...)
-    details: dict[str, Any] = field(default_factory=dict)
-
-
 def resolve_backends(names: list[str], scales: list[float], upsample: str) -> list[BackendEntry]:
     """The requested backends in order, the baseline first (always: speedups and fidelity need it), then the
     ``--scale`` modes of the requested runtime backends."""
@@ -161,7 +118,10 @@ def run_suite(config: SuiteConfig, *, log: Callable[[str], None] | None = None) 
     machine["load_at_start"] = load_snapshot()
     photos = reference_photos(config.reference_dir) if config.reference_dir is not None else []
     log("measuring the matrix-product peak ...")
-    peaks = measure_peaks(cpu_n=config.peak_n, openvino={e.precision for e in entries if e.engine == "openvino"})
+    peaks = measure_peaks(
+        cpu_n=config.peak_n,
+        openvino={e.precision for e in entries if e.runtime is not None and e.runtime.backend == "openvino"},
+    )
     for peak in peaks:
         log(f"  {peak.implementation} {peak.device} {peak.dtype}: " + _peak_text(peak))
     records: list[Record] = []
@@ -171,14 +131,27 @@ def run_suite(config: SuiteConfig, *, log: Callable[[str], None] | None = None) 
         rng = np.random.default_rng(config.seed)
         for size in config.sizes:
             records += _run_size(entries, size, config, context, skipped, rng, log)
-        videos = _run_videos(config, context, entries, skipped, Path(workdir), log) if config.video else []
+        videos = []
+        if config.video:
+            clip_size = config.video_size or config.sizes[0]
+            videos = run_videos(
+                entries,
+                skipped,
+                context,
+                clip_size,
+                config.video_frames,
+                config.scales,
+                config.upsample,
+                Path(workdir),
+                log,
+            )
     photo_results = [
         measure_photos(entry.name, lambda entry=entry: entry.build(context), photos, log)
         for entry in entries
         if photos and entry.name != BASELINE and not _skipped(entry, skipped)
     ]
     machine["load_at_end"] = load_snapshot()
-    _fill_derived(records, _models_by_backend(entries, config.weights, model), peaks)
+    fill_derived(records, _models_by_backend(entries, config.weights, model), peaks)
     return {
         "schema": SCHEMA,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -192,56 +165,6 @@ def run_suite(config: SuiteConfig, *, log: Callable[[str], None] | None = None) 
         "video": videos,
         "photos": photo_results,
     }
-
-
-def _run_videos(
-    config: SuiteConfig,
-    context: BenchContext,
-    entries: list[BackendEntry],
-    skipped: dict[str, str],
-    workdir: Path,
-    log: Callable[[str], None],
-) -> list[dict[str, Any]]:
-    """The synthetic clip through the runtime pipeline on every requested runtime backend, at each --scale."""
-    from cliplit.benchmarks.video import measure_video, synthetic_clip
-    from cliplit.runtime.enhancer import Enhancer
-
-    size = config.video_size or config.sizes[0]
-    clip = synthetic_clip(workdir / "clip.mp4", size, config.video_frames)
-    requested = {entry.name for entry in entries}
-    results = []
-    for name in (name for name in SCALE_BASES if name in requested and name not in skipped):
-        for scale in dict.fromkeys([1.0, *config.scales]):
-            label = name if scale == 1.0 else f"{name}@scale{scale:g}"
-            result: dict[str, Any] = {"backend": label, "size": size.label, "width": size.width}
-            result.update(height=size.height, scale=scale, status="ok", reason=None)
-            contention = OtherLoad()
-            try:
-                with Enhancer(BACKENDS[name].build(context), scale=scale, upsample=config.upsample) as enhancer:
-                    contention.start()
-                    result.update(measure_video(enhancer, clip, workdir / "enhanced.mp4"))
-                    result["other_load_cores"] = contention.stop()
-            except Exception as error:  # one backend's failure is its result, not the run's
-                result.update(status="error", reason=_reason(error))
-                log(f"video {label}: error {error}")
-            else:
-                log(f"video {label} {size.label}: {result['frames']} frames, {result['fps']:.2f} fps end to end")
-            results.append(result)
-    return results
-
-
-@dataclass
-class _Loaded:
-    """A backend loaded for one frame size, with what its check-frame call told."""
-
-    entry: BackendEntry
-    backend: Backend
-    clock: Clock
-    base: dict[str, Any]
-    first_call_ms: float
-    output: np.ndarray  # ``enhanced`` on the check frame: the baseline's is the reference
-    fidelity: Fidelity | None
-    rss_before_mib: float | None = None  # None: peak memory cannot be measured here
 
 
 def _run_size(
@@ -263,7 +186,7 @@ def _run_size(
     """
     records: list[Record] = []
     reference: np.ndarray | None = None
-    group: list[_Loaded] = []
+    group: list[Loaded] = []
     with ExitStack() as stack:
         for entry in entries:
             if _skipped(entry, skipped):
@@ -272,7 +195,7 @@ def _run_size(
             try:
                 backend = stack.enter_context(entry.build(context))
             except Exception as error:  # unavailable here, or failing to load: reported, and the run goes on
-                skipped[entry.name] = str(error) if isinstance(error, BackendUnavailable) else _reason(error)
+                skipped[entry.name] = str(error) if isinstance(error, BackendUnavailable) else reason_of(error)
                 log(f"skip {entry.name}: {skipped[entry.name]}")
                 continue
             item = _check(entry, backend, size, context, reference, config.batches, records, log)
@@ -297,7 +220,7 @@ def _skipped(entry: BackendEntry, skipped: dict[str, str]) -> bool:
 
 
 def _time_group(
-    group: list[_Loaded], size: FrameSize, config: SuiteConfig, rng: np.random.Generator, log: Callable[[str], None]
+    group: list[Loaded], size: FrameSize, config: SuiteConfig, rng: np.random.Generator, log: Callable[[str], None]
 ) -> list[Record]:
     """Time the loaded backends of ``group`` interleaved, for each batch size; one record each."""
     records = []
@@ -323,7 +246,7 @@ def _time_group(
         )
         peak = peak_rss_mib()  # with several backends timed together, the peak covers all of them
         for item in group:
-            record = _record(item, batch, timings[item.entry.name], log)
+            record = timed_record(item, batch, timings[item.entry.name], log)
             record.details = {**record.details, "timed_with": [i.entry.name for i in group if i is not item]}
             if item.rss_before_mib is not None:
                 record.peak_rss_mib, record.rss_before_mib = peak, item.rss_before_mib
@@ -340,7 +263,7 @@ def _check(
     batches: list[int],
     records: list[Record],
     log: Callable[[str], None],
-) -> _Loaded | None:
+) -> Loaded | None:
     """The first call, on the shared check frame: its time, its fidelity; None (and error records) if it fails."""
     peak_device = entry.peak_device(context)
     clock = _clock_for(entry, peak_device)
@@ -350,54 +273,23 @@ def _check(
         "size": size.label,
         "width": size.width,
         "height": size.height,
-        "precision": _precision_of(entry, backend),
+        "precision": precision_of(entry, backend),
         "device": peak_device,
-        "details": _details_of(backend),
+        "details": details_of(backend),
+        "bench_only": entry.bench_only,
     }
     check = model_input_from_bgr(backend.io, check_frame(size.height, size.width))
     try:
         outputs, first_ms = time_once(backend.run, check, clock)
     except Exception as error:  # any failure (out of memory, compiler error) is this record's result, not the run's
         log(f"error {entry.name} {size.label}: {error}")
-        records += [Record(**base, batch=b, status="error", reason=_reason(error)) for b in batches]
+        records += [Record(**base, batch=b, status="error", reason=reason_of(error)) for b in batches]
         return None
     network_height, network_width = backend.details().get("network_size") or (size.height, size.width)
     base.update(network_width=network_width, network_height=network_height)
     output = outputs["enhanced"]
     fidelity = compare(output, reference) if reference is not None and entry.name != BASELINE else None
-    return _Loaded(entry, backend, clock, base, first_ms, output, fidelity)
-
-
-def _record(item: _Loaded, batch: int, timing: Timing | Exception, log: Callable[[str], None]) -> Record:
-    record = Record(**item.base, batch=batch, first_call_ms=item.first_call_ms)
-    _set_fidelity(record, item.fidelity, item.entry.name == BASELINE)
-    label = f"{record.size:>9} {record.backend:<24} batch {batch}"
-    if isinstance(timing, Exception):
-        log(f"{label}: error {timing}")
-        record.status, record.reason = "error", _reason(timing)
-        return record
-    record.median_ms, record.p95_ms, record.min_ms = timing.median_ms, timing.p95_ms, timing.min_ms
-    record.repeats, record.warmup, record.clock = timing.repeats, timing.warmup, timing.clock
-    record.other_load_cores = timing.other_load_cores
-    record.fps = batch * 1000.0 / timing.median_ms
-    psnr = "reference" if item.entry.name == BASELINE else _db(record.psnr_vs_fp32)
-    log(
-        f"{label}: median {timing.median_ms:9.1f} ms, p95 {timing.p95_ms:9.1f} ms ({timing.repeats} repeats), "
-        f"PSNR {psnr}, other processes busy: {_cores(record.other_load_cores)}"
-    )
-    return record
-
-
-def _set_fidelity(record: Record, fidelity: Fidelity | None, is_baseline: bool) -> None:
-    if is_baseline:
-        record.max_abs_diff_vs_fp32 = 0.0
-        record.details = {**record.details, "fidelity": "reference"}
-    elif fidelity is not None:
-        record.psnr_vs_fp32 = fidelity.psnr_db
-        record.max_abs_diff_vs_fp32 = fidelity.max_abs_diff
-        record.fidelity_unit = fidelity.unit
-        if fidelity.psnr_db is None:
-            record.details = {**record.details, "fidelity": "identical to the reference"}
+    return Loaded(entry, backend, clock, base, first_ms, output, fidelity)
 
 
 def _models_by_backend(entries: list[BackendEntry], weights: str, model: Any) -> dict[str, Any]:
@@ -410,48 +302,15 @@ def _models_by_backend(entries: list[BackendEntry], weights: str, model: Any) ->
     return {e.name: loaded[e.weights or weights] for e in entries}
 
 
-def _fill_derived(records: list[Record], models: dict[str, Any], peaks: list[PeakMeasurement]) -> None:
-    """FLOPs, achieved GFLOP/s, % of peak and the speedup over the baseline of the same size and batch."""
-    baseline = {(r.size, r.batch): r.median_ms for r in records if r.backend == BASELINE and r.status == "ok"}
-    for record in records:
-        height, width = record.network_height or record.height, record.network_width or record.width
-        record.gflops_per_frame = flops_per_frame(models[record.backend], height, width) / 1e9
-        peak = best_peak(peaks, record.device, record.precision)
-        record.peak_gflops = peak.gflops if peak is not None else None
-        if record.status != "ok" or record.median_ms is None:
-            continue
-        record.achieved_gflops = record.gflops_per_frame * record.batch / (record.median_ms / 1000.0)
-        if record.peak_gflops:
-            record.percent_of_peak = 100.0 * record.achieved_gflops / record.peak_gflops
-        base = baseline.get((record.size, record.batch))
-        if base is not None:
-            record.speedup_vs_torch = base / record.median_ms
-
-
 def _clock_for(entry: BackendEntry, device: str) -> Clock:
     """CUDA events for PyTorch on the GPU (its stream is torch's), a device-synchronised host clock otherwise."""
     if device != "cuda":
         return HostClock()
     import torch
 
-    if entry.name.startswith("torch"):
+    if entry.runs_on == "torch":
         return CudaEventClock()
     return HostClock(synchronize=torch.cuda.synchronize)
-
-
-def _precision_of(entry: BackendEntry, backend: Backend) -> str:
-    """The entry's precision, or what the backend says it runs in (a TensorRT engine's build precision)."""
-    names = {"fp16": "float16", "fp32": "float32", "bf16": "bfloat16"}
-    return names.get(backend.details().get("precision"), entry.precision)
-
-
-#: what of a backend's ``details()`` goes into its records (how it ran; ``network_size`` changes per call)
-_RECORDED_DETAILS = ("providers", "precision", "precision_reason", "device", "threads", "openvino")
-
-
-def _details_of(backend: Backend) -> dict[str, Any]:
-    details = backend.details()
-    return {key: details[key] for key in _RECORDED_DETAILS if details.get(key) is not None}
 
 
 def _config_dict(config: SuiteConfig) -> dict[str, Any]:
@@ -464,19 +323,6 @@ def _config_dict(config: SuiteConfig) -> dict[str, Any]:
 
 def _peak_text(peak: PeakMeasurement) -> str:
     return f"{peak.gflops:.1f} GFLOP/s (n={peak.n})" if peak.error is None else f"not measured ({peak.error})"
-
-
-def _cores(value: float | None) -> str:
-    return "unknown" if value is None else f"{value:.1f} cores"
-
-
-def _db(value: float | None) -> str:
-    return "identical" if value is None else f"{value:.1f} dB"
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
 
 
 def _stderr(message: str) -> None:

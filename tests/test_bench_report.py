@@ -65,7 +65,7 @@ def results() -> dict:
         ],
         "flops_per_pixel": 555264,
         "records": [
-            record("torch", "480p", 854, 480, 4000.0, speedup_vs_torch=1.0, max_abs_diff_vs_fp32=0.0),
+            record("torch", "480p", 854, 480, 4000.0, speedup_vs_torch=1.0, max_abs_diff_vs_fp32=0.0, bench_only=False),
             record(
                 "onnxruntime",
                 "480p",
@@ -78,7 +78,8 @@ def results() -> dict:
                 peak_rss_mib=3712.4,
             ),
             record("onnxruntime-uint8", "480p", 854, 480, 1700.0, speedup_vs_torch=2.35, max_abs_diff_vs_fp32=0.0),
-            record("torch-compile", "480p", 854, 480, None),
+            record("torch-compile", "480p", 854, 480, None, bench_only=True),
+            record("torch-channels-last", "480p", 854, 480, 2800.0, speedup_vs_torch=1.43, bench_only=True),
             record("torch", "64x32", 64, 32, 30.0, speedup_vs_torch=1.0, max_abs_diff_vs_fp32=0.0),
         ],
         "skipped": [{"backend": "torch-fp16", "reason": "needs CUDA (no GPU visible to torch)"}],
@@ -125,6 +126,11 @@ def test_markdown_has_the_table_the_failures_and_the_machine(results):
     assert "| `onnxruntime-uint8` |" in text and "identical" in text
     assert "`torch-fp16`: needs CUDA" in text
     assert "`torch-compile` at 480p batch 1: RuntimeError: out of memory" in text
+    assert "| `torch-channels-last` | 480p (854x480) | 2,800.0 |" in text
+    assert "- `torch-channels-last` (bench-only variant): torch-channels-last for tests" in text
+    assert "- `torch-compile` (bench-only variant): torch-compile for tests" in text
+    assert "- `torch` (runtime backend): torch for tests" in text
+    assert "- `onnxruntime`: onnxruntime for tests" in text, "a record from before the kind was recorded"
     assert "| `onnxruntime` | 64x32 | 30 | 1.5 | 20.00 | 1.0 / 45.5 / 2.2 | 0.5 cores |" in text  # the video table
     assert "| `tensorrt` | 64x32 |  | n/a | error |  |  | CliplitError: no GPU |" in text
     assert "![median latency" in text and "other engineers' tests were running" in text
