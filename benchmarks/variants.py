@@ -1,11 +1,14 @@
-"""The PyTorch side of the comparison: the eager FP32 baseline and the usual tricks applied to it.
+"""The bench-only PyTorch variants: the usual tricks applied to the eager FP32 baseline, to compare with.
 
-Every variant is the runtime's ``TorchBackend`` (same weights loading, same ``float`` contract: N×3×H×W RGB in [0, 1]
-in, ``enhanced`` and ``light_map`` out, NumPy on both sides, so host↔device copies are billed to PyTorch exactly as
-to ONNX Runtime and TensorRT) with one trick applied. A variant that cannot run here says why
+No runtime backend runs these configurations, so they live here and not in ``cliplit.runtime``; the bench's table
+(``cliplit.benchmarks.registry``) lists them as bench-only entries and their records say so. Every variant is the
+runtime's ``TorchBackend`` (same weights loading, same ``float`` contract: N×3×H×W RGB in [0, 1] in, ``enhanced``
+and ``light_map`` out, NumPy on both sides, so host↔device copies are billed to PyTorch exactly as to ONNX Runtime
+and TensorRT) with one trick applied. A variant that cannot run here says why
 (``unavailable_reason``) instead of failing the run.
 
-The baseline itself (``torch``: eager FP32, the official inference) is ``TorchBackend`` unchanged.
+The baseline itself (``torch``: eager FP32, the official inference) is the runtime's ``--backend torch``, opened
+through the runtime's registry like every other runtime entry.
 
 - ``torch-channels-last``: eager FP32 in NHWC memory, which oneDNN and cuDNN often prefer for convolutions;
 - ``torch-fp16``: eager with FP16 autocast (CUDA only: CPU autocast means bfloat16, a different trade-off);

@@ -52,6 +52,7 @@ def test_suite_on_the_gpu_uses_cuda_events_and_reports_fp16_fidelity(cliplit_hom
     assert by_name["torch"]["clock"] == "cuda_events" and by_name["torch"]["device"] == "cuda"
     assert by_name["torch-fp16"]["status"] == "ok" and by_name["torch-fp16"]["psnr_vs_fp32"] > 35
     assert by_name["torch-fp16"]["precision"] == "float16"
+    assert by_name["torch-fp16"]["bench_only"] and not by_name["torch"]["bench_only"]
     if "onnxruntime-cuda" in by_name:
         assert by_name["onnxruntime-cuda"]["clock"] == "perf_counter+device_sync"
         assert by_name["onnxruntime-cuda"]["details"]["providers"][0] == "CUDAExecutionProvider"
