@@ -19,6 +19,9 @@ from pathlib import Path
 from cliplit.core.errors import CliplitError
 from cliplit.runtime.backends.base import Backend
 
+#: ONNX Runtime's execution providers, as the entries name them
+CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+
 
 class BackendUnavailable(Exception):
     """A backend cannot run here (no GPU, provider or engine missing); the message says why."""
@@ -120,8 +123,7 @@ def _providers(provider: str | None, device: int) -> tuple[str | tuple[str, dict
         raise BackendUnavailable(
             f"this onnxruntime build has no {provider} (install onnxruntime-gpu and the CUDA/TensorRT libraries)"
         )
-    cpu = "CPUExecutionProvider"
-    return (settings[provider],) if provider == cpu else (settings[provider], cpu)
+    return (settings[provider],) if provider == CPU else (settings[provider], CPU)
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ class BackendEntry:
 
 
 def _runtime(name: str, description: str, setup: RuntimeSetup, precision: str = "float32") -> BackendEntry:
-    gpu = setup.backend == "tensorrt" or setup.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+    gpu = setup.backend == "tensorrt" or setup.provider in (CUDA, TRT)
     runs_on = "cuda" if gpu else "torch" if setup.backend == "torch" else "cpu"
     return BackendEntry(name, description, setup.build, precision, runs_on, setup)
 
@@ -169,7 +171,6 @@ def _bench_only(name: str, description: str, precision: str = "float32") -> Back
 
 
 STUDENT_WEIGHTS = "clip-lit-rt"
-CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 BACKENDS: dict[str, BackendEntry] = {
     entry.name: entry
