@@ -8,7 +8,7 @@ before the division ``x / L``. Two methods:
   (44-59 dB); what ``--scale`` costs is that the network computes a different light map at low resolution (its
   receptive field covers more of the scene), an error no upsampling can undo.
 * ``guided``: the fast guided filter (He, Sun and Tang, "Guided Image Filtering", TPAMI 2013; He and Sun, "Fast Guided
-  Filter", 2015): within each window L is fitted as ``a·I + b`` of the frame's luminance I at low resolution, and only
+  Filter", 2015): within each window L is fitted as ``a·I + b`` of the frame's BT.601 luma I at low resolution, and only
   a and b are upsampled, so L picks up detail from the full-resolution image. It recovers part of the missing detail
   at S = 0.25 (+0.6 dB on average) but not at S = 0.5 (-0.2 dB).
 
@@ -20,20 +20,22 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from cliplit.core.luma import BT601_LUMA_RGB
+
 UPSAMPLE_METHODS: tuple[str, ...] = ("bilinear", "guided")
 
 #: window radius of the guided filter, in low-resolution pixels (best of 1, 2, 4, 8 at S = 0.25)
 GUIDED_RADIUS = 8
-#: regularisation: guide variance (luminance in [0,1], squared) below which a window is treated as flat
+#: regularisation: guide variance (BT.601 luma in [0,1], squared) below which a window is treated as flat
 GUIDED_EPS = 1e-4
 
-# ITU-R BT.601 luma weights, in OpenCV's BGR order.
-_LUMA_BGR = np.array([0.114, 0.587, 0.299], dtype=np.float32)
+#: BT.601 luma weights in OpenCV's BGR order, scaled for uint8 input
+_BT601_LUMA_BGR8 = np.array(BT601_LUMA_RGB[::-1], dtype=np.float32).reshape(1, 3) / 255.0
 
 
-def luminance(frame_bgr: np.ndarray) -> np.ndarray:
-    """The frame's luma in [0, 1] as float32, the guide image."""
-    return cv2.transform(frame_bgr.astype(np.float32), _LUMA_BGR.reshape(1, 3) / 255.0)
+def bt601_luma(frame_bgr: np.ndarray) -> np.ndarray:
+    """The frame's BT.601 luma in [0, 1] as float32 (:mod:`cliplit.core.luma`), the guide image."""
+    return cv2.transform(frame_bgr.astype(np.float32), _BT601_LUMA_BGR8)
 
 
 def upsample_light_map(
@@ -52,7 +54,7 @@ def upsample_light_map(
         return cv2.resize(light_map, (width, height), interpolation=cv2.INTER_LINEAR)
     if method != "guided":
         raise ValueError(f"unknown upsampling {method!r}; expected one of {', '.join(UPSAMPLE_METHODS)}")
-    guide = luminance(frame_bgr)
+    guide = bt601_luma(frame_bgr)
     small_guide = cv2.resize(guide, light_map.shape[::-1], interpolation=cv2.INTER_AREA)
     a, b = _guided_coefficients(small_guide, light_map.astype(np.float32, copy=False), radius, eps)
     a = cv2.resize(a, (width, height), interpolation=cv2.INTER_LINEAR)

@@ -9,7 +9,7 @@ from conftest import SMALL_PHOTO, photo
 
 from cliplit.core.images import read_image
 from cliplit.runtime.temporal import LightMapSmoother, normalised_thumbnail, scene_change
-from cliplit.runtime.upsample import luminance, upsample_light_map
+from cliplit.runtime.upsample import bt601_luma, upsample_light_map
 
 
 def edge_scene(height: int = 120, width: int = 160) -> tuple[np.ndarray, np.ndarray]:
@@ -55,9 +55,9 @@ def test_unknown_method_is_refused():
         upsample_light_map(light[::2, ::2], frame, "nearest")
 
 
-def test_luminance_uses_bt601_weights():
+def test_the_guide_is_bt601_luma():
     pixel = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]]], np.uint8)  # blue, green, red
-    assert np.allclose(luminance(pixel), [[0.114, 0.587, 0.299]], atol=1e-6)
+    assert np.allclose(bt601_luma(pixel), [[0.114, 0.587, 0.299]], atol=1e-6)
 
 
 def test_smoother_averages_and_resets_on_size_change():

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from cliplit.core.luma import BT601_LUMA_RGB, STUDIO_SWING
 from cliplit.train.data import AugmentSpec, StepBatches
 from cliplit.train.losses import Stage3Weights, identity_loss, stage3_loss
 from cliplit.train.models import fresh_enhancer
@@ -20,14 +21,15 @@ from cliplit.train.run_state import clone_state
 from cliplit.train.schedule import ENHANCE, WARMUP
 from cliplit.train.stage import OFFICIAL_WINDOW, Stage
 
-# BT.601 luma of RGB in [0, 1] (the Y of YCbCr, as pyiqa's rgb2ycbcr computes it), without its constant offset.
-_LUMA = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+#: BT.601 studio-swing Y of RGB in [0, 1] (the Y of YCbCr, as pyiqa's rgb2ycbcr computes it), without its offset:
+#: 65.481, 128.553 and 24.966 out of 255
+BT601_STUDIO_Y_RGB = tuple(weight * STUDIO_SWING for weight in BT601_LUMA_RGB)
 
 
 def luma_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """The mean over the batch of each image pair's PSNR on the luma channel (data range 1, 1e-8 added to the MSE):
-    the official warm-up's measure, pyiqa's ``psnr`` with ``test_y_channel=True, color_space='ycbcr'``."""
-    weights = torch.tensor(_LUMA, device=a.device).view(1, 3, 1, 1)
+    """The mean over the batch of each image pair's PSNR on BT.601 studio-swing Y (data range 1, 1e-8 added to the
+    MSE): the official warm-up's measure, pyiqa's ``psnr`` with ``test_y_channel=True, color_space='ycbcr'``."""
+    weights = torch.tensor(BT601_STUDIO_Y_RGB, device=a.device).view(1, 3, 1, 1)
     difference = ((a.float() - b.float()) * weights).sum(dim=1)
     mse = difference.pow(2).flatten(1).mean(dim=1)
     return float((10.0 * torch.log10(1.0 / (mse + 1e-8))).mean())

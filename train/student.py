@@ -1,4 +1,5 @@
-"""A real-time student of CLIP-LIT: a light map predicted at 1/4 resolution, applied through the full-resolution luma.
+"""A real-time student of CLIP-LIT: a light map predicted at 1/4 resolution, applied through the full-resolution
+channel mean.
 
 Why this shape. The teacher's light map is smooth except where the scene itself has edges (sky against a dark
 object) or fine texture (foliage, window grids), and its one non-local part is pyramid pooling over the whole frame.
@@ -8,20 +9,21 @@ So the student
   down to 1/32 with stride-2 convolutions, where a pyramid pooling module (the teacher's own ``PyramidPooling``: bins
   1, 2, 3 and 6 over the whole frame) gives it the same global context as the teacher;
 * decodes back to 1/4 resolution (a small U-Net) into per-pixel coefficients of a *local affine model* of the log
-  light map in the luma of the full-resolution frame: ``log L = a * luma + b``;
+  light map in the channel mean (R + G + B) / 3 of the full-resolution frame: ``log L = a * mean + b`` (not a luma:
+  equal weights, see :mod:`cliplit.core.luma`);
 * upsamples only those two coefficient maps bilinearly to full resolution and applies them there.
 
 The last step is what a guided filter does: the coefficients are smooth, so bilinear upsampling is harmless, while
-the edges come from the full-resolution luma itself, so the light map steps where the image steps and there are no
+the edges come from the full-resolution channel mean, so the light map steps where the image steps and there are no
 halos around objects against a bright sky (a plain upsampled light map blurs across the edge and leaves a bright rim).
 
 What runs at full resolution is chosen for what it costs there, not for its FLOPs: on a CPU every full-resolution
 operation is a pass over memory, and ONNX Runtime runs them one by one. Measured at 1280x720 in ONNX Runtime (one
 thread): a 3x3 or even 1x1 convolution at full resolution costs 8-15 ms (layout reorders around it), a channel mean
-7 ms, a log 2 ms, while the luma as a 1x3 matrix product costs 1.1 ms and each upsampled coefficient map about 2.5 ms
+7 ms, a log 2 ms, while the mean as a 1x3 matrix product costs 1.1 ms and each upsampled coefficient map about 2.5 ms
 with its multiply-add. The previous student's learned 3x3 features at full resolution were half its time; fitting
 coefficient grids directly to the teacher's light maps (an upper bound of what the representation can express) gave
-51.9 dB mean on the held-out photos with the luma alone at 1/4 resolution and 51.3 dB with 3x3 max and mean filters of
+51.9 dB mean on the held-out photos with the mean alone at 1/4 resolution and 51.3 dB with 3x3 max and mean filters of
 it added, but only 44.6 dB with coefficients at 1/8 resolution: the coefficients' resolution matters, extra guides do
 not. The 1/4 level is 16 channels wide because ONNX Runtime's blocked convolution layout computes 16 channels for 8.
 
@@ -45,7 +47,7 @@ from cliplit.core.checkpoint import STUDENT_PADDING
 from cliplit.train.network import PyramidPooling
 
 POOL = 4  # the encoder's input is the frame average-pooled by this factor
-LOG_OFFSET = 1.0 / 32.0  # log(luma + offset) at 1/4 resolution: finite at black, compresses shadows like the division
+LOG_OFFSET = 1.0 / 32.0  # log(mean + offset) at 1/4 resolution: finite at black, compresses shadows like the division
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, POOL, POOL, ceil_mode=True, count_include_pad=False)
 
 
-def luma(image: torch.Tensor) -> torch.Tensor:
+def channel_mean(image: torch.Tensor) -> torch.Tensor:
     """The mean of R, G and B (N x 1 x H x W), as a 1x3 matrix product: one pass over the frame in ONNX Runtime,
     where a channel mean (ReduceMean) or a 1x1 convolution costs several."""
     n, _, height, width = image.shape
@@ -99,7 +101,7 @@ class StudentNet(nn.Module):
         super().__init__()
         self.config = config or StudentConfig()
         widths = self.config.widths
-        self.encoder = nn.ModuleList([_conv(4, widths[0])])  # the pooled frame and its log-luma
+        self.encoder = nn.ModuleList([_conv(4, widths[0])])  # the pooled frame and the log of its channel mean
         self.encoder.extend(nn.Sequential(_conv(cin, cout, 2), _conv(cout, cout)) for cin, cout in pairwise(widths))
         self.context = PyramidPooling(widths[-1])
         self.decoder = nn.ModuleList(_conv(deep + wide, wide) for wide, deep in pairwise(widths))
@@ -109,8 +111,8 @@ class StudentNet(nn.Module):
 
     def with_bgr_input(self) -> StudentNet:
         """A copy that takes the image in B, G, R channel order and gives the same light map, like
-        ``LightMapNet.with_bgr_input``: only the first convolution sees the colour channels in order (the luma is
-        their mean, the same in any order)."""
+        ``LightMapNet.with_bgr_input``: only the first convolution sees the colour channels in order (the
+        channel mean is the same in any order)."""
         copy = deepcopy(self)
         first = copy.encoder[0][0]
         with torch.no_grad():
@@ -118,10 +120,10 @@ class StudentNet(nn.Module):
         return copy
 
     def coefficients(self, image: torch.Tensor) -> torch.Tensor:
-        """The slope and offset of ``log L`` in the luma, at 1/4 resolution (N x 2 x H/4 x W/4)."""
+        """The slope and offset of ``log L`` in the channel mean, at 1/4 resolution (N x 2 x H/4 x W/4)."""
         pooled = _pool(image)
-        pooled_luma = pooled.mean(dim=1, keepdim=True)
-        features = [self.encoder[0](torch.cat([pooled, torch.log(pooled_luma + LOG_OFFSET)], dim=1))]
+        pooled_mean = pooled.mean(dim=1, keepdim=True)  # channel_mean's quantity, as the shipped graph's ReduceMean
+        features = [self.encoder[0](torch.cat([pooled, torch.log(pooled_mean + LOG_OFFSET)], dim=1))]
         for level in self.encoder[1:]:
             features.append(level(features[-1]))
         decoded = self.context(features.pop())
@@ -130,10 +132,10 @@ class StudentNet(nn.Module):
         return self.head(decoded)
 
     def log_light_map(self, image: torch.Tensor) -> torch.Tensor:
-        """``a * luma + b`` at full resolution. The slope and offset are sliced at 1/4 resolution and upsampled one
-        by one, so the exported graph never copies a full-resolution tensor only to cut it up again."""
+        """``a * channel_mean(image) + b`` at full resolution. The slope and offset are sliced at 1/4 resolution and
+        upsampled one by one, so the exported graph never copies a full-resolution tensor only to cut it up again."""
         coeffs = self.coefficients(image)
-        return _resize_to(coeffs[:, :1], image) * luma(image) + _resize_to(coeffs[:, 1:], image)
+        return _resize_to(coeffs[:, :1], image) * channel_mean(image) + _resize_to(coeffs[:, 1:], image)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return torch.exp(self.log_light_map(image))
