@@ -8,9 +8,10 @@ colour channels are reversed (the uint8 variant takes B, G, R; ``with_bgr_input`
 node of its type, input i). The torch module stays the one source of truth for each graph: a test regenerates the
 templates and checks that they equal the shipped ones and that the models built here equal ``export-engine``'s.
 
-Built here: a full model (:func:`build_model`) from a checkpoint's arrays, and the two halves of the teacher split for
+Built here: a full model (:func:`build_model`) from a checkpoint's arrays, the two halves of the teacher split for
 tiled inference (:func:`build_split`), from a checkpoint or from any cliplit ONNX export of the teacher, whose
-weights are read back through the same bindings (:func:`weights_from_model`).
+weights are read back through the same bindings (:func:`weights_from_model`), and the student's 1/4-resolution half
+(:func:`build_coefficients`), which the runtime's fast path for the student runs (``cliplit.runtime.student_fast``).
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from cliplit.core.checkpoint import STUDENT, STUDENT_PADDING, TEACHER, TEACHER_P
 from cliplit.core.contract import (
     IO_SPECS,
     META_IO,
+    META_MODEL_NAME,
     META_OUTPUTS,
     META_PADDING,
     META_TEACHER,
+    META_VERSION,
+    META_WEIGHTS_SHA256,
     io_spec,
     model_doc_string,
     model_metadata,
@@ -49,6 +53,12 @@ META_BINDINGS = "cliplit.template.bindings"
 #: the student's encoder levels the shipped templates are made for (its default widths' count; the widths themselves
 #: are read from the weights)
 STUDENT_LEVELS = 4
+#: the ``io`` of the student's coefficients graph: input ``pooled`` (N×3×h×w RGB in [0, 1], the frame average-pooled
+#: 4×4 with partial windows at the right and bottom, as the student's ``ceil_mode`` pooling), output ``coefficients``
+#: (N×2×h×w: the slope and offset of the log light map in the luma, ``StudentNet.coefficients``)
+COEFFICIENTS = "coefficients"
+COEFFICIENTS_INPUT = "pooled"
+COEFFICIENTS_OUTPUT = "coefficients"
 
 
 class GraphError(CliplitError):
@@ -79,6 +89,10 @@ class GraphSpec:
         return self.io.removeprefix("split-") if self.io.startswith("split-") else None
 
 
+#: the student's coefficients graph (see :func:`build_coefficients`)
+COEFFICIENTS_SPEC = GraphSpec(STUDENT, STUDENT_PADDING, COEFFICIENTS)
+
+
 def _output_choices(io: str) -> list[tuple[str, ...]]:
     """Every choice of outputs of variant ``io``: all of them, then each alone (for a single-output model)."""
     names = IO_SPECS[io].output_names
@@ -96,7 +110,7 @@ def template_specs() -> list[GraphSpec]:
         for outputs in _output_choices(io)
     ]
     split = [GraphSpec(TEACHER, padding, f"split-{part}") for padding in TEACHER_PADDINGS for part in SPLIT_PARTS]
-    return full + split
+    return [*full, *split, COEFFICIENTS_SPEC]
 
 
 @dataclass(frozen=True)
@@ -194,6 +208,16 @@ def build_split(
         )
         parts.append(_fill(spec, state, meta, model_doc_string(model_name, part), strict=False))
     return parts[0], parts[1]
+
+
+def build_coefficients(state: Mapping[str, np.ndarray], *, model_name: str, weights_sha256: str) -> onnx.ModelProto:
+    """The student's 1/4-resolution half with ``state``'s weights: the pooled frame in, the two coefficient maps out
+    (``COEFFICIENTS_INPUT``/``COEFFICIENTS_OUTPUT``). What stays at full resolution (bilinear upsampling of the
+    maps, the luma, ``exp``, the division) is one fused pass in the runtime, which no graph of separate operators
+    matches in speed; the whole model remains the export for other hosts."""
+    meta = {META_MODEL_NAME: model_name, META_WEIGHTS_SHA256: weights_sha256, META_VERSION: cliplit_version()}
+    doc = f"{model_name}: the student's coefficients at 1/4 resolution"
+    return _fill(COEFFICIENTS_SPEC, state, meta, doc, strict=True)
 
 
 def _fill(

@@ -14,7 +14,9 @@ fails until the shipped templates equal what this writes.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +28,9 @@ from onnx import numpy_helper
 from cliplit.core.atomic import atomic_output
 from cliplit.core.checkpoint import TEACHER
 from cliplit.core.graphs import (
+    COEFFICIENTS,
+    COEFFICIENTS_INPUT,
+    COEFFICIENTS_OUTPUT,
     META_BINDINGS,
     TEMPLATE_DIR,
     TEMPLATE_OPSET,
@@ -55,7 +60,9 @@ def template(spec: GraphSpec) -> onnx.ModelProto:
     """The template of ``spec``: its exported graph, weights removed, bindings (and a split part's halo) recorded."""
     network = random_network(spec)
     meta: dict[str, str] = {}
-    if spec.split_part is None:
+    if spec.io == COEFFICIENTS:
+        proto = coefficients_graph(network, TEMPLATE_OPSET)
+    elif spec.split_part is None:
         proto = onnx_graph(network, spec.io, spec.outputs, TEMPLATE_OPSET)
     else:
         head, tail, halos = split_graphs(network, TEMPLATE_OPSET)
@@ -73,6 +80,45 @@ def template(spec: GraphSpec) -> onnx.ModelProto:
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta)
     proto.doc_string = f"cliplit graph template {spec.name}: weights left out (see cliplit.core.graphs)"
+    return proto
+
+
+class _Coefficients(torch.nn.Module):
+    def __init__(self, network: StudentNet) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.network.coefficients(image)
+
+
+def coefficients_graph(network: StudentNet, opset: int) -> onnx.ModelProto:
+    """``StudentNet.coefficients`` exported, with its input pooling cut off: the graph starts from the pooled frame,
+    which the runtime computes exactly from the 8-bit frame without a float copy of it (the one AveragePool node that
+    reads the image is removed, and its readers read the new input instead)."""
+    buffer = io.BytesIO()
+    dims = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's tracer and deprecation chatter
+        torch.onnx.export(
+            _Coefficients(network),
+            (torch.rand(1, 3, 67, 93, generator=torch.Generator().manual_seed(0)),),
+            buffer,
+            dynamo=False,
+            input_names=["image"],
+            output_names=[COEFFICIENTS_OUTPUT],
+            dynamic_axes={"image": dims, COEFFICIENTS_OUTPUT: dims},
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    graph = proto.graph
+    (pool,) = [node for node in graph.node if node.op_type == "AveragePool" and node.input[0] == "image"]
+    for node in graph.node:
+        node.input[:] = [COEFFICIENTS_INPUT if name == pool.output[0] else name for name in node.input]
+    graph.node.remove(pool)
+    (image,) = graph.input
+    image.name = COEFFICIENTS_INPUT
     return proto
 
 

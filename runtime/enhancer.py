@@ -17,6 +17,11 @@ map, see :mod:`cliplit.runtime.upsample`) and ``temporal_smoothing`` (see :mod:`
 options need the light map, which only ``float`` I/O models output, and not those exported with
 ``--outputs enhanced``. With neither, a ``float`` model's own ``enhanced`` output is used (a light-map-only model's
 light map is applied here), so results match the official inference bit for bit up to float rounding.
+
+A distilled student's float model on ONNX Runtime's CPU provider runs 8-bit frames at full size through its fast
+path (:mod:`cliplit.runtime.student_fast`: the 1/4-resolution network alone in ONNX Runtime, the full-resolution
+part as one fused OpenCV pass; within one 8-bit level of the whole model); ``scale``, temporal smoothing and 16-bit
+frames, which need the light map or float output, run the whole model as before.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +45,7 @@ from cliplit.runtime.temporal import SCENE_CUT_THRESHOLD, LightMapSmoother
 from cliplit.runtime.upsample import UPSAMPLE_METHODS, upsample_light_map
 
 if TYPE_CHECKING:
+    from cliplit.runtime.student_fast import StudentFast
     from cliplit.runtime.tiling import Tiling
 
 
@@ -54,9 +61,11 @@ class Enhancer:
         temporal_smoothing: float = 0.0,
         scene_cut_threshold: float = SCENE_CUT_THRESHOLD,
         tiling: Tiling | None = None,
+        fast: StudentFast | None = None,
     ) -> None:
         """Wrap ``backend``; ``scale`` in (0, 1], ``temporal_smoothing`` A in [0, 1) (0 = off); ``tiling``: run
-        frames too large for the memory budget tile by tile (:mod:`cliplit.runtime.tiling`; ``open`` sets it up)."""
+        frames too large for the memory budget tile by tile (:mod:`cliplit.runtime.tiling`; ``open`` sets it up);
+        ``fast``: the student's fast path for the same model (``open`` sets it up where it applies)."""
         if not 0.0 < scale <= 1.0:
             raise CliplitError(f"--scale must be in (0, 1], got {scale}")
         if upsample not in UPSAMPLE_METHODS:
@@ -79,6 +88,10 @@ class Enhancer:
         #: told (done, total) as each tile of a frame in tiles is ready, so a progress bar can move within a frame
         #: that takes minutes (``Pipeline`` sets it for its run; see ``cliplit.runtime.tiling.tile_light_maps``)
         self.on_tile: Callable[[int, int], None] | None = None
+        #: the fast path, used for full-size 8-bit frames without temporal smoothing (it gives no light map)
+        self.fast = fast if scale == 1.0 and not temporal_smoothing else None
+        if fast is not None and self.fast is None:
+            fast.close()
 
     @classmethod
     def open(
@@ -98,10 +111,11 @@ class Enhancer:
         loaded = open_backend(model, backend)
         try:
             tiling = open_tiling(model, backend, max_memory)
+            fast = _student_fast(loaded, backend)
         except BaseException:
             loaded.close()
             raise
-        return cls(loaded, tiling=tiling, **options)
+        return cls(loaded, tiling=tiling, fast=fast, **options)
 
     @property
     def io(self) -> str:
@@ -110,6 +124,8 @@ class Enhancer:
     def describe(self) -> str:
         """One line for logs: the backend's own description, then the enhancer's options."""
         parts = [self.backend.describe()]
+        if self.fast is not None:
+            parts.append("student fast path (coefficients in ONNX Runtime, one fused OpenCV pass)")
         if self.scale != 1.0:
             parts.append(f"scale {self.scale:g} ({self.upsample})")
         if self.temporal_smoothing:
@@ -209,6 +225,9 @@ class Enhancer:
         """The enhanced frames of a :meth:`submit`, in order."""
         results: list[np.ndarray] = []
         for group in pending:
+            if group.fast is not None:
+                results.extend(group.fast.result())
+                continue
             if group.tile is not None:
                 results.extend(self._tiled(group))
                 continue
@@ -239,6 +258,8 @@ class Enhancer:
             self.smoother.reset()
 
     def close(self) -> None:
+        if self.fast is not None:
+            self.fast.close()
         self.backend.close()
 
     def __enter__(self) -> Enhancer:
@@ -250,6 +271,8 @@ class Enhancer:
     def _submit_same_size(self, frames: list[np.ndarray]) -> Pending:
         height, width = frames[0].shape[:2]
         check_frame_size(height, width)
+        if self.fast is not None:
+            return Pending(frames, (width, height), None, fast=self.fast.submit(frames))
         size = (width, height)
         if self.io != "uint8":
             size = (max(MIN_SIDE, round(width * self.scale)), max(MIN_SIDE, round(height * self.scale)))
@@ -318,3 +341,27 @@ class Pending:
     #: set for frames that run tiled (then ``handle`` is None): the tile size, and the frames at network size
     tile: tuple[int, int] | None = None
     network_frames: list[np.ndarray] | None = None
+    #: set for frames on the student's fast path (then ``handle`` is None): its enhanced frames, when done
+    fast: Future[list[np.ndarray]] | None = None
+
+
+def _student_fast(loaded: Backend, backend: str | BackendOptions) -> StudentFast | None:
+    """The fast path of a student's float model on ONNX Runtime's CPU provider, with the backend's thread settings,
+    or None where it does not apply (the teacher, other backends, GPUs, a uint8 model, an export whose graph is not
+    the shipped student's)."""
+    from cliplit.core.contract import META_TEACHER
+    from cliplit.core.graphs import GraphError
+    from cliplit.runtime.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeOptions, session_options
+    from cliplit.runtime.models import ensure_coefficients
+    from cliplit.runtime.student_fast import StudentFast
+
+    if not isinstance(loaded, OnnxRuntimeBackend) or loaded.io != "float" or META_TEACHER not in loaded.metadata:
+        return None
+    if loaded.providers != ["CPUExecutionProvider"]:
+        return None
+    try:
+        path = ensure_coefficients(loaded.model_path)
+    except GraphError:
+        return None
+    options = backend if isinstance(backend, OnnxRuntimeOptions) else OnnxRuntimeOptions()
+    return StudentFast(path, session_options(options))

@@ -8,7 +8,8 @@ under any name share one. A released name's digest is known without its file, so
 
 Tiled inference needs the teacher split in two graphs; they are built the same way, from the weights or from any
 cliplit ONNX export of the teacher (its initializers carry the weights), and cached by the weights' SHA-256, so an
-``.onnx`` file alone tiles with no torch and no download.
+``.onnx`` file alone tiles with no torch and no download. The student's fast path (:mod:`cliplit.runtime.student_fast`)
+needs its 1/4-resolution half, the coefficients graph, built and cached the same way from any float export of it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from pathlib import Path
 import onnx
 
 from cliplit.core.atomic import atomic_output
-from cliplit.core.checkpoint import TEACHER, read_checkpoint
+from cliplit.core.checkpoint import STUDENT, TEACHER, read_checkpoint
 from cliplit.core.contract import GRAPH_REVISIONS, IO_VARIANTS, META_MODEL_NAME, META_WEIGHTS_SHA256
 from cliplit.core.errors import CliplitError
-from cliplit.core.graphs import GraphError, build_model, build_split, weights_from_model
+from cliplit.core.graphs import GraphError, build_coefficients, build_model, build_split, weights_from_model
 from cliplit.core.weights import BUNDLED, RELEASED, cliplit_home, resolve_weights, sha256_of
 
 
@@ -105,6 +106,30 @@ def ensure_split(model: str | os.PathLike[str]) -> tuple[Path, Path]:
     _save(head_proto, head)
     _save(tail_proto, tail)
     return head, tail
+
+
+#: the revision of the coefficients graph in its cached file's name: a later template makes the file again
+COEFFICIENTS_REVISION = 1
+
+
+def ensure_coefficients(model: str | os.PathLike[str]) -> Path:
+    """The cached coefficients graph of the student in ``model`` (a cliplit float ONNX export, such as the one
+    :func:`ensure_onnx` builds from weights), built first from the export's own weights if it is not there yet.
+    Named by the weights' SHA-256 from the export's metadata; an export without one, or a graph other than the shipped
+    student's, is a :class:`GraphError` (the caller runs the whole model instead)."""
+    proto = onnx.load(str(model), load_external_data=False)
+    meta = {prop.key: prop.value for prop in proto.metadata_props}
+    digest, name = meta.get(META_WEIGHTS_SHA256, ""), meta.get(META_MODEL_NAME, Path(model).stem)
+    if not digest:
+        raise GraphError(f"{model} records no weights SHA-256 (cliplit.weights_sha256)")
+    target = models_dir() / f"coefficients-{digest[:16]}-r{COEFFICIENTS_REVISION}.onnx"
+    if target.is_file():
+        return target
+    spec, state = weights_from_model(proto)
+    if spec.architecture != STUDENT:
+        raise GraphError(f"{model} is not a student; only a student has a coefficients graph")
+    _save(build_coefficients(state, model_name=name, weights_sha256=digest), target)
+    return target
 
 
 def _save(proto: onnx.ModelProto, target: Path) -> None:

@@ -19,8 +19,10 @@ from cliplit.core.checkpoint import STUDENT, TEACHER, read_checkpoint
 from cliplit.core.contract import model_input_from_rgb, random_model_input
 from cliplit.core.errors import CliplitError
 from cliplit.core.graphs import (
+    COEFFICIENTS_SPEC,
     META_BINDINGS,
     GraphError,
+    build_coefficients,
     build_model,
     load_template,
     template_specs,
@@ -142,8 +144,33 @@ def test_unshipped_graphs_and_mismatched_weights_are_clear_errors(tmp_path):
 def test_every_architecture_has_a_template_for_every_io_choice():
     names = {spec.name for spec in SPECS}
     assert {s.architecture for s in SPECS} == {TEACHER, STUDENT}
-    assert len(names) == len(SPECS) == 16
+    assert len(names) == len(SPECS) == 17
     for spec in SPECS:
         _, bindings, _ = load_template(spec)
         assert bindings and all(b.parameter for b in bindings)
     assert random_network(SPECS[0]).padding == SPECS[0].padding
+
+
+def test_the_coefficients_graph_is_the_students_network_after_its_pooling(tmp_path):
+    """The fast path's graph (pooled frame in) gives StudentNet.coefficients of the frame, built from a checkpoint or
+    from the weights inside a float export of it."""
+    import torch
+
+    from cliplit.train.student import POOL
+
+    data = read_checkpoint("clip-lit-rt")
+    network = StudentNet(StudentConfig.from_dict(data.config))
+    network.load_state_dict({key: torch.from_numpy(np.asarray(value)) for key, value in data.state.items()})
+    exported = export_onnx(load_enhancer("clip-lit-rt"), tmp_path / "rt.onnx").path
+    spec, state = weights_from_model(onnx.load(str(exported)))
+    assert spec.architecture == STUDENT
+    graphs = [build_coefficients(s, model_name="clip-lit-rt", weights_sha256=data.sha256) for s in (data.state, state)]
+    for feed in _inputs("float"):
+        image = torch.from_numpy(feed)
+        pooled = torch.nn.functional.avg_pool2d(image, POOL, POOL, ceil_mode=True, count_include_pad=False)
+        with torch.no_grad():
+            expected = network.coefficients(image).numpy()
+        for graph in graphs:
+            (coefficients,) = _outputs(graph, pooled.numpy())
+            np.testing.assert_allclose(coefficients, expected, rtol=0, atol=2e-5)
+    assert COEFFICIENTS_SPEC in SPECS
