@@ -10,22 +10,48 @@ It is an ordinary ``GstBase.BaseTransform`` written in Python, loaded by GStream
 ``examples/gstreamer/python/cliplitenhance.py`` (the loader only looks at ``python/`` folders on
 ``GST_PLUGIN_PATH``). Frames go through :class:`cliplit.runtime.enhancer.Enhancer`, so ``model`` takes anything
 ``cliplit enhance --model`` takes and ``backend``, ``threads``, ``precision``, ``device``, ``scale``, ``upsample``
-and ``temporal-smoothing`` mean what the command's options of those names mean. Caps: packed 8-bit BGR or RGB, the
-same format and size on both sides (``videoconvert`` around the element does any conversion); timestamps, durations
-and flags are copied from each input buffer to its output (``BaseTransform``'s metadata copy), so no frame is
-dropped, added or retimed.
+and ``temporal-smoothing`` mean what the command's options of those names mean.
+
+Caps: what decoders emit (planar and semi-planar 8-bit YUV: I420, NV12, NV21, Y42B, Y444) or packed 8-bit BGR/RGB,
+the same format and size on both sides; timestamps, durations and flags are copied from each input buffer to its
+output (``BaseTransform``'s metadata copy), so no frame is dropped, added or retimed. YUV is converted to the
+network's BGR and back by :func:`cliplit.runtime.video_colour.frame_to_bgr` and
+:func:`~cliplit.runtime.video_colour.bgr_to_frame` (swscale, by the matrix and range of the caps' colorimetry), the
+conversion ``cliplit enhance`` reads and writes files with: GStreamer's ``videoconvert`` rounds differently, and the
+enhancement amplifies that in the shadows (33 dB between the two tools' outputs on sharp 720p footage, 26 dB on
+full-range clips, against 38+ dB with the shared conversion; docs/gstreamer.md).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import av
 import numpy as np
 
+from cliplit.runtime.video_colour import UNSPECIFIED, VideoColour, bgr_to_frame, frame_to_bgr
+
 ELEMENT_NAME = "cliplitenhance"
+#: GStreamer's raw formats the element takes, with FFmpeg's name for the same memory layout
+PIX_FMT = {
+    "I420": "yuv420p",
+    "NV12": "nv12",
+    "NV21": "nv21",
+    "Y42B": "yuv422p",
+    "Y444": "yuv444p",
+    "BGR": "bgr24",
+    "RGB": "rgb24",
+}
+_PACKED = ("bgr24", "rgb24")
+#: FFmpeg's matrix (AVColorSpace) for GStreamer's GstVideoColorMatrix (unknown, RGB, FCC, BT.709, BT.601, SMPTE 240M,
+#: BT.2020); FFmpeg has no matrix for RGB (0 means identity), so RGB's is left unspecified
+_AV_MATRIX = {0: UNSPECIFIED, 2: 4, 3: 1, 4: 6, 5: 7, 6: 9}
+#: FFmpeg's range (AVColorRange) for GStreamer's GstVideoColorRange (unknown, 0-255, 16-235)
+_AV_RANGE = {0: 0, 1: 2, 2: 1}
 
 
 @functools.cache
@@ -45,10 +71,11 @@ def element_factory() -> tuple[str, Any, type]:  # noqa: C901  (it counts the el
     if TYPE_CHECKING:
         from cliplit.runtime.enhancer import Enhancer
 
-    #: what both pads take: packed 8-bit BGR or RGB of any size the model accepts (the contract's minimum is 2×2)
+    #: what both pads take: the formats of PIX_FMT (YUV first: decoders' own, so no converter is needed before the
+    #: element) of any size the model accepts (the contract's minimum is 2×2)
     CAPS = Gst.Caps.from_string(
-        "video/x-raw, format=(string){ BGR, RGB }, width=(int)[ 2, 2147483647 ], height=(int)[ 2, 2147483647 ], "
-        "framerate=(fraction)[ 0/1, 2147483647/1 ]"
+        f"video/x-raw, format=(string){{ {', '.join(PIX_FMT)} }}, width=(int)[ 2, 2147483647 ], "
+        "height=(int)[ 2, 2147483647 ], framerate=(fraction)[ 0/1, 2147483647/1 ]"
     )
 
     Gst.init(None)
@@ -102,7 +129,7 @@ def element_factory() -> tuple[str, Any, type]:  # noqa: C901  (it counts the el
     }
 
     class CliplitEnhance(GstBase.BaseTransform):
-        """Replace each BGR or RGB frame by its CLIP-LIT enhancement, keeping its timestamps."""
+        """Replace each frame by its CLIP-LIT enhancement, keeping its format and timestamps."""
 
         __gstmetadata__ = (
             "CLIP-LIT backlit image enhancement",
@@ -123,6 +150,8 @@ def element_factory() -> tuple[str, Any, type]:  # noqa: C901  (it counts the el
             self.settings: dict[str, Any] = {name: spec[-2] for name, spec in PROPERTIES.items()}
             self.enhancer: Enhancer | None = None
             self.info: GstVideo.VideoInfo | None = None
+            #: how the negotiated format is converted to the network's BGR and back (set with the caps)
+            self.layout: FrameLayout | None = None
 
         def do_get_property(self, prop: GObject.ParamSpec) -> Any:
             return self.settings[prop.name]
@@ -168,21 +197,33 @@ def element_factory() -> tuple[str, Any, type]:  # noqa: C901  (it counts the el
             return True
 
         def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
-            self.info = GstVideo.VideoInfo.new_from_caps(incaps)
+            self.info = info = GstVideo.VideoInfo.new_from_caps(incaps)
+            if info is None:
+                return False
+            colorimetry = info.colorimetry
+            self.layout = FrameLayout(
+                PIX_FMT[info.finfo.name],
+                info.width,
+                info.height,
+                colour=VideoColour(
+                    colorspace=_AV_MATRIX.get(int(colorimetry.matrix), UNSPECIFIED),
+                    color_range=_AV_RANGE.get(int(colorimetry.range), 0),
+                ),
+            )
             if self.enhancer is not None:
                 self.enhancer.reset()  # a new stream: temporal smoothing starts over
-            return self.info is not None
+            return True
 
         def do_transform(self, inbuf: Gst.Buffer, outbuf: Gst.Buffer) -> Gst.FlowReturn:
             """Enhance one frame into ``outbuf``; BaseTransform has already copied the timestamps and flags to it."""
-            assert self.enhancer is not None and self.info is not None
+            assert self.enhancer is not None and self.info is not None and self.layout is not None
+            planes = (self.info.offset, self.info.stride)
             try:
                 with _mapped(inbuf, Gst.MapFlags.READ) as data:
-                    frame = _frame_view(data, self.info)
-                    rgb = self.info.finfo.format == GstVideo.VideoFormat.RGB
-                    enhanced = self.enhancer.enhance(frame[:, :, ::-1] if rgb else frame)
+                    bgr = self.layout.to_bgr(data, *planes)
+                enhanced = self.enhancer.enhance(bgr)
                 with _mapped(outbuf, Gst.MapFlags.WRITE) as data:
-                    _frame_view(data, self.info)[:] = enhanced[:, :, ::-1] if rgb else enhanced
+                    self.layout.from_bgr(enhanced, data, *planes)
             except Exception as error:
                 self._post_error(f"enhancing a frame failed: {error}")
                 return Gst.FlowReturn.ERROR
@@ -207,10 +248,66 @@ def _mapped(buffer: Any, flags: Any) -> Iterator[np.ndarray]:
         buffer.unmap(info)
 
 
-def _frame_view(data: np.ndarray, info: Any) -> np.ndarray:
-    """The H×W×3 pixels of a packed 24-bit frame (``info``: its GstVideo.VideoInfo); GStreamer pads each row to a
-    multiple of four bytes (``stride``)."""
-    stride, offset = info.stride[0], info.offset[0]
+@dataclass(frozen=True)
+class FrameLayout:
+    """How one negotiated raw format is converted to the network's H×W×3 BGR and back, between GStreamer's mapped
+    buffer memory (planes at ``offsets``, rows ``strides`` bytes apart) and swscale (through PyAV frames)."""
+
+    pix_fmt: str
+    width: int
+    height: int
+    #: the matrix and range of the caps' colorimetry (FFmpeg's numbers); only YUV uses them
+    colour: VideoColour
+
+    def to_bgr(self, data: np.ndarray, offsets: Sequence[int], strides: Sequence[int]) -> np.ndarray:
+        """The frame in ``data`` as BGR, by the conversion ``cliplit enhance`` reads video files with."""
+        if self.pix_fmt in _PACKED:
+            return _packed(self, data, offsets, strides).copy()
+        frame = av.VideoFrame(self.width, self.height, self.pix_fmt)
+        for plane, view in zip(frame.planes, _planes(frame, data, offsets, strides), strict=True):
+            _plane_rows(plane, view.shape[1])[:] = view
+        frame.colorspace, frame.color_range = self.colour.colorspace, self.colour.color_range
+        return frame_to_bgr(frame)
+
+    def from_bgr(self, image: np.ndarray, data: np.ndarray, offsets: Sequence[int], strides: Sequence[int]) -> None:
+        """Write the BGR ``image`` into ``data`` in this format, by the conversion ``cliplit enhance`` writes with."""
+        if self.pix_fmt in _PACKED:
+            _packed(self, data, offsets, strides)[:] = image[:, :, ::-1] if self.pix_fmt == "rgb24" else image
+            return
+        _, _, matrix, color_range = self.colour.output_tags(rgb=False)
+        frame = bgr_to_frame(image, self.pix_fmt, matrix, color_range)
+        for plane, view in zip(frame.planes, _planes(frame, data, offsets, strides), strict=True):
+            view[:] = _plane_rows(plane, view.shape[1])
+
+
+def _packed(layout: FrameLayout, data: np.ndarray, offsets: Sequence[int], strides: Sequence[int]) -> np.ndarray:
+    """The H×W×3 pixels of a packed 24-bit frame, as stored (BGR or RGB); GStreamer pads each row to a multiple of
+    four bytes (``stride``)."""
     return np.lib.stride_tricks.as_strided(
-        data[offset:], shape=(info.height, info.width, 3), strides=(stride, 3, 1), writeable=data.flags.writeable
+        data[offsets[0] :],
+        shape=(layout.height, layout.width, 3),
+        strides=(strides[0], 3, 1),
+        writeable=data.flags.writeable,
     )
+
+
+def _planes(frame: av.VideoFrame, data: np.ndarray, offsets: Sequence[int], strides: Sequence[int]) -> list[np.ndarray]:
+    """Views of GStreamer's planes in ``data`` (rows × bytes of pixels, padding left out), shaped like ``frame``'s:
+    a plane's row holds one byte per component stored in it (two for NV12's interleaved chroma)."""
+    views = []
+    for index, plane in enumerate(frame.planes):
+        row_bytes = plane.width * sum(component.plane == index for component in frame.format.components)
+        views.append(
+            np.lib.stride_tricks.as_strided(
+                data[offsets[index] :],
+                shape=(plane.height, row_bytes),
+                strides=(strides[index], 1),
+                writeable=data.flags.writeable,
+            )
+        )
+    return views
+
+
+def _plane_rows(plane: av.VideoPlane, row_bytes: int) -> np.ndarray:
+    """A PyAV plane's memory as rows × ``row_bytes`` (its rows are ``line_size`` apart)."""
+    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :row_bytes]
