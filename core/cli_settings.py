@@ -85,7 +85,7 @@ class SettingsCli:
         names = self.option_strings()
         for item in self.fields():
             if item.name in self.groups:
-                target = parser.add_argument_group(self.groups[item.name])
+                target = _group(parser, self.groups[item.name])
             flag = self.flag(item.name)
             options = self._argument(item, flag, kinds[item.name], suppress_defaults)
             if not names[item.name][0].startswith("-"):
@@ -147,6 +147,14 @@ def from_args(settings: type, args: argparse.Namespace, **overrides: Any) -> Any
     return SettingsCli(settings).from_args(args, **overrides)
 
 
+def _group(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
+    """The parser's group of this title, made if new: two settings classes can fill one group."""
+    for group in parser._action_groups:
+        if group.title == title:
+            return group
+    return parser.add_argument_group(title)
+
+
 def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -173,7 +181,7 @@ def _help(flag: Flag, default: Any) -> str:
     text = flag.help
     if flag.default_text is not None:
         return f"{text} (default: {flag.default_text})".lstrip()
-    if "default:" in text or flag.required or default is None or default == []:
+    if "default:" in text or flag.required or default is None or default in ((), []):
         return text
     if default == "":
         return f"{text} (required)".lstrip()

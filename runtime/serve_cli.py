@@ -16,7 +16,7 @@ from cliplit.core.cli_settings import Flag, SettingsCli
 from cliplit.runtime.backends import BACKEND_CHOICES
 from cliplit.runtime.memory import parse_memory_size
 from cliplit.runtime.model_choice import ModelChoice
-from cliplit.runtime.serve import ServeSettings
+from cliplit.runtime.serve_settings import ServeSettings
 
 MODEL = SettingsCli(
     ModelChoice,
