@@ -21,81 +21,16 @@ import warnings
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cliplit.core.contract import PPM_BINS, random_model_input
-from cliplit.core.errors import CliplitError
 from cliplit.core.split_contract import FEATURES, HEAD_INPUT, LIGHT_MAP, ORIGIN, TAIL_INPUTS
 from cliplit.export.onnx_export import DEFAULT_OPSET
-from cliplit.train.network import LightMapNet
+from cliplit.train.network import LightMapNet, SplitHead, SplitTail, align_corners_weights
 
-
-class SplitHead(nn.Module):
-    """``image`` N×3×h×w → ``features`` N×C×h×w: the network up to the input of its pyramid pooling.
-
-    Holds only the layers it runs (shared with ``net``), so :func:`receptive_radius` sees exactly those.
-    """
-
-    def __init__(self, net: LightMapNet) -> None:
-        super().__init__()
-        self.cond1, self.act = net.cond1, net.act
-        self.blocks = nn.Sequential(net.ResidualBlock1, net.ResidualBlock2)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.act(self.cond1(image)))
-
-
-class SplitTail(nn.Module):
-    """``features`` of a tile + the frame's pooled means (one N×C×b×b tensor per level of ``PPM_BINS``) + ``origin``
-    (int64 [top, left, frame height, frame width]) → the tile's ``light_map`` N×1×h×w.
-
-    What follows the pooling in :class:`~cliplit.train.network.PyramidPooling` and ``LightMapNet.forward``, with the
-    upsampling of each pooled level restricted to the tile's rows and columns of the full frame.
-    """
-
-    def __init__(self, net: LightMapNet) -> None:
-        super().__init__()
-        levels = tuple(branch[0].bins for branch in net.PPM1.features)
-        if levels != PPM_BINS:
-            raise CliplitError(f"the network pools to {levels} bins, the split contract to {PPM_BINS}")
-        self.ppm = net.PPM1
-        self.body = nn.Sequential(
-            net.condx, net.ResidualBlock3, net.ResidualBlock4, net.condy, net.ResidualBlock5, net.ResidualBlock6
-        )
-        self.cond_add1 = net.cond_add1
-
-    def forward(self, features: torch.Tensor, *pooled_and_origin: torch.Tensor) -> torch.Tensor:
-        *pooled, origin = pooled_and_origin
-        height, width = features.shape[-2], features.shape[-1]
-        branches = [features]
-        for (_, conv, act), means, bins in zip(self.ppm.features, pooled, PPM_BINS, strict=True):
-            rows = align_corners_weights(origin[0], height, origin[2], bins, features)
-            cols = align_corners_weights(origin[1], width, origin[3], bins, features)
-            branches.append(torch.matmul(torch.matmul(rows, act(conv(means))), cols.transpose(0, 1)))
-        return F.relu(self.cond_add1(self.body(self.ppm.fuse(torch.cat(branches, 1)))))
-
-
-def align_corners_weights(
-    start: torch.Tensor | int, count: int | torch.Tensor, full: torch.Tensor | int, bins: int, like: torch.Tensor
-) -> torch.Tensor:
-    """The count × bins matrix of bilinear (``align_corners=True``) upsampling weights of rows ``start`` ..
-    ``start + count - 1`` of a ``full``-long axis, from ``bins`` cells.
-
-    Computed as PyTorch's CPU kernel does, in float32: source position = index · ((bins − 1) / (full − 1)), the lower
-    cell its floor, the upper one the next (clamped to the last cell), weights 1 − frac and frac.
-    """
-    full = torch.as_tensor(full, device=like.device)
-    position = (torch.arange(count, device=like.device) + start).to(torch.float32)
-    scale = torch.tensor(float(bins - 1), device=like.device) / (full - 1).to(torch.float32)
-    source = position * scale
-    last = float(bins - 1)
-    lower = torch.clamp(torch.floor(source), max=last)
-    frac = (source - lower).unsqueeze(1)
-    upper = torch.clamp(lower + 1.0, max=last)
-    cells = torch.arange(bins, device=like.device).to(torch.float32).unsqueeze(0)
-    weights = (cells == lower.unsqueeze(1)).to(like.dtype) * (1.0 - frac)
-    return weights + (cells == upper.unsqueeze(1)).to(like.dtype) * frac
+# The split's parts and its upsampling weights are the network's (cliplit.train.network); named here too for
+# tests/test_tiling.py, which imports them from the exporter.
+__all__ = ["SplitHead", "SplitTail", "align_corners_weights", "receptive_radius", "split_graphs"]
 
 
 def receptive_radius(module: nn.Module) -> int:
@@ -116,13 +51,12 @@ def split_graphs(
 ) -> tuple[onnx.ModelProto, onnx.ModelProto, tuple[int, int]]:
     """The head and tail graphs of ``model`` (no metadata) and their halos: what the split templates of
     :mod:`cliplit.export.templates` are made from."""
-    model = model.eval()
-    head, tail = SplitHead(model), SplitTail(model)
+    head, tail = model.eval().split()
     halos = (receptive_radius(head), receptive_radius(tail))
     return _export_part("head", head, opset), _export_part("tail", tail, opset), halos
 
 
-def _export_part(part: str, module: nn.Module, opset: int) -> onnx.ModelProto:
+def _export_part(part: str, module: SplitHead | SplitTail, opset: int) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     spatial = {0: "batch", 2: "height", 3: "width"}
     if part == "head":

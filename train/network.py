@@ -10,6 +10,7 @@ convolutions (``cond1``, ``condx``, ``condy``, ``cond_add1``) and are run at tes
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from copy import deepcopy
 from typing import Literal
 
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cliplit.core.contract import LIGHT_MAP_EPS, PPM_BINS
+from cliplit.core.errors import CliplitError
 
 Padding = Literal["test", "train"]
 PADDINGS: tuple[str, ...] = ("test", "train")
@@ -124,13 +126,86 @@ class LightMapNet(nn.Module):
             copy.cond1.weight.copy_(self.cond1.weight.flip(1))
         return copy
 
+    def head(self) -> SplitHead:
+        """The layers before the pyramid pooling (see :class:`SplitHead`)."""
+        return SplitHead(self)
+
+    def body(self) -> nn.Sequential:
+        """The layers between the pyramid pooling and the output convolution ``cond_add1``, in order."""
+        return nn.Sequential(
+            self.condx, self.ResidualBlock3, self.ResidualBlock4, self.condy, self.ResidualBlock5, self.ResidualBlock6
+        )
+
+    def split(self) -> tuple[SplitHead, SplitTail]:
+        """(head, tail): the network cut at its pyramid pooling, for exact tiled inference (see :class:`SplitTail`)."""
+        return self.head(), SplitTail(self)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.act(self.cond1(x))
-        h = self.ResidualBlock2(self.ResidualBlock1(h))
-        h = self.PPM1(h)
-        h = self.ResidualBlock4(self.ResidualBlock3(self.condx(h)))
-        h = self.ResidualBlock6(self.ResidualBlock5(self.condy(h)))
-        return F.relu(self.cond_add1(h))
+        return F.relu(self.cond_add1(self.body()(self.PPM1(self.head()(x)))))
+
+
+class SplitHead(nn.Sequential):
+    """``image`` N×3×h×w → ``features`` N×C×h×w: the network's layers before its pyramid pooling, in order.
+
+    Holds only the layers it runs (the network's own), so a tile's halo can be read off its convolutions; purely
+    convolutional, so the tiler runs it tile by tile.
+    """
+
+    def __init__(self, net: LightMapNet) -> None:
+        blocks = nn.Sequential(net.ResidualBlock1, net.ResidualBlock2)
+        super().__init__(OrderedDict(cond1=net.cond1, act=net.act, blocks=blocks))
+
+
+class SplitTail(nn.Module):
+    """``features`` of a tile + the frame's pooled means (one N×C×b×b tensor per level of ``PPM_BINS``) + ``origin``
+    (int64 [top, left, frame height, frame width]) → the tile's ``light_map`` N×1×h×w.
+
+    Everything before the pyramid pooling is convolutional, and so is everything after it once the pooled means of
+    the whole frame are known: the tail is what follows the pooling in :class:`PyramidPooling` and
+    :meth:`LightMapNet.forward`, with the upsampling of each pooled level restricted to the tile's rows and columns of
+    the full frame (two small interpolation matrices built from ``origin``).
+    """
+
+    def __init__(self, net: LightMapNet) -> None:
+        super().__init__()
+        levels = tuple(branch[0].bins for branch in net.PPM1.features)
+        if levels != PPM_BINS:
+            raise CliplitError(f"the network pools to {levels} bins, the split contract to {PPM_BINS}")
+        self.ppm = net.PPM1
+        self.body = net.body()
+        self.cond_add1 = net.cond_add1
+
+    def forward(self, features: torch.Tensor, *pooled_and_origin: torch.Tensor) -> torch.Tensor:
+        *pooled, origin = pooled_and_origin
+        height, width = features.shape[-2], features.shape[-1]
+        branches = [features]
+        for (_, conv, act), means, bins in zip(self.ppm.features, pooled, PPM_BINS, strict=True):
+            rows = align_corners_weights(origin[0], height, origin[2], bins, features)
+            cols = align_corners_weights(origin[1], width, origin[3], bins, features)
+            branches.append(torch.matmul(torch.matmul(rows, act(conv(means))), cols.transpose(0, 1)))
+        return F.relu(self.cond_add1(self.body(self.ppm.fuse(torch.cat(branches, 1)))))
+
+
+def align_corners_weights(
+    start: torch.Tensor | int, count: int | torch.Tensor, full: torch.Tensor | int, bins: int, like: torch.Tensor
+) -> torch.Tensor:
+    """The count × bins matrix of bilinear (``align_corners=True``) upsampling weights of rows ``start`` ..
+    ``start + count - 1`` of a ``full``-long axis, from ``bins`` cells.
+
+    Computed as PyTorch's CPU kernel does, in float32: source position = index · ((bins − 1) / (full − 1)), the lower
+    cell its floor, the upper one the next (clamped to the last cell), weights 1 − frac and frac.
+    """
+    full = torch.as_tensor(full, device=like.device)
+    position = (torch.arange(count, device=like.device) + start).to(torch.float32)
+    scale = torch.tensor(float(bins - 1), device=like.device) / (full - 1).to(torch.float32)
+    source = position * scale
+    last = float(bins - 1)
+    lower = torch.clamp(torch.floor(source), max=last)
+    frac = (source - lower).unsqueeze(1)
+    upper = torch.clamp(lower + 1.0, max=last)
+    cells = torch.arange(bins, device=like.device).to(torch.float32).unsqueeze(0)
+    weights = (cells == lower.unsqueeze(1)).to(like.dtype) * (1.0 - frac)
+    return weights + (cells == upper.unsqueeze(1)).to(like.dtype) * frac
 
 
 def apply_light_map(x: torch.Tensor, light_map: torch.Tensor, eps: float = LIGHT_MAP_EPS) -> torch.Tensor:
