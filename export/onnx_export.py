@@ -3,7 +3,7 @@
 The graph holds all pre- and post-processing (colour order, scaling, the guarded division, clamping and, for the
 ``uint8`` variant, rounding as the reference does), so a C++ pipeline feeds decoder frames in and gets frames out.
 Every export is checked (onnx.checker, shape inference) and verified against PyTorch in ONNX Runtime before it is
-renamed into place; a model that drifts more than ``LIGHT_MAP_TOLERANCE`` is never written.
+renamed into place (:mod:`cliplit.export.verify`); a model that drifts more than its tolerances is never written.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import io as io_module
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,29 +20,24 @@ import torch
 from torch import nn
 
 from cliplit.core.atomic import atomic_output
-from cliplit.core.contract import (
-    IO_VARIANTS,
-    MIN_SIDE,
-    io_spec,
-    model_doc_string,
-    model_input_from_rgb,
-    model_metadata,
-    random_model_input,
-)
+from cliplit.core.contract import IO_VARIANTS, io_spec, model_doc_string, model_metadata, random_model_input
 from cliplit.core.errors import CliplitError
 from cliplit.export.opencv_compat import expand_single_pixel_resizes
+from cliplit.export.verify import (
+    Check,
+    ExportReport,
+    compare,
+    image_cases,
+    onnx_runtime,
+    output_tolerances,
+    random_cases,
+    require,
+)
 from cliplit.train.checkpoint import EnhancerCheckpoint
 from cliplit.train.network import LightMapNet, apply_light_map
 from cliplit.train.student import StudentNet
 
 DEFAULT_OPSET = 17
-# The light map of ONNX Runtime and PyTorch agree to ~1e-7 in FP32 (different summation orders); 1e-4 leaves room
-# for other CPUs' kernels while still catching any real graph error (those show up at 1e-2 and above).
-LIGHT_MAP_TOLERANCE = 1e-4
-# The enhanced image x / L amplifies that error where L is small; a quarter of one 8-bit level is still invisible.
-ENHANCED_TOLERANCE = 1e-3
-# Odd sizes that exercise uneven pooling bins, the minimum size and non-square frames.
-VERIFY_SIZES: tuple[tuple[int, int], ...] = ((MIN_SIDE, MIN_SIDE), (7, 9), (67, 93), (257, 383))
 
 
 class FloatIO(nn.Module):
@@ -78,34 +72,13 @@ class Uint8IO(nn.Module):
     def __init__(self, enhancer: LightMapNet | StudentNet) -> None:
         super().__init__()
         self.enhancer = enhancer.with_bgr_input()
+        self.outputs = io_spec("uint8").output_names
 
     def forward(self, frame: torch.Tensor) -> torch.Tensor:
         bgr = frame.to(torch.float32).permute(0, 3, 1, 2) / 255.0
         enhanced = apply_light_map(bgr, self.enhancer(bgr))
         scaled = torch.clamp(torch.floor(enhanced * 255.0 + 0.5), 0.0, 255.0)
         return scaled.permute(0, 2, 3, 1).to(torch.uint8)
-
-
-@dataclass
-class ExportReport:
-    """What an export wrote and how closely ONNX Runtime matched PyTorch on each verification input."""
-
-    path: Path
-    io: str
-    opset: int
-    max_abs_diff: dict[str, float] = field(default_factory=dict)
-    #: the model's outputs; None: all of its variant's
-    outputs: tuple[str, ...] | None = None
-
-    def summary(self) -> str:
-        worst = max(self.max_abs_diff.values(), default=float("nan"))
-        outputs = io_spec(self.io, self.outputs).output_names
-        unit = "uint8 levels" if self.io != "float" else _reported_output(outputs).replace("_", " ")
-        only = "" if self.outputs is None else f", outputs={','.join(outputs)}"
-        return (
-            f"wrote {self.path} (io={self.io}{only}, opset={self.opset}); max |ONNX Runtime - PyTorch| = {worst:.3g} "
-            f"{unit}"
-        )
 
 
 def onnx_graph(
@@ -136,7 +109,7 @@ def onnx_graph(
     return proto
 
 
-def io_wrapper(model: LightMapNet | StudentNet, io: str, outputs: Sequence[str] | None = None) -> nn.Module:
+def io_wrapper(model: LightMapNet | StudentNet, io: str, outputs: Sequence[str] | None = None) -> FloatIO | Uint8IO:
     """``model`` wrapped in the I/O of variant ``io``."""
     return FloatIO(model, outputs) if io == "float" else Uint8IO(model)
 
@@ -161,7 +134,6 @@ def export_onnx(
         raise CliplitError(f"unknown --io {io!r}; expected one of {', '.join(IO_VARIANTS)}")
     spec = io_spec(io, outputs)
     model = checkpoint.model.eval()
-    report = ExportReport(path=Path(path), io=io, opset=opset, outputs=None if outputs is None else spec.output_names)
     with atomic_output(path, overwrite=overwrite) as tmp:
         proto = onnx_graph(model, io, outputs, opset)
         proto.doc_string = model_doc_string(checkpoint.name)
@@ -177,48 +149,24 @@ def export_onnx(
         onnx.helper.set_model_props(proto, meta)
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))
-        report.max_abs_diff = verify_against_torch(tmp, io_wrapper(model, io, outputs), io, verify_images or [])
-    return report
+        checks = verify_against_torch(tmp, io_wrapper(model, io, outputs), io, verify_images or [])
+    chosen = None if outputs is None else spec.output_names
+    return ExportReport(path=Path(path), io=io, opset=opset, checks=checks, outputs=chosen)
 
 
 def verify_against_torch(
-    onnx_path: str | os.PathLike[str], wrapper: nn.Module, io: str, images: list[np.ndarray]
-) -> dict[str, float]:
-    """Run ONNX Runtime and PyTorch on random inputs at ``VERIFY_SIZES`` and on ``images``; raise on drift.
+    onnx_path: str | os.PathLike[str], wrapper: FloatIO | Uint8IO, io: str, images: list[np.ndarray]
+) -> tuple[Check, ...]:
+    """ONNX Runtime against PyTorch on the seeded random cases and on ``images``; raise on drift.
 
-    Every output the model has is compared: for ``float`` the light map within ``LIGHT_MAP_TOLERANCE`` and the
-    enhanced image within ``ENHANCED_TOLERANCE``; for ``uint8`` the output frame, where one level of difference is
-    allowed (a value within float rounding of a .5 boundary can round either way). The returned difference per input
-    is the light map's where the model has one, else the enhanced image's.
+    Every output the model has is compared within its tolerance (:func:`cliplit.export.verify.output_tolerances`).
     """
-    import onnxruntime as ort
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(1234)
-    cases = {f"random {h}x{w}": random_model_input(io, 2, h, w, rng) for h, w in VERIFY_SIZES}
-    for i, rgb in enumerate(images):
-        cases[f"image {i} {rgb.shape[1]}x{rgb.shape[0]}"] = model_input_from_rgb(io, rgb)
-    names = [output.name for output in session.get_outputs()]
-    limits = {"light_map": LIGHT_MAP_TOLERANCE, "enhanced": ENHANCED_TOLERANCE if io == "float" else 1.0}
-    diffs: dict[str, float] = {}
-    for label, array in cases.items():
-        ours = session.run(names, {session.get_inputs()[0].name: array})
+    def pytorch(array: np.ndarray) -> dict[str, np.ndarray]:
         with torch.no_grad():
-            theirs = wrapper(torch.from_numpy(array))
-        theirs = (theirs,) if isinstance(theirs, torch.Tensor) else theirs
-        for name, mine, reference in zip(names, ours, theirs, strict=True):
-            diff = float(np.abs(mine.astype(np.float64) - reference.numpy().astype(np.float64)).max())
-            if not diff <= limits[name]:
-                raise CliplitError(
-                    f"ONNX export failed verification on {label}: max |ONNX Runtime - PyTorch| = {diff:.3g} in "
-                    f"{name} > {limits[name]}"
-                )
-            if name == _reported_output(names):
-                diffs[label] = diff
-    return diffs
+            result = wrapper(torch.from_numpy(array))
+        result = (result,) if isinstance(result, torch.Tensor) else result
+        return {name: tensor.numpy() for name, tensor in zip(wrapper.outputs, result, strict=True)}
 
-
-def _reported_output(outputs: Sequence[str]) -> str:
-    """The output whose difference a report shows: the light map where there is one (it is what the network computes;
-    the enhanced image only amplifies its error), else the enhanced image."""
-    return "light_map" if "light_map" in outputs else "enhanced"
+    cases = [*random_cases(io), *image_cases(io, images)]
+    return require(compare(cases, onnx_runtime(onnx_path), pytorch, output_tolerances(io)), "ONNX export")

@@ -18,8 +18,9 @@ import onnx
 from cliplit.core.atomic import atomic_output, check_writable
 from cliplit.core.contract import check_frame_size
 from cliplit.core.errors import CliplitError
-from cliplit.export.onnx_export import DEFAULT_OPSET, LIGHT_MAP_TOLERANCE, ExportReport, export_onnx
+from cliplit.export.onnx_export import DEFAULT_OPSET, export_onnx
 from cliplit.export.opencv_compat import STATIC_BATCH, make_static
+from cliplit.export.verify import LIGHT_MAP, Case, ExportReport, compare, onnx_runtime, require
 from cliplit.train.checkpoint import EnhancerCheckpoint
 
 _SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -52,14 +53,11 @@ def export_opencv_static(
         model.doc_string += f"; static input {STATIC_BATCH}x3x{height}x{width} for OpenCV DNN"
         with atomic_output(path, overwrite=overwrite) as tmp:
             onnx.save(model, str(tmp))
-            diff = _max_light_map_diff(tmp, dynamic, height, width)
-            if not diff <= LIGHT_MAP_TOLERANCE:
-                raise CliplitError(
-                    f"static OpenCV model differs from the dynamic export by {diff:.3g} in the light map"
-                )
-    report.path = Path(path)
-    report.max_abs_diff[f"static {height}x{width} vs dynamic"] = diff
-    return report
+            image = np.random.default_rng(height * 7919 + width).random((STATIC_BATCH, 3, height, width), np.float32)
+            case = Case(f"static {height}x{width} vs dynamic", image)
+            checks = compare([case], onnx_runtime(tmp), onnx_runtime(dynamic), {"light_map": LIGHT_MAP})
+            require(checks, "the static OpenCV model (against the dynamic export)")
+    return report.moved(path, checks)
 
 
 def parse_static_size(text: str) -> tuple[int, int]:
@@ -77,14 +75,3 @@ def _check_size(height: int, width: int) -> None:
         check_frame_size(height, width)
     except ValueError as error:
         raise CliplitError(str(error)) from None
-
-
-def _max_light_map_diff(static: Path, dynamic: Path, height: int, width: int) -> float:
-    import onnxruntime as ort
-
-    image = np.random.default_rng(height * 7919 + width).random((STATIC_BATCH, 3, height, width), dtype=np.float32)
-    maps = []
-    for model_path in (static, dynamic):
-        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-        maps.append(session.run(["light_map"], {"image": image})[0])
-    return float(np.abs(maps[0] - maps[1]).max())

@@ -1,28 +1,29 @@
 """The parity check of a freshly built engine: its enhanced images against ONNX Runtime FP32 on the same ONNX file.
 
-The engine is run through the runtime's own TensorRT backend (imported lazily: the export layer must not load the
-runtime at import time), on the ``--verify-image`` photos fitted into the optimization profile or, without any, on a
-synthetic backlit scene at the profile's ``opt`` size.
+The engine is run by :class:`cliplit.core.tensorrt_engine.EngineRunner` (core: the exporter never imports the
+runtime), on the ``--verify-image`` photos fitted into the optimization profile or, without any, on a synthetic
+backlit scene at the profile's ``opt`` size; the comparison is :mod:`cliplit.export.verify`'s.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from cliplit.core.contract import io_spec, model_input_from_rgb
 from cliplit.core.images import read_image
-from cliplit.core.metrics import psnr
 from cliplit.core.shapes import ProfileShapes, batch_height_width
-from cliplit.core.sidecar import EngineSidecar
+from cliplit.core.tensorrt_engine import EngineRunner
+from cliplit.export.verify import Case, Check, Tolerance, compare, onnx_runtime
 
-# FP16 keeps the enhanced image within about 1/100 of a uint8 level of FP32 (well above 40 dB); a graph or precision
-# error (an FP16 division, a wrong layout) lands far below.
 PSNR_THRESHOLD_DB = 40.0
 PSNR_PEAK = {"float": 1.0, "uint8": 255.0}
+PARITY_WHY = (
+    "FP16 keeps the enhanced image within about 1/100 of a uint8 level of FP32 (well above 40 dB); a graph or "
+    "precision error (an FP16 division, a wrong layout) lands far below"
+)
 
 
 def parity_images(paths: tuple[Path, ...], profile: ProfileShapes) -> list[tuple[str, np.ndarray]]:
@@ -67,21 +68,22 @@ def fit_to_profile(rgb: np.ndarray, profile: ProfileShapes) -> np.ndarray:
 
 
 def measure_parity(
-    engine_path: Path, onnx_path: Path, images: list[tuple[str, np.ndarray]], sidecar: EngineSidecar, device: int
-) -> list[dict[str, Any]]:
-    """PSNR of the engine's enhanced image against ONNX Runtime FP32 on the same ONNX file, per image."""
-    import onnxruntime as ort
-
-    from cliplit.runtime.backends.tensorrt import TensorRTBackend, TensorRTOptions
-
-    spec = io_spec(sidecar.io)
-    min_batch = sidecar.profile["min"][0]
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    results = []
-    with TensorRTBackend(engine_path, TensorRTOptions(sidecar=sidecar, device=device)) as backend:
-        for label, rgb in images:
-            batch = np.repeat(model_input_from_rgb(sidecar.io, rgb), min_batch, axis=0)
-            (reference,) = session.run(["enhanced"], {spec.input_name: batch})
-            ours = backend.run(batch)["enhanced"]
-            results.append({"input": label, "psnr_db": psnr(reference, ours, peak=PSNR_PEAK[sidecar.io])})
-    return results
+    engine_path: Path,
+    onnx_path: Path,
+    images: list[tuple[str, np.ndarray]],
+    profile: ProfileShapes,
+    *,
+    device: int,
+    version_compatible: bool,
+) -> tuple[Check, ...]:
+    """PSNR of the engine's enhanced image against ONNX Runtime FP32 on the same ONNX file, per image (each repeated
+    to the profile's smallest batch); not raising: the builder decides what a failure means."""
+    input_name = io_spec(profile.io).input_name
+    cases = [
+        Case(label, np.repeat(model_input_from_rgb(profile.io, rgb), profile.min[0], axis=0)) for label, rgb in images
+    ]
+    tolerance = Tolerance(PSNR_THRESHOLD_DB, PARITY_WHY, psnr_peak=PSNR_PEAK[profile.io])
+    with EngineRunner(engine_path, device=device, version_compatible=version_compatible) as engine:
+        return compare(
+            cases, lambda batch: engine.run({input_name: batch}), onnx_runtime(onnx_path), {"enhanced": tolerance}
+        )

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -125,20 +125,31 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, settings: Build
     with atomic_output(cache_path, overwrite=True) as tmp:
         tmp.write_bytes(build.timing_cache)
     print(f"  timing cache saved to {cache_path}")
-    sidecar = _sidecar(onnx_path, settings, build, trt.__version__, gpu)
     images = parity_images(settings.verify_images, settings.profile)
     with atomic_output(engine_path, overwrite=settings.overwrite) as tmp:
         tmp.write_bytes(build.plan)
-        sidecar.parity = measure_parity(tmp, onnx_path, images, sidecar, settings.device)
-        sidecar.parity_psnr_db = min(item["psnr_db"] for item in sidecar.parity)
-        for item in sidecar.parity:
-            print(f"  parity on {item['input']}: PSNR {item['psnr_db']:.1f} dB against ONNX Runtime FP32")
-        if not sidecar.parity_psnr_db >= PSNR_THRESHOLD_DB:
+        checks = measure_parity(
+            tmp,
+            onnx_path,
+            images,
+            settings.profile,
+            device=settings.device,
+            version_compatible=settings.version_compatible,
+        )
+        for check in checks:
+            print(f"  parity on {check.case}: PSNR {check.value:.1f} dB against ONNX Runtime FP32")
+        worst = min(check.value for check in checks)
+        if not all(check.passed for check in checks):
             raise CliplitError(
-                f"the engine's output differs from ONNX Runtime FP32 (PSNR {sidecar.parity_psnr_db:.1f} dB < "
+                f"the engine's output differs from ONNX Runtime FP32 (PSNR {worst:.1f} dB < "
                 f"{PSNR_THRESHOLD_DB:.0f} dB); the engine was not written. Try --no-fp16 to see whether FP16 is the "
                 "cause, and report the TensorRT version and GPU"
             )
+        sidecar = replace(
+            _sidecar(onnx_path, settings, build, trt.__version__, gpu),
+            parity=[{"input": check.case, "psnr_db": check.value} for check in checks],
+            parity_psnr_db=worst,
+        )
         write_sidecar(engine_path, sidecar, overwrite=settings.overwrite)
     print(f"wrote {engine_path} and {sidecar_path(engine_path)} (worst parity {sidecar.parity_psnr_db:.1f} dB)")
     return sidecar

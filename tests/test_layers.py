@@ -29,8 +29,10 @@ MODULE_LEVEL: dict[str, tuple[str, ...]] = {
 LAZY_ONLY: dict[tuple[str, str], str] = {
     ("runtime/backends/torch.py", "train.network"): "the optional PyTorch baseline runs the network itself",
     ("runtime/backends/torch.py", "train.checkpoint"): "the optional PyTorch baseline loads checkpoints",
-    ("export/parity.py", "runtime.backends.tensorrt"): "a built engine is checked by running it",
 }
+
+#: packages that never import each other, at any level (what both need lives in core or is passed in)
+NEVER: tuple[tuple[str, str], ...] = (("export", "runtime"), ("runtime", "export"))
 
 
 def _cliplit_imports(path: Path) -> list[tuple[str, bool]]:
@@ -88,6 +90,28 @@ def test_imports_follow_the_layers(path: Path) -> None:
         assert not module_level, f"{relative} imports cliplit.{module} at module level; only lazily ({lazy})"
 
 
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_export_and_runtime_never_import_each_other(path: Path) -> None:
+    """Not even lazily: the exporter checks engines with core's runner, and the runtime builds its models from core's
+    graph templates."""
+    package = str(path.relative_to(ROOT)).split("/")[0]
+    for module, _ in _cliplit_imports(path):
+        for importer, imported in NEVER:
+            assert not (package == importer and _allowed(imported, module, ())), (
+                f"{path.relative_to(ROOT)} imports cliplit.{module}: {importer}/ never imports {imported}/"
+            )
+
+
+def test_no_exception_opens_a_forbidden_pair() -> None:
+    """A lazy exception between export and runtime would undo the rule above; none may be written."""
+    assert not [
+        (file, prefix)
+        for file, prefix in LAZY_ONLY
+        for importer, imported in NEVER
+        if file.startswith(importer + "/") and _allowed(imported, prefix, ())
+    ]
+
+
 def test_the_rules_catch_a_violation(tmp_path: Path) -> None:
     """The parser sees both kinds of import, so a forbidden edge cannot hide inside a function."""
     source = tmp_path / "x.py"
@@ -95,6 +119,7 @@ def test_the_rules_catch_a_violation(tmp_path: Path) -> None:
     assert _cliplit_imports(source) == [("runtime", True), ("export.cli", False)]
     assert not _allowed("train", "runtime.enhancer", MODULE_LEVEL["train"])
     assert _allowed("export", "train.network", MODULE_LEVEL["export"])
+    assert _allowed("runtime", "runtime.enhancer", ()) and not _allowed("runtime", "export.cli", ())  # NEVER's test
 
 
 def test_every_lazy_exception_is_still_used() -> None:

@@ -70,7 +70,7 @@ def build(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, io: str, *ex
 
 
 def builder_calls(stack) -> list[tuple[str, tuple]]:
-    """The calls up to the end of the build (the parity run through the runtime follows)."""
+    """The calls up to the end of the build (the parity run on core's engine runner follows)."""
     names = stack.log.names()
     end = names.index("IBuilderConfig.get_timing_cache") + 1
     return [call for call in stack.log[:end] if not call[0].startswith(("cuda", "ILayer"))]
