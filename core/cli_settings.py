@@ -35,6 +35,8 @@ class Flag:
     #: what argparse converts the text with, where the field's type is not it (e.g. ``str`` for a size in bytes)
     type: Callable[[str], Any] | None = None
     nargs: str | None = None
+    #: a tuple field whose flag is given once per value (``--x A --x B``) rather than once for all (``--x A B``)
+    repeat: bool = False
     #: turns the parsed value (never None) into the field's, e.g. "2G" into bytes; may raise CliplitError
     parse: Callable[[Any], Any] | None = None
     #: what the help says the default is, where the value alone would not say it well
@@ -110,7 +112,11 @@ class SettingsCli:
         element = kind
         if typing.get_origin(kind) in (tuple, list):
             element = typing.get_args(kind)[0]
-            options["nargs"] = "+"
+            if flag.repeat:
+                options["action"] = "append"
+                options["default"] = argparse.SUPPRESS if suppress else list(default)  # append needs a list
+            else:
+                options["nargs"] = "+"
         if flag.nargs is not None:
             options["nargs"] = flag.nargs
         options["type"] = flag.type or (element if element in (int, float, Path) else None)

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from cliplit.core.atomic import atomic_output, check_writable
+from cliplit.core.cli_settings import Flag, SettingsCli, from_args
 from cliplit.core.contract import io_spec
 from cliplit.core.errors import CliplitError
 from cliplit.core.sidecar import EngineSidecar
+from cliplit.export.export_settings import TRITON_GROUP, ExportSettings
 
 #: the model name ``cliplit serve`` also uses by default (cliplit.runtime.serve.DEFAULT_MODEL_NAME)
 DEFAULT_MODEL_NAME = "clip_lit"
@@ -62,49 +64,46 @@ class TritonRepoSettings:
             raise CliplitError(f"the queue delay must be at least 0 µs, got {self.queue_delay_us}")
 
 
-def add_triton_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--triton-*`` options of export-engine."""
-    group = parser.add_argument_group("Triton model repository (docs/serving.md)")
-    group.add_argument(
-        "--triton-repo",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="also write a model repository for stock Triton here: DIR/MODEL/config.pbtxt and DIR/MODEL/1/model.onnx "
-        "(or model.plan with --engine)",
-    )
-    group.add_argument("--triton-model-name", default=DEFAULT_MODEL_NAME, help="model name (default: %(default)s)")
-    group.add_argument(
-        "--triton-max-batch",
-        type=int,
-        default=None,
-        help=f"max_batch_size (default: {DEFAULT_MAX_BATCH} for ONNX, the profile's largest batch for an engine)",
-    )
-    group.add_argument("--triton-instances", type=int, default=1, help="model instances per GPU (default: 1)")
+#: the ``--triton-*`` options of export-engine (the repository's path, ``--triton-repo``, is ExportSettings')
+OPTIONS = SettingsCli(
+    TritonRepoSettings,
+    flags={
+        "model_name": Flag("model name", names=("--triton-model-name",)),
+        "max_batch": Flag(
+            f"max_batch_size (default: {DEFAULT_MAX_BATCH} for ONNX, the profile's largest batch for an engine)",
+            names=("--triton-max-batch",),
+        ),
+        "instances": Flag("model instances per GPU", names=("--triton-instances",)),
+    },
+    groups={"model_name": TRITON_GROUP},
+    exclude=frozenset({"queue_delay_us"}),
+)
 
 
 def settings_from_args(args: argparse.Namespace) -> TritonRepoSettings | None:
     """The repository settings of export-engine's arguments (None without --triton-repo); fails before any export
     if the options are wrong or the repository's files exist without --overwrite."""
-    if args.triton_repo is None:
+    export = from_args(ExportSettings, args)
+    if export.triton_repo is None:
         return None
-    if args.opencv_static is not None:
+    if export.opencv_static is not None:
         raise CliplitError("--triton-repo needs the dynamic model; drop --opencv-static")
-    settings = TritonRepoSettings(args.triton_model_name, args.triton_max_batch, args.triton_instances)
-    model_dir = args.triton_repo / settings.model_name
-    suffix = ".plan" if args.engine is not None else ".onnx"
-    check_writable(model_dir / "config.pbtxt", args.overwrite)
-    check_writable(model_dir / "1" / PLATFORMS[suffix][1], args.overwrite)
+    settings = OPTIONS.from_args(args)
+    model_dir = export.triton_repo / settings.model_name
+    suffix = ".plan" if export.engine is not None else ".onnx"
+    check_writable(model_dir / "config.pbtxt", export.overwrite)
+    check_writable(model_dir / "1" / PLATFORMS[suffix][1], export.overwrite)
     return settings
 
 
-def write_from_args(
-    args: argparse.Namespace, settings: TritonRepoSettings, onnx_path: Path, io: str, engine: EngineSidecar | None
+def write_for_export(
+    export: ExportSettings, settings: TritonRepoSettings, onnx_path: Path, io: str, engine: EngineSidecar | None
 ) -> Path:
     """export-engine's last step: the repository of the engine it built, or else of the ONNX model."""
-    model_file = onnx_path if engine is None else args.engine
-    model_dir = write_triton_repo(args.triton_repo, model_file, io, settings, engine=engine, overwrite=args.overwrite)
-    print(f"wrote the Triton model repository {args.triton_repo} (model {model_dir.name}; see docs/serving.md)")
+    model_file = onnx_path if engine is None else export.engine
+    repo = export.triton_repo
+    model_dir = write_triton_repo(repo, model_file, io, settings, engine=engine, overwrite=export.overwrite)
+    print(f"wrote the Triton model repository {repo} (model {model_dir.name}; see docs/serving.md)")
     return model_dir
 
 
