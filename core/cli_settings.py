@@ -140,7 +140,7 @@ class SettingsCli:
                 continue
             value = given[item.name]
             parse = self.flag(item.name).parse
-            if value is not None and parse is not None:
+            if parse is not None and value is not None and value != _default_of(item):  # text from the command line
                 value = parse(value)
             elif isinstance(value, list) and typing.get_origin(_unwrap_optional(kinds[item.name])[0]) is tuple:
                 value = tuple(value)
