@@ -19,11 +19,13 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from cliplit.core.cli_settings import SettingsCli, from_args, setting
 from cliplit.core.images import is_image_path, read_image
 from cliplit.core.metrics import psnr
 from cliplit.runtime.backends import Backend, open_backend, options_for, select_backend
@@ -137,18 +139,25 @@ def flicker_table(backend: Backend, photos: dict[str, np.ndarray]) -> str:
     return "\n".join(rows)
 
 
+@dataclass(frozen=True)
+class ScaleTablesSettings:
+    """Which table to measure, on which photos, with which model."""
+
+    table: str = setting("scale", "which table", names=("table",), choices=("scale", "flicker"), required=True)
+    photos: Path | None = setting(None, "folder of test photos", required=True)  # noqa: RUF009 (setting makes a field)
+    model: str | None = setting(None, "model to run (default: the released weights' ONNX)")
+    threads: int | None = setting(None, "CPU threads (default: all)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     prog = "python -m cliplit.benchmarks.scale_tables"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
-    parser.add_argument("table", choices=("scale", "flicker"))
-    parser.add_argument("--photos", type=Path, required=True, help="folder of test photos")
-    parser.add_argument("--model", default=None, help="model to run (default: the released weights' ONNX)")
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    photos = {p.stem: read_image(p) for p in sorted(args.photos.iterdir()) if is_image_path(p)}
-    table = scale_table if args.table == "scale" else flicker_table
-    options = options_for(select_backend(args.model), threads=args.threads)
-    with open_backend(args.model, options) as backend:
+    SettingsCli(ScaleTablesSettings).add_to(parser)
+    settings = from_args(ScaleTablesSettings, parser.parse_args(argv))
+    photos = {p.stem: read_image(p) for p in sorted(settings.photos.iterdir()) if is_image_path(p)}
+    table = scale_table if settings.table == "scale" else flicker_table
+    options = options_for(select_backend(settings.model), threads=settings.threads)
+    with open_backend(settings.model, options) as backend:
         print(table(backend, photos))
     print(f"\nmachine: {platform.processor() or platform.machine()}, {_cpu_count()} CPU threads, ONNX Runtime on CPU")
     return 0

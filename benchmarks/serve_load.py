@@ -28,41 +28,50 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cliplit.benchmarks.machine import cpu_model, load_snapshot
+from cliplit.core.cli_settings import SettingsCli, from_args, setting
 from cliplit.runtime.backends.onnxruntime import OnnxRuntimeOptions
 from cliplit.runtime.backends.triton import TritonOptions
 from cliplit.runtime.enhancer import Enhancer
 from cliplit.runtime.memory import process_tree_memory
 
 
+@dataclass(frozen=True)
+class ServeLoadSettings:
+    """What the load test serves and how hard it pushes (the server's options: None keeps the server's default)."""
+
+    model: str = setting("", "the .onnx model to serve and to run in-process", required=True)
+    size: str = setting("144x256", "HxW of the frames")
+    frames: int = setting(24, "frames per phase")
+    clients: str = setting("1,4,8,16", "client counts")
+    threads: int = setting(2, "ONNX Runtime threads, here and per instance")
+    instances: int = setting(1, "server model instances")
+    max_batch: int | None = setting(None, "server max batch (default: the server's)")
+    max_memory: str | None = setting(None, "the server's --max-memory (default: the server's)")
+    max_side: int | None = setting(None, "the server's --max-side (default: the server's)")
+    json: Path | None = setting(None, "also write the results here")  # noqa: RUF009 (setting makes a field)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--model", required=True, help="the .onnx model to serve and to run in-process")
-    parser.add_argument("--size", default="144x256", help="HxW of the frames (default: %(default)s)")
-    parser.add_argument("--frames", type=int, default=24, help="frames per phase (default: %(default)s)")
-    parser.add_argument("--clients", default="1,4,8,16", help="client counts (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads, here and per instance")
-    parser.add_argument("--instances", type=int, default=1, help="server model instances (default: 1)")
-    parser.add_argument("--max-batch", type=int, default=None, help="server max batch (default: the server's)")
-    parser.add_argument("--max-memory", default=None, help="the server's --max-memory (default: the server's)")
-    parser.add_argument("--max-side", type=int, default=None, help="the server's --max-side (default: the server's)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = parser.parse_args(argv)
-    height, width = (int(side) for side in args.size.split("x"))
-    frames = list(np.random.default_rng(0).integers(0, 256, (args.frames, height, width, 3), dtype=np.uint8))
+    SettingsCli(ServeLoadSettings).add_to(parser)
+    settings = from_args(ServeLoadSettings, parser.parse_args(argv))
+    height, width = (int(side) for side in settings.size.split("x"))
+    frames = list(np.random.default_rng(0).integers(0, 256, (settings.frames, height, width, 3), dtype=np.uint8))
     results = {"machine": cpu_model(), "cores": os.cpu_count(), "load_before": load_snapshot(), "phases": []}
-    with Enhancer.open(args.model, OnnxRuntimeOptions(threads=args.threads)) as enhancer:
+    with Enhancer.open(settings.model, OnnxRuntimeOptions(threads=settings.threads)) as enhancer:
         enhancer.enhance(frames[0])  # warm-up
         results["phases"].append(
             _phase("in-process Enhancer", 1, lambda index: enhancer.enhance(frames[index]), frames, None)
         )
-    server, url, metrics = _start_server(args)
+    server, url, metrics = _start_server(settings)
     try:
-        for clients in (int(text) for text in args.clients.split(",")):
+        for clients in (int(text) for text in settings.clients.split(",")):
             results["phases"].append(_served(url, metrics, clients, frames, server.pid))
             print(json.dumps(results["phases"][-1]), file=sys.stderr, flush=True)  # a long run shows its progress
     finally:
@@ -70,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         if server.wait(timeout=600) != 0:
             raise SystemExit(f"cliplit serve exited with {server.returncode} on SIGTERM")
     results["load_after"] = load_snapshot()
-    print(_table(results, args))
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(_table(results, settings))
+    if settings.json is not None:
+        settings.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
@@ -162,19 +171,28 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95))}
 
 
-def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str, str]:
+def _start_server(settings: ServeLoadSettings) -> tuple[subprocess.Popen, str, str]:
     ports = []
     for _ in range(3):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             ports.append(sock.getsockname()[1])
-    command = [sys.executable, "-m", "cliplit.runtime.cli", "serve", "--model", args.model, "--address", "127.0.0.1"]
+    command = [
+        sys.executable,
+        "-m",
+        "cliplit.runtime.cli",
+        "serve",
+        "--model",
+        settings.model,
+        "--address",
+        "127.0.0.1",
+    ]
     command += ["--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
-    command += ["--threads", str(args.threads), "--instances", str(args.instances)]
+    command += ["--threads", str(settings.threads), "--instances", str(settings.instances)]
     for option, value in (
-        ("--max-batch", args.max_batch),
-        ("--max-memory", args.max_memory),
-        ("--max-side", args.max_side),
+        ("--max-batch", settings.max_batch),
+        ("--max-memory", settings.max_memory),
+        ("--max-side", settings.max_side),
     ):
         command += [option, str(value)] if value is not None else []
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -223,11 +241,12 @@ def _tree_cpu(pid: int | None) -> float:
     return total
 
 
-def _table(results: dict, args: argparse.Namespace) -> str:
+def _table(results: dict, settings: ServeLoadSettings) -> str:
     lines = [
-        f"{results['machine']} ({results['cores']} cores); frames {args.size}, ONNX Runtime {args.threads} threads, "
-        f"server: {args.instances} instance(s), max batch {args.max_batch or 'default'}, max memory "
-        f"{args.max_memory or 'default'}, max side {args.max_side or 'default'}; load average before "
+        f"{results['machine']} ({results['cores']} cores); frames {settings.size}, "
+        f"ONNX Runtime {settings.threads} threads, "
+        f"server: {settings.instances} instance(s), max batch {settings.max_batch or 'default'}, max memory "
+        f"{settings.max_memory or 'default'}, max side {settings.max_side or 'default'}; load average before "
         f"{results['load_before'].get('load_average')}, after {results['load_after'].get('load_average')}",
         "",
         "| how | clients | frames | frames/s | p50 ms | p95 ms | mean batch | server peak MiB | other load (cores) |",

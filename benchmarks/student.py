@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from cliplit.core.cli_settings import SettingsCli, from_args, setting
 from cliplit.core.images import read_image, write_image
 from cliplit.core.metrics import psnr
 from cliplit.runtime.enhancer import Enhancer
@@ -78,28 +80,37 @@ def record_fidelity(model: str, scores: dict[str, float], target: Path) -> Path:
     return save_enhancer(checkpoint.model, target, source={**checkpoint.source, "fidelity": fidelity})
 
 
+@dataclass(frozen=True)
+class StudentBenchSettings:
+    """The student to measure, the photos and official outputs to measure it on, and what to write."""
+
+    photos: Path | None = setting(None, "folder of test photos", required=True)  # noqa: RUF009 (setting makes a field)
+    references: Path | None = setting(  # noqa: RUF009 (setting makes a field)
+        None, "folder of the official outputs, NAME.png", required=True
+    )
+    model: str = setting("clip-lit-rt", "the student: a released name, .pth or .onnx")
+    side_by_side: Path | None = setting(None, "write the comparison picture here")  # noqa: RUF009 (a field)
+    crop: str | None = setting(None, "NAME:X,Y,W,H, the photo and crop of the picture")
+    record: Path | None = setting(None, "write the checkpoint with its fidelity here")  # noqa: RUF009 (a field)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=Path, required=True)
-    parser.add_argument("--references", type=Path, required=True)
-    parser.add_argument("--model", default="clip-lit-rt", help="the student: a released name, .pth or .onnx")
-    parser.add_argument("--side-by-side", type=Path, default=None, help="write the comparison picture here")
-    parser.add_argument("--crop", default=None, help="NAME:X,Y,W,H, the photo and crop of the picture")
-    parser.add_argument("--record", type=Path, default=None, help="write the checkpoint with its fidelity here")
-    args = parser.parse_args(argv)
-    enhancer = Enhancer.open(args.model, "onnxruntime")
-    scores = fidelity(enhancer, args.photos, args.references)
+    SettingsCli(StudentBenchSettings).add_to(parser)
+    settings = from_args(StudentBenchSettings, parser.parse_args(argv))
+    enhancer = Enhancer.open(settings.model, "onnxruntime")
+    scores = fidelity(enhancer, settings.photos, settings.references)
     print(markdown_table(scores))
-    if args.record:
-        print(f"wrote {record_fidelity(args.model, scores, args.record)}")
-    if args.side_by_side and args.crop:
-        name, numbers = args.crop.split(":")
+    if settings.record:
+        print(f"wrote {record_fidelity(settings.model, scores, settings.record)}")
+    if settings.side_by_side and settings.crop:
+        name, numbers = settings.crop.split(":")
         box = tuple(int(v) for v in numbers.split(","))
-        image = read_image(args.photos / f"{name}.jpg")
-        official = read_image(args.references / f"{name}.png")
+        image = read_image(settings.photos / f"{name}.jpg")
+        official = read_image(settings.references / f"{name}.png")
         picture = side_by_side(image, official, enhancer.enhance(image), box)  # type: ignore[arg-type]
-        write_image(args.side_by_side, picture, overwrite=True)
-        print(f"wrote {args.side_by_side}")
+        write_image(settings.side_by_side, picture, overwrite=True)
+        print(f"wrote {settings.side_by_side}")
     return 0
 
 
