@@ -1,0 +1,53 @@
+"""The bench's end-to-end video row: a pan over real photos through the runtime pipeline beside ffmpeg alone.
+
+Fields and bookkeeping only (a tiny clip); how fast is the benchmark's business, not a timed test's.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import SHARED
+
+from cliplit.benchmarks.video import compare_with_ffmpeg, pan_clip, pan_frames
+from cliplit.benchmarks.workloads import FrameSize
+from cliplit.core.errors import CliplitError
+from cliplit.core.images import read_image
+from cliplit.runtime.enhancer import Enhancer
+from cliplit.runtime.sources import VideoFileSource
+
+PHOTOS = [SHARED.parent / "photos" / f"photo_{index:03d}.jpg" for index in (7, 8)]
+
+
+def test_the_pan_moves_across_each_photo_in_turn():
+    photos = [read_image(path) for path in PHOTOS]
+    frames = list(pan_frames(photos, FrameSize.of(64, 48), 6))
+    assert len(frames) == 6 and all(frame.shape == (48, 64, 3) for frame in frames)
+    assert not (frames[0] == frames[1]).all()  # the view travels
+    assert abs(float(frames[2].mean()) - float(frames[3].mean())) > 0  # a cut to the second photo
+
+
+def test_the_video_row_compares_the_pipeline_with_an_ffmpeg_transcode(tmp_path):
+    clip = pan_clip(tmp_path / "pan.mp4", PHOTOS, FrameSize.of(96, 64), seconds=0.5)
+    source = VideoFileSource(clip)
+    assert source.info.has_audio and (source.info.width, source.info.height) == (96, 64)
+    source.close()
+    lines: list[str] = []
+    row = compare_with_ffmpeg(lambda: Enhancer.open("clip-lit-rt"), clip, tmp_path, rounds=2, log=lines.append)
+    assert (row["width"], row["height"], row["frames"]) == (96, 64, 15)
+    assert "fast path" in row["enhancer"]
+    assert len(row["rounds"]["cliplit"]) == len(row["rounds"]["ffmpeg"]) == 2 and len(lines) == 2
+    assert row["fps"] == max(run["fps"] for run in row["rounds"]["cliplit"]) > 0
+    assert row["ffmpeg_fps"] == max(run["fps"] for run in row["rounds"]["ffmpeg"]) > 0
+    assert row["ratio"] == pytest.approx(row["fps"] / row["ffmpeg_fps"])
+    assert set(row["stage_mean_ms"]) == {"decode", "inference", "encode"}
+    for name in ("enhanced.mp4", "transcoded.mp4"):  # both outputs: every frame, the audio copied
+        output = VideoFileSource(tmp_path / name)
+        assert output.info.has_audio and sum(1 for _ in output.items()) == 15
+        output.close()
+
+
+def test_a_comparison_needs_a_round_and_a_clip_needs_photos(tmp_path):
+    with pytest.raises(CliplitError, match="at least one round"):
+        compare_with_ffmpeg(lambda: Enhancer.open("clip-lit-rt"), tmp_path / "x.mp4", tmp_path, rounds=0)
+    with pytest.raises(CliplitError, match="at least one photo"):
+        pan_clip(tmp_path / "x.mp4", [], FrameSize.of(64, 48), seconds=1)
