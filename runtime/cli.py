@@ -1,10 +1,11 @@
 """The ``cliplit`` command: one entry point, one subcommand per stage.
 
 Each subcommand lives with its stage (``cliplit.runtime.enhance_cli``, ``cliplit.train.cli``, ...) and exposes
-``add_arguments(parser)`` and ``run(args) -> int``. The stages register them as ``cliplit.commands`` entry points in
-``pyproject.toml``, so this dispatcher imports no other stage and a new subcommand is one line there. Subcommand
-modules import only argparse-level code at import time, so ``cliplit --help`` and ``cliplit enhance`` never load
-torch; heavy imports happen inside ``run``.
+``add_arguments(parser)``, ``run(args) -> int`` and ``SETTINGS``, the settings dataclasses its flags derive from
+(``cliplit.core.cli_settings``; defaults stated once, in the dataclass). The stages register them as
+``cliplit.commands`` entry points in ``pyproject.toml``, so this dispatcher imports no other stage and a new
+subcommand is one line there. Subcommand modules import only argparse-level code at import time, so
+``cliplit --help`` and ``cliplit enhance`` never load torch; heavy imports happen inside ``run``.
 """
 
 from __future__ import annotations
