@@ -42,7 +42,7 @@ def test_options_are_grouped(name):
         assert not ungrouped
 
 
-@pytest.mark.parametrize("name", ["train", "bench", "enhance", "export"])
+@pytest.mark.parametrize("name", SUBCOMMANDS)
 def test_each_default_is_said_once(name):
     text = subcommand_parser(name).format_help()
     assert "(default: None)" not in text
