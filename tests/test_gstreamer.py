@@ -24,18 +24,23 @@ from cliplit.runtime.gst_element import FrameLayout
 from cliplit.runtime.video_colour import VideoColour, bgr_to_frame, frame_to_bgr
 
 EXAMPLE = REPO / "examples" / "gstreamer"
-MIN_PSNR = 38.0  # the issue's bar: only the two x264 encodes (GStreamer's, PyAV's) differ
+MIN_PSNR = 38.0  # the issue's bar with each tool's default x264 settings: only the two encodes differ
 FRAMES, WIDTH, HEIGHT, RATE = 24, 1280, 720, 25
 LIMITED, FULL = 1, 2  # FFmpeg's colour ranges
+BACKLIT = "110_51093502029_o"  # 2048×1536: a backlit scene, what cliplit is for
+#: 1280×960 macro of a dragonfly: fine texture everywhere, the hardest case for two YUV converters to agree on
+DETAILED = REPO.parent / "shared" / "photos" / "photo_001.jpg"
+LOSSLESS_X264 = "speed-preset=veryfast pass=quant quantizer=0"
 
 
-def _make_clip(path: Path, color_range: int, *, audio: bool) -> None:
-    """A sharp 720p pan over a backlit photo at its own resolution (no resampling, no blur), H.264 in MP4 at CRF 12,
-    tagged BT.709 like camera footage, limited or full range (what phones record), with an AAC tone if ``audio``.
-    Sharp edges and dark shadows are where two YUV converters differ most and where enhancement amplifies it."""
-    image = cv2.imread(str(photo("110_51093502029_o")))  # 2048×1536
+def _make_clip(path: Path, source: Path, color_range: int, *, audio: bool) -> None:
+    """A sharp 720p pan over a photo at its own resolution (no resampling, no blur), H.264 in MP4 at CRF 12, tagged
+    BT.709 like camera footage, limited or full range (what phones record), with an AAC tone if ``audio``. Sharp
+    edges and dark shadows are where two YUV converters differ most and where enhancement amplifies it."""
+    if not source.is_file():
+        pytest.fail(f"{source} is missing: tests need ../shared beside the checkout")
+    image = cv2.imread(str(source))
     height, width = image.shape[:2]
-    y0 = (height - HEIGHT) // 2
     full = color_range == FULL
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=RATE)
@@ -44,7 +49,9 @@ def _make_clip(path: Path, color_range: int, *, audio: bool) -> None:
         stream.options = {"crf": "12", "preset": "veryfast", "x264-params": tags}
         sound = container.add_stream("aac", rate=48000, layout="mono") if audio else None
         for index in range(FRAMES):
-            x0 = (width - WIDTH) * index // (FRAMES - 1)
+            x0, y0 = (width - WIDTH) * index // (FRAMES - 1), (height - HEIGHT) // 2
+            if width == WIDTH:  # a photo no wider than the frame: pan down it instead
+                y0 = (height - HEIGHT) * index // (FRAMES - 1)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[y0 : y0 + HEIGHT, x0 : x0 + WIDTH]), "bgr24")
             frame = frame.reformat(format="yuv420p", dst_colorspace=1, dst_color_range=color_range)
             frame.colorspace, frame.color_range = 1, color_range
@@ -85,10 +92,32 @@ def gst_tools() -> None:
 
 @pytest.fixture(scope="module")
 def clip(gst_tools, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The limited-range clip, with audio."""
+    """The backlit limited-range clip, with audio."""
     path = tmp_path_factory.mktemp("gst") / "clip.mp4"
-    _make_clip(path, LIMITED, audio=True)
+    _make_clip(path, photo(BACKLIT), LIMITED, audio=True)
     return path
+
+
+def _both(clip: Path, tmp_path: Path, *, x264: str | None = None, crf: str | None = None) -> tuple[list, list]:
+    """The frames of ``enhance.sh clip-lit-rt`` (x264enc options ``x264``) and of ``cliplit enhance`` (``--crf``) on
+    ``clip``, each tool's defaults where None; checks that both keep every frame with its timestamp."""
+    out, reference = tmp_path / "gst.mp4", tmp_path / "cliplit.mp4"
+    env = gst_environment(tmp_path) | ({"X264_OPTIONS": x264} if x264 else {})
+    result = subprocess.run(
+        ["bash", str(EXAMPLE / "enhance.sh"), "clip-lit-rt", str(clip), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,  # a pipeline waiting on a pad that never comes hangs rather than fails
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    command = [str(Path(sys.prefix) / "bin" / "cliplit"), "enhance", "--model", "clip-lit-rt", str(clip)]
+    options = ["--crf", crf] if crf else []
+    subprocess.run([*command, "-o", str(reference), "--no-progress", *options], check=True, capture_output=True)
+    ours, theirs, source = _frames(out), _frames(reference), _frames(clip)
+    assert len(ours) == len(theirs) == len(source) == FRAMES
+    assert [t for t, _ in ours] == [t for t, _ in source] == [t for t, _ in theirs]
+    return ours, theirs
 
 
 @pytest.mark.parametrize("pix_fmt", ["yuv420p", "nv12", "yuv444p"])
@@ -128,28 +157,31 @@ def test_element_is_registered_with_its_properties(clip, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("color_range", "audio"), [(LIMITED, True), (FULL, False)], ids=["limited-audio", "full"])
-def test_enhance_sh_keeps_every_frame_and_matches_cliplit_enhance(gst_tools, color_range, audio, tmp_path):
-    clip, out, reference = tmp_path / "clip.mp4", tmp_path / "gst.mp4", tmp_path / "cliplit.mp4"
-    _make_clip(clip, color_range, audio=audio)
-    env = gst_environment(tmp_path)
-    result = subprocess.run(
-        ["bash", str(EXAMPLE / "enhance.sh"), "clip-lit-rt", str(clip), str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,  # a pipeline waiting on a pad that never comes hangs rather than fails
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    command = [str(Path(sys.prefix) / "bin" / "cliplit"), "enhance", "--model", "clip-lit-rt", str(clip)]
-    subprocess.run([*command, "-o", str(reference), "--no-progress"], check=True, capture_output=True)
-    ours, theirs, source = _frames(out), _frames(reference), _frames(clip)
-    assert len(ours) == len(theirs) == len(source) == FRAMES
-    assert [t for t, _ in ours] == [t for t, _ in source] == [t for t, _ in theirs]
+def test_enhance_sh_gives_cliplit_enhances_frames_exactly_when_both_encode_losslessly(
+    gst_tools, color_range, audio, tmp_path
+):
+    """With lossless x264 on both sides, GStreamer's frames equal ``cliplit enhance``'s bit for bit, even on fine
+    texture (through ``videoconvert`` to BGR they were 36.4 dB apart on this clip, 38.8 on full range): the
+    element decodes, converts and encodes the YUV exactly as the command does. The audio track and the range are
+    kept."""
+    clip = tmp_path / "clip.mp4"
+    _make_clip(clip, DETAILED, color_range, audio=audio)
+    ours, theirs = _both(clip, tmp_path, x264=LOSSLESS_X264, crf="0")
+    for (_, a), (_, b) in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with av.open(str(tmp_path / "gst.mp4")) as container:
+        assert [stream.type for stream in container.streams] == (["video", "audio"] if audio else ["video"])
+        assert next(container.decode(video=0)).color_range == color_range
+
+
+@pytest.mark.slow
+def test_enhance_sh_matches_cliplit_enhance_with_default_settings(clip, tmp_path):
+    """Each tool's own x264 settings (x264enc medium/quantizer 18, PyAV's veryfast/CRF 18): two lossy encodes apart,
+    ≥ 38 dB per frame on a backlit scene (42.0 measured). Not on fine texture: on the dragonfly pan the two lossy
+    encodes are 36.2 dB apart, where each is only about 35.7 dB from the lossless result (docs/gstreamer.md)."""
+    ours, theirs = _both(clip, tmp_path)
     psnrs = [_psnr(a, b) for (_, a), (_, b) in zip(ours, theirs, strict=True)]
     assert min(psnrs) >= MIN_PSNR, psnrs
-    with av.open(str(out)) as container:
-        assert [stream.type for stream in container.streams] == ["video", "audio"] if audio else ["video"]
-        assert next(container.decode(video=0)).color_range == color_range
 
 
 def test_a_bad_model_stops_the_pipeline_with_an_error(clip, tmp_path):
