@@ -271,8 +271,6 @@ class Enhancer:
     def _submit_same_size(self, frames: list[np.ndarray]) -> Pending:
         height, width = frames[0].shape[:2]
         check_frame_size(height, width)
-        if self.fast is not None:
-            return Pending(frames, (width, height), None, fast=self.fast.submit(frames))
         size = (width, height)
         if self.io != "uint8":
             size = (max(MIN_SIDE, round(width * self.scale)), max(MIN_SIDE, round(height * self.scale)))
@@ -285,6 +283,8 @@ class Enhancer:
             tile = self.tiling.plan(size[1], size[0], len(frames), light_map=whole_light_map)
             if tile is not None:  # computed in collect(), in order with the other batches (temporal smoothing)
                 return Pending(frames, size, None, tile=tile, network_frames=frames_in)
+        if self.fast is not None:  # checked against the whole model's memory budget above: the fast path needs less
+            return Pending(frames, size, None, fast=self.fast.submit(frames))
         batch = np.stack(frames) if self.io == "uint8" else model_input_from_bgr("float", np.stack(frames_in))
         self._make_room()
         pending = Pending(frames, size, self.backend.submit(batch))

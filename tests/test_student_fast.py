@@ -14,6 +14,7 @@ import torch
 from conftest import SHARED
 
 from cliplit.core.contract import model_input_from_bgr
+from cliplit.core.errors import CliplitError
 from cliplit.core.images import read_image
 from cliplit.core.light_map import to_uint8
 from cliplit.runtime.backends import open_backend
@@ -99,3 +100,7 @@ def test_the_fast_path_is_used_only_where_it_applies(float_onnx):
         assert "fast path" in student.describe()
         frame16 = (_held_out(HELD_OUT[2])[:64, :80].astype(np.uint16) * 257).astype(np.uint16)
         assert student.enhance_16bit(frame16).dtype == np.uint16  # 16-bit frames run the whole model
+    with Enhancer.open("clip-lit-rt", "onnxruntime", max_memory=1 << 10) as tight:
+        assert tight.fast is not None
+        with pytest.raises(CliplitError, match="runs whole frames"):  # the memory budget still holds
+            tight.enhance(_held_out(HELD_OUT[2])[:64, :80])
