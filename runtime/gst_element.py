@@ -7,10 +7,11 @@ its enhanced version, so it drops into any decode → filter → encode or camer
         ! videoconvert ! x264enc ! mp4mux ! filesink location=out.mp4
 
 It is an ordinary ``GstBase.BaseTransform`` written in Python, loaded by GStreamer's Python plugin loader through
-``examples/gstreamer/python/cliplitenhance.py`` (the loader only looks at ``python/`` folders on
-``GST_PLUGIN_PATH``). Frames go through :class:`cliplit.runtime.enhancer.Enhancer`, so ``model`` takes anything
-``cliplit enhance --model`` takes and ``backend``, ``threads``, ``precision``, ``device``, ``scale``, ``upsample``
-and ``temporal-smoothing`` mean what the command's options of those names mean.
+``gst_plugin/python/cliplitenhance.py`` beside this module (the loader only looks at ``python/`` folders on
+``GST_PLUGIN_PATH``; ``python -m cliplit.runtime.gst_element`` prints :data:`PLUGIN_PATH`). Frames go through
+:class:`cliplit.runtime.enhancer.Enhancer`, so ``model`` takes anything ``cliplit enhance --model`` takes and
+``backend``, ``threads``, ``precision``, ``device``, ``scale``, ``upsample`` and ``temporal-smoothing`` mean what
+the command's options of those names mean.
 
 Caps: what decoders emit (planar and semi-planar 8-bit YUV: I420, NV12, NV21, Y42B, Y444) or packed 8-bit BGR/RGB,
 the same format and size on both sides; timestamps, durations and flags are copied from each input buffer to its
@@ -28,6 +29,7 @@ import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import av
@@ -36,6 +38,8 @@ import numpy as np
 from cliplit.runtime.video_colour import UNSPECIFIED, VideoColour, bgr_to_frame, frame_to_bgr
 
 ELEMENT_NAME = "cliplitenhance"
+#: the folder to put on ``GST_PLUGIN_PATH``: it holds ``python/cliplitenhance.py``, the file the loader imports
+PLUGIN_PATH = Path(__file__).resolve().parent / "gst_plugin"
 #: GStreamer's raw formats the element takes, with FFmpeg's name for the same memory layout
 PIX_FMT = {
     "I420": "yuv420p",
@@ -311,3 +315,7 @@ def _planes(frame: av.VideoFrame, data: np.ndarray, offsets: Sequence[int], stri
 def _plane_rows(plane: av.VideoPlane, row_bytes: int) -> np.ndarray:
     """A PyAV plane's memory as rows × ``row_bytes`` (its rows are ``line_size`` apart)."""
     return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :row_bytes]
+
+
+if __name__ == "__main__":  # export GST_PLUGIN_PATH=$(python -m cliplit.runtime.gst_element)
+    print(PLUGIN_PATH)

@@ -146,8 +146,11 @@ def test_yuv_frames_are_converted_as_cliplit_enhance_converts_them(pix_fmt):
     np.testing.assert_array_equal(written[mask], buffer[mask])
 
 
-def test_element_is_registered_with_its_properties(clip, tmp_path):
-    env = gst_environment(tmp_path) | {"GST_PLUGIN_PATH": str(EXAMPLE)}
+def test_element_is_registered_with_its_properties(gst_tools, tmp_path):
+    """Where a user's shell finds it: the folder ``python -m cliplit.runtime.gst_element`` prints (the plugin file
+    ships inside the package)."""
+    where = subprocess.run([sys.executable, "-m", "cliplit.runtime.gst_element"], capture_output=True, text=True)
+    env = gst_environment(tmp_path) | {"GST_PLUGIN_PATH": where.stdout.strip()}
     result = subprocess.run(["gst-inspect-1.0", "cliplitenhance"], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "(unavailable)" not in result.stdout

@@ -13,13 +13,14 @@ if [ $# -ne 3 ]; then
     exit 2
 fi
 model=$1 in=$2 out=$3
-here="$(cd "$(dirname "$0")" && pwd)"
-export GST_PLUGIN_PATH="$here${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
+# The environment's Python (GStreamer's own does not know it) says where the plugin file is installed.
+python="${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/}python3"
+plugin_path="$("$python" -m cliplit.runtime.gst_element)"
+export GST_PLUGIN_PATH="$plugin_path${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
 # The first audio track is copied as it is; gst-launch cannot make that link optional (a mux waiting for an audio pad
 # that never comes waits forever), so ask PyAV, which cliplit installs, whether there is one.
 audio=()
-if "${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/}python3" -c 'import av, sys; sys.exit(not av.open(sys.argv[1]).streams.audio)' "$in"
-then
+if "$python" -c 'import av, sys; sys.exit(not av.open(sys.argv[1]).streams.audio)' "$in"; then
     audio=(demux.audio_0 ! queue ! mux.)
 fi
 # Word splitting of the two option variables is intended: each holds element properties.

@@ -1,5 +1,7 @@
 """GStreamer's Python plugin loader imports every ``python/*.py`` on ``GST_PLUGIN_PATH``: this file makes the
-``cliplitenhance`` element of :mod:`cliplit.runtime.gst_element` visible (docs/gstreamer.md).
+``cliplitenhance`` element of :mod:`cliplit.runtime.gst_element` visible (docs/gstreamer.md). It ships inside the
+package, so a pip-installed cliplit has it too: ``python -m cliplit.runtime.gst_element`` prints the folder to put on
+``GST_PLUGIN_PATH``.
 
 GStreamer runs its own embedded Python (Debian's python3), which does not know the virtual environment cliplit is
 installed in. An activated environment (``VIRTUAL_ENV``) of the same Python version is put first on its path, with
