@@ -69,6 +69,12 @@ IO_SPECS: dict[str, IoSpec] = {
     ),
 }
 
+#: the Triton model name ``cliplit serve`` and ``export-engine --triton-repo`` give a model by default
+DEFAULT_MODEL_NAME = "clip_lit"
+#: how long Triton holds a request to batch it with others (both the server and a model repository): 2 ms is small
+#: beside one frame's inference
+DEFAULT_QUEUE_DELAY_US = 2000
+
 # metadata_props keys written into every exported model.
 META_MODEL_NAME = "cliplit.model_name"
 META_WEIGHTS_SHA256 = "cliplit.weights_sha256"

@@ -27,10 +27,11 @@ class ModelChoice:
     precision: str | None = setting(
         None,
         "OpenVINO inference precision (default: bf16 on CPUs with native bf16, AVX512_BF16 or AMX, else fp32; "
-        "fp32 forces full precision on any backend)",
+        "fp32 is also accepted by ONNX Runtime and torch, which run in full precision; refused for a TensorRT engine, "
+        "which runs in the precision it was built with)",
         choices=PRECISIONS,
     )
-    device: int = setting(0, "GPU index for TensorRT and CUDA")
+    device: int | None = setting(None, "GPU index for TensorRT and CUDA", default_text="0")
 
     def backend_name(self) -> str:
         """The backend that runs ``model``: ``backend``, or the one ``auto`` picks for it."""

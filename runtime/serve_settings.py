@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cliplit.core.contract import DEFAULT_MODEL_NAME, DEFAULT_QUEUE_DELAY_US
 from cliplit.core.errors import CliplitError
 from cliplit.runtime.backends import BackendOptions
 
-DEFAULT_MODEL_NAME = "clip_lit"
 #: largest frame side served by default: 4096 covers landscape and portrait 4K (3840×2160)
 DEFAULT_MAX_SIDE = 4096
-#: how long Triton holds a request to batch it with others: 2 ms is small beside one frame's inference
-DEFAULT_QUEUE_DELAY_US = 2000
 #: loopback by default: the endpoints have no authentication, so exposing them is the operator's explicit choice
 DEFAULT_ADDRESS = "127.0.0.1"
 

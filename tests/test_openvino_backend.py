@@ -278,10 +278,10 @@ def test_auto_runs_students_on_onnxruntime(monkeypatch, float_onnx, tmp_path):
 
 
 def test_options_for_maps_the_cli_flags():
-    assert options_for("openvino", threads=2, device=0, precision="fp32") == OpenVinoOptions(
+    assert options_for("openvino", threads=2, device=None, precision="fp32") == OpenVinoOptions(
         threads=2, precision="fp32"
     )
-    assert options_for("openvino", threads=None, device=0, precision=None) == OpenVinoOptions()
+    assert options_for("openvino", threads=None, device=None, precision=None) == OpenVinoOptions()
     with pytest.raises(CliplitError, match="--device 1 does not apply to --backend openvino"):
         options_for("openvino", device=1)  # a GPU index OpenVINO cannot honour is refused, not dropped
 

@@ -180,6 +180,7 @@ def test_impossible_model_backend_pairs_are_clear_errors(model, backend, message
         ("tensorrt", {"precision": "fp32"}, "--precision fp32 does not apply to --backend tensorrt: an engine runs in"),
         ("tensorrt", {"threads": 2}, "--threads 2 does not apply to --backend tensorrt"),
         ("openvino", {"device": 1}, "--device 1 does not apply to --backend openvino: OpenVINO runs on the device"),
+        ("openvino", {"device": 0}, "--device 0 does not apply to --backend openvino"),  # given, though GPU 0
         ("onnxruntime", {"precision": "bf16"}, "--precision bf16 does not apply to --backend onnxruntime"),
         ("torch", {"precision": "fp16"}, "--precision fp16 does not apply to --backend torch"),
         ("triton", {"device": 1}, "--device 1 does not apply to --backend triton"),
@@ -194,8 +195,8 @@ def test_an_option_the_backend_cannot_honour_is_refused_with_the_reason(backend,
 def test_options_not_given_or_honoured_anyway_are_not_errors():
     assert options_for("tensorrt", threads=None, device=1, precision=None) == TensorRTOptions(device=1)
     assert options_for("onnxruntime", threads=2, device=0, precision="fp32") == OnnxRuntimeOptions(threads=2)
-    assert options_for("openvino", threads=None, device=0, precision="bf16") == OpenVinoOptions(precision="bf16")
-    assert options_for("triton", threads=None, device=0, precision=None) == TritonOptions()
+    assert options_for("openvino", threads=None, device=None, precision="bf16") == OpenVinoOptions(precision="bf16")
+    assert options_for("triton", threads=None, device=None, precision=None) == TritonOptions()
 
 
 def test_engine_loads_the_tensorrt_backend_lazily(monkeypatch, tmp_path):

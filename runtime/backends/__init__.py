@@ -18,7 +18,6 @@ unless asked to.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import importlib.util
 import os
@@ -174,19 +173,11 @@ def options_class(backend: str) -> type[BackendOptions]:
     return getattr(_module(backend), REGISTRY[backend].options)
 
 
-#: what the CLIs pass for a shared flag the user did not give, besides None: ``--device`` defaults to GPU 0, the
-#: default of every backend that has a GPU index, so a backend without one is not refused it
-FLAG_DEFAULTS: dict[str, object] = {"device": 0}
-
-
 def options_for(backend: str, **values: object) -> BackendOptions:
     """``backend``'s options from command-line style values (``--threads``, ``--device``, ``--precision``): each is
     set on the backend's options, and one it cannot honour is a :class:`CliplitError` with the reason
-    (:meth:`BackendOptions.from_values`). None, or a flag's default (``FLAG_DEFAULTS``), means "not given"."""
-    cls = options_class(backend)
-    names = {field.name for field in dataclasses.fields(cls)}
-    given = {name: value for name, value in values.items() if name in names or value != FLAG_DEFAULTS.get(name)}
-    return cls.from_values(**given)
+    (:meth:`BackendOptions.from_values`). None means "not given": the backend's default."""
+    return options_class(backend).from_values(**values)
 
 
 def open_backend(model: str | os.PathLike[str] | None = None, backend: str | BackendOptions = "auto") -> Backend:
