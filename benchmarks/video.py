@@ -217,10 +217,11 @@ def _whole_student() -> Enhancer:
 def run_video_bench(
     sizes: Sequence[FrameSize], photos: Sequence[Path], workdir: Path, *, seconds: float, rounds: int,
     teacher_seconds: float, whole_rounds: int, log: Callable[[str], None],
-) -> list[dict[str, Any]]:  # fmt: skip
-    """The video rows: ``clip-lit-rt`` on a ``seconds`` pan at each size (and, ``whole_rounds`` > 0, its whole
-    model without the fast path, for comparison), and the teacher (the released CLIP-LIT) on a ``teacher_seconds``
-    pan at the first size (0: not run; one round, it takes seconds per frame), each beside ffmpeg alone."""
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """The video rows, each as it is measured: ``clip-lit-rt`` on a ``seconds`` pan at each size (and, with
+    ``whole_rounds`` > 0, its whole model without the fast path, for comparison), and the teacher (the released
+    CLIP-LIT) on a ``teacher_seconds`` pan at the first size (0: not run; one round, it takes seconds per frame),
+    each beside ffmpeg alone."""
     plan: list[tuple[str, Callable[[], Enhancer], FrameSize, float, int]] = []
     for size in sizes:
         plan.append(("clip-lit-rt", lambda: Enhancer.open("clip-lit-rt"), size, seconds, rounds))
@@ -228,7 +229,6 @@ def run_video_bench(
             plan.append(("clip-lit-rt, whole model", _whole_student, size, seconds, whole_rounds))
     if teacher_seconds > 0:
         plan.append(("clip-lit", lambda: Enhancer.open("clip-lit"), sizes[0], teacher_seconds, 1))
-    rows = []
     for model, opener, size, length, times in plan:
         clip = workdir / f"pan-{size.wxh}-{length:g}s.mp4"
         if not clip.is_file():
@@ -236,10 +236,10 @@ def run_video_bench(
         contention = OtherLoad()
         contention.start()
         row = compare_with_ffmpeg(opener, clip, workdir, rounds=times, log=log)
-        rows.append({"model": model, "size": size.label, "seconds_of_video": length, **row})
-        rows[-1]["other_load_cores"] = contention.stop()
         log(f"{model} {size.label}: {row['fps']:.1f} fps, ffmpeg {row['ffmpeg_fps']:.1f} fps, ratio {row['ratio']:.2f}")
-    return rows
+        yield {"model": model, "size": size.label, "seconds_of_video": length, **row} | {
+            "other_load_cores": contention.stop()
+        }
 
 
 def video_table(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -274,27 +274,33 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         check_clip_size(size)
     started = load_snapshot()
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as workdir:
-        rows = run_video_bench(
+        for row in run_video_bench(
             sizes, pan_photos(args.photos), Path(workdir), seconds=args.seconds, rounds=args.rounds,
             teacher_seconds=args.teacher_seconds, whole_rounds=args.whole_rounds,
             log=lambda line: print(line, flush=True),
-        )  # fmt: skip
+        ):  # fmt: skip
+            rows.append(row)
+            _write_results(args.out, argv if argv is not None else sys.argv[1:], started, rows)  # each row kept
+    return 0
+
+
+def _write_results(out: Path, argv: list[str], started: dict[str, object], rows: list[dict[str, Any]]) -> None:
     results = {"machine": machine_info(), "load_at_start": started, "load_at_end": load_snapshot(), "video": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     header = [
         "# cliplit enhance against a plain ffmpeg transcode",
         "",
-        f"Command: `python -m cliplit.benchmarks.video {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        f"Command: `python -m cliplit.benchmarks.video {' '.join(argv)}`",
         "",
         f"- Machine: {cpu_model()}, {os.cpu_count()} CPUs; load at start {started.get('load_average')}",
         "- Clips: pans over photos (x264 veryfast CRF 18, yuv420p, AAC audio); both sides write x264 veryfast CRF 18"
         " yuv420p with the audio copied; interleaved, best of each",
         "",
     ]
-    (args.out / "results.md").write_text("\n".join([*header, *video_table(rows), ""]))
-    return 0
+    (out / "results.md").write_text("\n".join([*header, *video_table(rows), ""]))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@ Fields and bookkeeping only (a tiny clip); how fast is the benchmark's business,
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import SHARED
 
-from cliplit.benchmarks.video import compare_with_ffmpeg, pan_clip, pan_frames
+from cliplit.benchmarks.video import compare_with_ffmpeg, main, pan_clip, pan_frames
 from cliplit.benchmarks.workloads import FrameSize
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import read_image
@@ -51,3 +53,17 @@ def test_a_comparison_needs_a_round_and_a_clip_needs_photos(tmp_path):
         compare_with_ffmpeg(lambda: Enhancer.open("clip-lit-rt"), tmp_path / "x.mp4", tmp_path, rounds=0)
     with pytest.raises(CliplitError, match="at least one photo"):
         pan_clip(tmp_path / "x.mp4", [], FrameSize.of(64, 48), seconds=1)
+
+
+def test_the_video_bench_writes_every_row_it_measured(tmp_path):
+    out = tmp_path / "results"
+    arguments = ["--photos", str(PHOTOS[0].parent), "--sizes", "64x48", "--seconds", "0.2", "--rounds", "1"]
+    assert main([*arguments, "--whole-rounds", "1", "--teacher-seconds", "0", "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())["video"]
+    assert [(row["model"], row["width"], row["frames"]) for row in rows] == [
+        ("clip-lit-rt", 64, 6),
+        ("clip-lit-rt, whole model", 64, 6),
+    ]
+    assert "fast path" in rows[0]["enhancer"] and "fast path" not in rows[1]["enhancer"]
+    table = (out / "results.md").read_text()
+    assert "| clip-lit-rt | 64×48 | 6 |" in table and "| clip-lit-rt, whole model | 64×48 | 6 |" in table
