@@ -110,7 +110,8 @@ def element_factory() -> tuple[str, Any, type]:  # noqa: C901  (it counts the el
             "",
             _RW,
         ),
-        "device": (int, "device", "GPU index for TensorRT and CUDA", 0, 1024, 0, _RW),
+        # -1: not given, so a backend without a GPU index is not refused it (TensorRT and CUDA then use GPU 0)
+        "device": (int, "device", "GPU index for TensorRT and CUDA (-1: GPU 0)", -1, 1024, -1, _RW),
         "scale": (
             float,
             "scale",
@@ -178,7 +179,7 @@ def element_factory() -> tuple[str, Any, type]:  # noqa: C901  (it counts the el
                 backend = options_for(
                     name,
                     threads=settings["threads"] or None,
-                    device=settings["device"],
+                    device=settings["device"] if settings["device"] >= 0 else None,
                     precision=settings["precision"] or None,
                 )
                 self.enhancer = Enhancer.open(

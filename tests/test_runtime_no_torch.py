@@ -82,7 +82,17 @@ def test_runtime_imports_and_runs_without_torch(float_onnx, released_weights, tm
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    expected = {"enhancer", "pipeline", "enhance_cli", "sources", "sinks", "video", "upsample", "temporal"}
+    expected = {
+        "enhancer",
+        "pipeline",
+        "enhance_cli",
+        "sources",
+        "sinks",
+        "video_read",
+        "video_write",
+        "upsample",
+        "temporal",
+    }
     assert {f"cliplit.runtime.{name}" for name in expected} <= set(report["imported"])
     assert "cliplit.runtime.backends.onnxruntime" in report["imported"]
     assert report["cli"] == 0 and report["cli_equals_api"]
