@@ -48,3 +48,15 @@ def test_console_scripts_and_extras_are_declared(wheel):
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert not any(dep.startswith("torch") for dep in project["dependencies"]), "the base install must stay lean"
     assert {"export", "train", "tensorrt", "gpu", "dev", "all"} <= set(project["optional-dependencies"])
+
+
+def test_wheel_carries_the_files_the_installed_runtime_reads(wheel):
+    """Data files found at run time by path, not by import: a wheel without them fails only for users."""
+    names = set(wheel.namelist())
+    data = [
+        *(REPO / "core" / "templates").glob("*.onnx"),  # graph templates (core/graphs.py)
+        *(REPO / "core" / "released").glob("*.pth"),  # clip-lit-rt
+        REPO / "runtime" / "gst_plugin" / "python" / "cliplitenhance.py",  # GST_PLUGIN_PATH's folder
+    ]
+    missing = [p.relative_to(REPO).as_posix() for p in data if f"cliplit/{p.relative_to(REPO).as_posix()}" not in names]
+    assert len(data) > 3 and not missing, f"data files missing from the wheel: {missing}"
