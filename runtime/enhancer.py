@@ -351,7 +351,12 @@ def _student_fast(loaded: Backend, backend: str | BackendOptions) -> StudentFast
     the shipped student's)."""
     from cliplit.core.contract import META_TEACHER
     from cliplit.core.graphs import GraphError
-    from cliplit.runtime.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeOptions, session_options
+    from cliplit.runtime.backends.onnxruntime import (
+        OnnxRuntimeBackend,
+        OnnxRuntimeOptions,
+        open_session,
+        session_options,
+    )
     from cliplit.runtime.models import ensure_coefficients
     from cliplit.runtime.student_fast import StudentFast
 
@@ -364,4 +369,4 @@ def _student_fast(loaded: Backend, backend: str | BackendOptions) -> StudentFast
     except GraphError:
         return None
     options = backend if isinstance(backend, OnnxRuntimeOptions) else OnnxRuntimeOptions()
-    return StudentFast(path, session_options(options))
+    return StudentFast(open_session(path, session_options(options), ["CPUExecutionProvider"]))

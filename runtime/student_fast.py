@@ -27,7 +27,6 @@ at 255 either way). The whole model stays the fallback and the export for other 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -82,8 +81,8 @@ class StudentFast:
     """The coefficients graph of a student in an ONNX Runtime CPU session, and the passes around it; ``submit``
     runs frames on ``OVERLAP`` worker threads (ONNX Runtime and OpenCV release the GIL)."""
 
-    def __init__(self, path: str | os.PathLike[str], options: ort.SessionOptions) -> None:
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session  # opened by the ONNX Runtime backend's open_session, with the run's thread settings
         self._workers: ThreadPoolExecutor | None = None
 
     def coefficients(self, frames: Sequence[np.ndarray]) -> np.ndarray:
