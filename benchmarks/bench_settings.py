@@ -64,9 +64,21 @@ class BenchSettings:
     )
     peak_size: int = setting(4096, "n of the n×n matrix product measuring peak")
     seed: int = setting(0, "seed of the random inputs")
-    video: bool = setting(False, "also measure end-to-end video fps (decode + enhance + encode)")
-    video_size: str | None = setting(None, "frame size of the synthetic clip (default: smallest --sizes)")
-    video_frames: int = setting(60, "frames in the synthetic clip")
+    video: bool = setting(
+        False,
+        "also measure end-to-end video: clip-lit-rt (and the teacher, on a shorter clip) through decode + enhance + "
+        "encode beside a plain ffmpeg transcode of the same clip, as fps and their ratio",
+    )
+    video_size: str | None = setting(None, "frame size of the pan clip (default: first --sizes)")
+    video_frames: int = setting(60, "frames in the pan clip (at 30 fps)")
+    video_photos: Path | None = setting(  # noqa: RUF009 (setting makes a field)
+        None,
+        "folder of held-out photos the clip pans over (needed by --video), e.g. ../shared/photos; never the "
+        "evaluation photos",
+        metavar="DIR",
+    )
+    video_rounds: int = setting(2, "interleaved rounds of cliplit and ffmpeg on the clip, best of each kept")
+    video_teacher_frames: int = setting(15, "frames of the teacher's (slow) clip; 0 skips the teacher")
     out: Path = setting(Path("bench-results"), "output folder")  # noqa: RUF009 (setting makes a field)
     overwrite: bool = setting(False, "replace results already in --out")
 
@@ -75,6 +87,10 @@ class BenchSettings:
             raise CliplitError(
                 "need --repeats >= 1, --warmup >= 0, --video-frames >= 1, --peak-size >= 16, --budget >= 0"
             )
+        if self.video_rounds < 1 or self.video_teacher_frames < 0:
+            raise CliplitError("need --video-rounds >= 1 and --video-teacher-frames >= 0")
+        if self.video and self.video_photos is None:
+            raise CliplitError("--video needs --video-photos DIR: held-out photos to pan over, e.g. ../shared/photos")
 
     def suite_config(self) -> SuiteConfig:
         """What the suite measures: the options parsed (a bad size, batch or scale fails here, before any work)."""
@@ -98,6 +114,9 @@ class BenchSettings:
             video=self.video,
             video_size=parse_size(self.video_size) if self.video_size else None,
             video_frames=self.video_frames,
+            video_photos=self.video_photos,
+            video_rounds=self.video_rounds,
+            video_teacher_frames=self.video_teacher_frames,
             interleave=self.interleave,
             reference_dir=self.reference_dir,
         )

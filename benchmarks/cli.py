@@ -32,9 +32,10 @@ def run(args: argparse.Namespace) -> int:
     settings: BenchSettings = SETTINGS[0].from_args(args)
     config = settings.suite_config()
     if config.video:
-        from cliplit.benchmarks.video import check_clip_size
+        from cliplit.benchmarks.video import check_clip_size, pan_photos
 
         check_clip_size(config.video_size or config.sizes[0])
+        pan_photos(config.video_photos)  # a folder without photos fails now, not after the timing
     if config.reference_dir is not None:
         from cliplit.benchmarks.photos import reference_photos
 

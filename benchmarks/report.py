@@ -59,7 +59,9 @@ def render_markdown(results: dict[str, Any]) -> str:
     if photos:
         lines += ["## Fidelity on real photos (against the official outputs)", "", *_photo_table(photos), ""]
     if results.get("video"):
-        lines += ["## End-to-end video (decode + enhance + encode)", "", *_video_table(results["video"]), ""]
+        from cliplit.benchmarks.video import video_table
+
+        lines += ["## End-to-end video (decode + enhance + encode)", "", *video_table(results["video"]), ""]
     not_run = [f"- `{s['backend']}`: {s['reason']}" for s in results.get("skipped", [])]
     not_run += [
         f"- `{r['backend']}` at {r['size']} batch {r['batch']}: {r['reason']}" for r in records if r["status"] != "ok"
@@ -207,23 +209,6 @@ def _photo_table(photos: dict[str, dict[str, Any]]) -> list[str]:
         "it; PSNR against the official output PNG (50 dB, below half an 8-bit level RMS, is full fidelity). "
         "Peak RSS: the process's peak resident memory from loading the backend to its last photo.",
     ]
-    return rows
-
-
-def _video_table(videos: list[dict[str, Any]]) -> list[str]:
-    rows = [
-        "| backend | size | frames | seconds | fps | ms per frame: decode / enhance / encode | others' load | note |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for v in videos:
-        ok = v.get("status") == "ok"
-        stages = v.get("stage_mean_ms") or {}
-        stage_text = " / ".join(_num(stages.get(name)) for name in ("decode", "inference", "encode")) if ok else ""
-        rows.append(
-            f"| `{v['backend']}` | {v['size']} | {v.get('frames', '')} | {_num(v.get('seconds'), 1)} | "
-            f"{_num(v.get('fps'), 2) if ok else 'error'} | {stage_text} | "
-            f"{_num(v.get('other_load_cores'), 1, ' cores') if ok else ''} | {v.get('reason') or ''} |"
-        )
     return rows
 
 

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from cliplit.benchmarks.end_to_end import run_videos
 from cliplit.benchmarks.fidelity import check_frame, compare
 from cliplit.benchmarks.flops import flops_per_pixel
 from cliplit.benchmarks.harness import Clock, CudaEventClock, HostClock, Workload, measure_interleaved, time_once
@@ -80,6 +79,9 @@ class SuiteConfig:
     video: bool = False
     video_size: FrameSize | None = None
     video_frames: int = 60
+    video_photos: Path | None = None
+    video_rounds: int = 2
+    video_teacher_frames: int = 15
     interleave: bool = False
     reference_dir: Path | None = None
 
@@ -131,20 +133,7 @@ def run_suite(config: SuiteConfig, *, log: Callable[[str], None] | None = None) 
         rng = np.random.default_rng(config.seed)
         for size in config.sizes:
             records += _run_size(entries, size, config, context, skipped, rng, log)
-        videos = []
-        if config.video:
-            clip_size = config.video_size or config.sizes[0]
-            videos = run_videos(
-                entries,
-                skipped,
-                context,
-                clip_size,
-                config.video_frames,
-                config.scales,
-                config.upsample,
-                Path(workdir),
-                log,
-            )
+        videos = _run_videos(config, Path(workdir), log) if config.video else []
     photo_results = [
         measure_photos(entry.name, lambda entry=entry: entry.build(context), photos, log)
         for entry in entries
@@ -313,11 +302,32 @@ def _clock_for(entry: BackendEntry, device: str) -> Clock:
     return HostClock(synchronize=torch.cuda.synchronize)
 
 
+def _run_videos(config: SuiteConfig, workdir: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The video rows (``cliplit.benchmarks.video``): clip-lit-rt, and the teacher on a shorter clip, each through
+    the runtime pipeline beside ffmpeg alone on a pan over ``video_photos``, at ``video_size`` (default: the first
+    size)."""
+    from cliplit.benchmarks.video import CLIP_FPS, pan_photos, run_video_bench
+
+    assert config.video_photos is not None  # BenchSettings refuses --video without it
+    rows = run_video_bench(
+        [config.video_size or config.sizes[0]],
+        pan_photos(config.video_photos),
+        workdir,
+        seconds=config.video_frames / CLIP_FPS,
+        rounds=config.video_rounds,
+        teacher_seconds=config.video_teacher_frames / CLIP_FPS,
+        whole_rounds=0,
+        log=log,
+    )
+    return list(rows)
+
+
 def _config_dict(config: SuiteConfig) -> dict[str, Any]:
     data = asdict(config)
     data["sizes"] = [{"label": s.label, "width": s.width, "height": s.height} for s in config.sizes]
     data["engine"] = str(config.engine) if config.engine is not None else None
     data["reference_dir"] = str(config.reference_dir) if config.reference_dir is not None else None
+    data["video_photos"] = str(config.video_photos) if config.video_photos is not None else None
     return data
 
 

@@ -10,8 +10,8 @@ Absolute fps on a shared machine vary 1.3–1.7× between days, so the row that 
 ceiling measured in the same run: the ffmpeg binary that imageio-ffmpeg ships transcoding the same clip with the same
 codec settings (what a user would run instead; the pipeline without the network). :func:`compare_with_ffmpeg` runs
 the two interleaved, best of ``rounds`` each. The clip is a pan over real photos (:func:`pan_clip`): x264 spends more
-on real texture than on the synthetic ``testsrc2`` pattern (:func:`synthetic_clip`), so the synthetic clip flatters
-both.
+on real texture than on a synthetic test pattern, which would flatter both. ``cliplit bench --video`` and
+``python -m cliplit.benchmarks.video`` both measure through :func:`run_video_bench`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from cliplit.benchmarks.machine import OtherLoad, cpu_model, load_snapshot, machine_info
+from cliplit.benchmarks.records import reason_of
 from cliplit.benchmarks.workloads import FrameSize, parse_size
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import is_image_path, read_image
@@ -77,15 +78,6 @@ def _x264_arguments(output: Path) -> list[str]:
     if settings.preset is not None:
         arguments += ["-preset", settings.preset]
     return arguments
-
-
-def synthetic_clip(path: Path, size: FrameSize, frames: int, fps: int = CLIP_FPS) -> Path:
-    """Write a ``frames``-long H.264 test-pattern clip of ``size`` to ``path`` (a scratch file of the benchmark)."""
-    check_clip_size(size)
-    arguments = ["-f", "lavfi", "-i", f"testsrc2=size={size.wxh}:rate={fps}", "-frames:v", str(frames)]
-    arguments += ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(path)]
-    _finish(_ffmpeg(arguments), "make the test clip")
-    return path
 
 
 def pan_frames(photos: Sequence[np.ndarray], size: FrameSize, frames: int) -> Iterator[np.ndarray]:
@@ -203,7 +195,7 @@ def pan_photos(folder: Path, count: int = 5) -> list[Path]:
     set), so every run pans over the same ones."""
     images = sorted(path for path in folder.glob("*") if path.is_file() and is_image_path(path))
     if not images:
-        raise CliplitError(f"--photos {folder}: no photos to pan over")
+        raise CliplitError(f"{folder}: no photos to pan over (give a folder of held-out photos)")
     step = max(1, len(images) // count)
     return images[::step][:count]
 
@@ -235,21 +227,33 @@ def run_video_bench(
             pan_clip(clip, photos, size, length)
         contention = OtherLoad()
         contention.start()
-        row = compare_with_ffmpeg(opener, clip, workdir, rounds=times, log=log)
-        log(f"{model} {size.label}: {row['fps']:.1f} fps, ffmpeg {row['ffmpeg_fps']:.1f} fps, ratio {row['ratio']:.2f}")
-        yield {"model": model, "size": size.label, "seconds_of_video": length, **row} | {
-            "other_load_cores": contention.stop()
-        }
+        row: dict[str, Any] = {"model": model, "size": size.label, "width": size.width, "height": size.height}
+        row.update(seconds_of_video=length, status="ok", reason=None)
+        try:
+            row.update(compare_with_ffmpeg(opener, clip, workdir, rounds=times, log=log))
+        except Exception as error:  # one model's failure (no weights, no backend here) is its row, not the run's
+            row.update(status="error", reason=reason_of(error))
+            log(f"{model} {size.label}: error {error}")
+        else:
+            speeds = f"{row['fps']:.1f} fps, ffmpeg {row['ffmpeg_fps']:.1f} fps"
+            log(f"{model} {size.label}: {speeds}, ratio {row['ratio']:.2f}")
+        finally:
+            row["other_load_cores"] = contention.stop()
+        yield row
 
 
 def video_table(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The rows as a Markdown table."""
+    """The rows as a Markdown table (the standalone run's and ``cliplit bench``'s report), failed rows with their
+    reason."""
     lines = [
         "| model | size | frames | cliplit enhance fps | ffmpeg transcode fps | ratio "
         "| ms per frame: decode / enhance / encode | others' load |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
+        if row["status"] != "ok":
+            lines.append(f"| {row['model']} | {row['width']}×{row['height']} | | error: {row['reason']} | | | | |")
+            continue
         stages = " / ".join(f"{row['stage_mean_ms'][stage]:.1f}" for stage in ("decode", "inference", "encode"))
         load = row["other_load_cores"]
         lines.append(

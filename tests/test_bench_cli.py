@@ -1,4 +1,4 @@
-"""`cliplit bench` end to end, tiny: one small size, two repeats, CPU backends, --scale and --video.
+"""`cliplit bench` end to end, tiny: one small size, two repeats, CPU backends, --scale and --video (a pan clip).
 
 A smoke run proves the harness works and its numbers are consistent with each other; it never asserts a speed.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import SMALL_PHOTO, photo
+from conftest import SHARED, SMALL_PHOTO, photo
 
 from cliplit.core.contract import model_input_from_bgr
 from cliplit.core.images import read_image
@@ -73,6 +73,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory, cliplit_home: Path, photos: 
     out = tmp_path_factory.mktemp("bench") / "results"
     argv = ["bench", "--backends", BACKENDS, "--sizes", "96x64", "--batch", "1,2", "--repeats", "2"]
     argv += ["--warmup", "0", "--scale", "0.5", "--video", "--video-frames", "6", "--peak-size", "64"]
+    argv += ["--video-photos", str(SHARED.parent / "photos"), "--video-rounds", "1", "--video-teacher-frames", "2"]
     argv += ["--reference-dir", str(photos), "--out", str(out)]
     assert main(argv) == 0
     return out, json.loads((out / "results.json").read_text())
@@ -170,17 +171,18 @@ def test_backends_that_cannot_run_here_are_reported_with_the_reason(smoke):
         assert "CUDA" in skipped["torch-fp16"]
 
 
-def test_end_to_end_video_through_the_runtime_pipeline(smoke):
+def test_end_to_end_video_beside_an_ffmpeg_transcode(smoke):
     _, results = smoke
-    bf16 = ["openvino-bf16", "openvino-bf16@scale0.5"] if NATIVE_BF16 else []
-    fp32 = ["openvino", "openvino@scale0.5"] if OPENVINO else []
-    expected = ["onnxruntime", "onnxruntime@scale0.5", *fp32, *bf16]
-    assert [v["backend"] for v in results["video"]] == expected
+    assert [(v["model"], v["frames"]) for v in results["video"]] == [("clip-lit-rt", 6), ("clip-lit", 2)]
     for video in results["video"]:
         assert video["status"] == "ok", video["reason"]
-        assert video["frames"] == 6 and video["encoded_frames"] == 6 and video["size"] == "96x64"
-        assert video["fps"] == pytest.approx(6 / video["seconds"])
+        assert (video["size"], video["width"], video["height"]) == ("96x64", 96, 64)
+        assert len(video["rounds"]["cliplit"]) == len(video["rounds"]["ffmpeg"]) == 1
+        assert video["fps"] == video["rounds"]["cliplit"][0]["fps"] > 0
+        assert video["ffmpeg_fps"] == video["rounds"]["ffmpeg"][0]["fps"] > 0
+        assert video["ratio"] == pytest.approx(video["fps"] / video["ffmpeg_fps"])
         assert set(video["stage_mean_ms"]) == {"decode", "inference", "encode"}
+    assert results["config"]["video_photos"] == str(SHARED.parent / "photos")
 
 
 def test_markdown_table_and_chart_are_written(smoke):
@@ -189,6 +191,10 @@ def test_markdown_table_and_chart_are_written(smoke):
     for record in results["records"]:
         assert f"| `{record['backend']}` | 96x64 | {record['median_ms']:,.1f} |" in table
     assert "## Batch throughput (batch 2)" in table and "## End-to-end video" in table
+    assert "| ffmpeg transcode fps | ratio |" in table
+    for video in results["video"]:
+        assert f"| {video['model']} | 96×64 | {video['frames']} | {video['fps']:.1f} |" in table
+        assert f"| {video['ffmpeg_fps']:.1f} | **{video['ratio']:.2f}** |" in table
     assert f"`{results['command']}`" in table and results["command"].startswith("cliplit bench ")
     assert "`torch-fp16`" in table  # listed under "Not run"
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -210,7 +216,9 @@ def test_existing_results_are_not_replaced_without_overwrite(smoke, capsys):
         (["--batch", "0"], "--batch"),
         (["--scale", "2"], "--scale"),
         (["--backends", "torch", "--scale", "0.5"], "--scale needs one of the runtime backends"),
-        (["--video", "--video-size", "95x64"], "even width and height"),
+        (["--video", "--video-photos", ".", "--video-size", "95x64"], "even width and height"),
+        (["--video"], "--video needs --video-photos"),
+        (["--video", "--video-photos", "."], "no photos to pan over"),
     ],
 )
 def test_bad_arguments_fail_with_a_clear_message(argv, message, tmp_path, capsys):

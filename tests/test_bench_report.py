@@ -85,16 +85,27 @@ def results() -> dict:
         "skipped": [{"backend": "torch-fp16", "reason": "needs CUDA (no GPU visible to torch)"}],
         "video": [
             {
-                "backend": "onnxruntime",
+                "model": "clip-lit-rt",
                 "size": "64x32",
+                "width": 64,
+                "height": 32,
                 "frames": 30,
-                "seconds": 1.5,
                 "fps": 20.0,
+                "ffmpeg_fps": 80.0,
+                "ratio": 0.25,
                 "status": "ok",
+                "reason": None,
                 "stage_mean_ms": {"decode": 1.0, "inference": 45.5, "encode": 2.25},
                 "other_load_cores": 0.5,
             },
-            {"backend": "tensorrt", "size": "64x32", "status": "error", "reason": "CliplitError: no GPU"},
+            {
+                "model": "clip-lit",
+                "size": "64x32",
+                "width": 64,
+                "height": 32,
+                "status": "error",
+                "reason": "CliplitError: no weights",
+            },
         ],
         "photos": [
             {
@@ -131,8 +142,9 @@ def test_markdown_has_the_table_the_failures_and_the_machine(results):
     assert "- `torch-compile` (bench-only variant): torch-compile for tests" in text
     assert "- `torch` (runtime backend): torch for tests" in text
     assert "- `onnxruntime`: onnxruntime for tests" in text, "a record from before the kind was recorded"
-    assert "| `onnxruntime` | 64x32 | 30 | 1.5 | 20.00 | 1.0 / 45.5 / 2.2 | 0.5 cores |" in text  # the video table
-    assert "| `tensorrt` | 64x32 |  | n/a | error |  |  | CliplitError: no GPU |" in text
+    assert "| ffmpeg transcode fps | ratio |" in text  # the video table
+    assert "| clip-lit-rt | 64×32 | 30 | 20.0 | 80.0 | **0.25** | 1.0 / 45.5 / 2.2 | 0.5 cores |" in text
+    assert "| clip-lit | 64×32 | | error: CliplitError: no weights |" in text
     assert "![median latency" in text and "other engineers' tests were running" in text
     # smaller frames first
     assert text.index("| `torch` | 64x32") < text.index("| `torch` | 480p")
