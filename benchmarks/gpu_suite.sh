@@ -72,7 +72,7 @@ fi
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
 cliplit bench --weights "$weights" "${engine_args[@]}" \
     --sizes 480p,720p,1080p,2160p --batch 1,4 --warmup 10 --repeats 50 --budget 60 \
-    --scale 0.5,0.25 --video --video-size 1080p --video-frames 300 \
+    --scale 0.5,0.25 --video --video-photos "${PHOTOS:-../shared/photos}" --video-size 1080p --video-frames 300 \
     --out "$out" --overwrite ${BENCH_ARGS:-}
 
 python -m pytest -q -rs -m gpu tests/test_bench_gpu.py tests/test_bench_variants.py tests/test_tensorrt_gpu.py \

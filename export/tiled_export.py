@@ -26,11 +26,7 @@ from torch import nn
 from cliplit.core.contract import PPM_BINS, random_model_input
 from cliplit.core.split_contract import FEATURES, HEAD_INPUT, LIGHT_MAP, ORIGIN, TAIL_INPUTS
 from cliplit.export.onnx_export import DEFAULT_OPSET
-from cliplit.train.network import LightMapNet, SplitHead, SplitTail, align_corners_weights
-
-# The split's parts and its upsampling weights are the network's (cliplit.train.network); named here too for
-# tests/test_tiling.py, which imports them from the exporter.
-__all__ = ["SplitHead", "SplitTail", "align_corners_weights", "receptive_radius", "split_graphs"]
+from cliplit.train.network import LightMapNet, SplitHead, SplitTail
 
 
 def receptive_radius(module: nn.Module) -> int:

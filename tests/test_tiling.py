@@ -19,7 +19,7 @@ from cliplit.core.light_map import apply_light_map_bgr8
 from cliplit.core.metrics import psnr
 from cliplit.core.split_contract import META_HALO, META_SPLIT_PART
 from cliplit.core.weights import RELEASED
-from cliplit.export.tiled_export import SplitHead, SplitTail, align_corners_weights, receptive_radius
+from cliplit.export.tiled_export import receptive_radius
 from cliplit.runtime.backends import open_backend
 from cliplit.runtime.enhancer import Enhancer
 from cliplit.runtime.memory import parse_memory_size
@@ -38,6 +38,7 @@ from cliplit.runtime.tiling import (
     tiled_light_map,
 )
 from cliplit.runtime.tiling import budget as tiling_module
+from cliplit.train.network import SplitHead, SplitTail, align_corners_weights
 
 SHA = RELEASED["clip-lit"].sha256
 

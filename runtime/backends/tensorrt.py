@@ -32,6 +32,7 @@ from cliplit.core.errors import CliplitError
 from cliplit.core.shapes import ProfileShapes, format_shape
 from cliplit.core.sidecar import EngineSidecar, check_compatible, read_sidecar
 from cliplit.core.tensorrt import import_tensorrt
+from cliplit.core.tensorrt_engine import deserialize_engine, numpy_dtype
 from cliplit.runtime.backends.base import Backend, BackendOptions, Unsupported
 
 DEFAULT_IN_FLIGHT = 2
@@ -121,7 +122,7 @@ class TensorRTBackend(Backend):
         engine = self._engine
         self.input_name, self.output_names = self._io_names(trt, engine, path)
         super().__init__(self.sidecar.io if self.sidecar is not None else _io_from_input(self.input_name, path))
-        self.dtypes = {name: _numpy_dtype(trt, engine.get_tensor_dtype(name)) for name in self._tensor_names}
+        self.dtypes = {name: numpy_dtype(trt, engine.get_tensor_dtype(name)) for name in self._tensor_names}
         self._check_contract(path)
         self.output_names = list(io_spec(self.io).output_names)  # the contract's order, whatever the engine's
         low, opt, high = (tuple(dims) for dims in engine.get_tensor_profile_shape(self.input_name, 0))
@@ -139,24 +140,13 @@ class TensorRTBackend(Backend):
             raise
 
     def _deserialize(self, path: Path) -> tuple[Any, Any]:
-        """(runtime, engine) for the engine file; version-compatible engines may run the lean runtime they embed."""
-        trt = self._trt
-        runtime = trt.Runtime(self._logger)
-        if self.sidecar is not None and self.sidecar.version_compatible:
-            # A version-compatible plan carries TensorRT's lean runtime, which the runtime loads and runs as host
-            # code only when allowed (IRuntime.engine_host_code_allowed, default False; the developer guide's
-            # "Version Compatibility" section; trtexec sets it for every version-compatible engine). The sidecar
-            # says export-engine built this plan, so it is trusted like the rest of the model.
-            runtime.engine_host_code_allowed = True
-        engine = runtime.deserialize_cuda_engine(path.read_bytes())
-        if engine is None:
-            hint = "rebuild the engine with export-engine on this machine"
-            if self.sidecar is None:
-                hint += " (without its sidecar an engine loads as a plain one; a version-compatible one needs it)"
-            raise CliplitError(
-                f"TensorRT {trt.__version__} could not deserialize {path} (its log above says why); {hint}"
-            )
-        return runtime, engine
+        """(runtime, engine) for the engine file. A version-compatible plan may run the lean runtime it embeds: the
+        sidecar says export-engine built it, so it is trusted like the rest of the model."""
+        hint = "rebuild the engine with export-engine on this machine"
+        if self.sidecar is None:
+            hint += " (without its sidecar an engine loads as a plain one; a version-compatible one needs it)"
+        host_code = self.sidecar is not None and self.sidecar.version_compatible
+        return deserialize_engine(self._trt, self._logger, path, host_code=host_code, hint=hint)
 
     def describe(self) -> str:
         precision = self.sidecar.precision.upper() if self.sidecar is not None else "unknown precision"
@@ -329,11 +319,3 @@ def _io_from_input(input_name: str, path: Path) -> str:
             return io
     names = " or ".join(repr(spec.input_name) for spec in IO_SPECS.values())
     raise CliplitError(f"{path} has no sidecar and its input {input_name!r} is neither {names}: not a cliplit engine")
-
-
-def _numpy_dtype(trt: ModuleType, dtype: Any) -> np.dtype:
-    table = {"FLOAT": np.float32, "HALF": np.float16, "UINT8": np.uint8}
-    for member, numpy_type in table.items():
-        if dtype == getattr(trt.DataType, member, None):
-            return np.dtype(numpy_type)
-    raise CliplitError(f"unsupported TensorRT tensor type {dtype}")
