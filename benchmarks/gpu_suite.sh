@@ -15,6 +15,7 @@
 #   PIP_FIND_LINKS=DIR     a wheelhouse for machines without internet (pip reads it directly)
 #   WEIGHTS=PATH           weights to benchmark (default: ../shared/clip-lit/enhancement_model.pth if present,
 #                          else the released name clip-lit, downloaded and verified on first use)
+#   PHOTOS=DIR             held-out photos the end-to-end video pans over (default: ../shared/photos)
 #   BENCH_ARGS="..."       extra arguments for cliplit bench (e.g. "--repeats 20" for a quicker run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
