@@ -1,31 +1,11 @@
 """A real-time student of CLIP-LIT: a light map predicted at 1/4 resolution, applied through the full-resolution
 channel mean.
 
-Why this shape. The teacher's light map is smooth except where the scene itself has edges (sky against a dark
-object) or fine texture (foliage, window grids), and its one non-local part is pyramid pooling over the whole frame.
-So the student
-
-* works on a 1/4-resolution copy of the frame (average pooling, ``ceil_mode`` so any size down to 1x1 works) and goes
-  down to 1/32 with stride-2 convolutions, where a pyramid pooling module (the teacher's own ``PyramidPooling``: bins
-  1, 2, 3 and 6 over the whole frame) gives it the same global context as the teacher;
-* decodes back to 1/4 resolution (a small U-Net) into per-pixel coefficients of a *local affine model* of the log
-  light map in the channel mean (R + G + B) / 3 of the full-resolution frame: ``log L = a * mean + b`` (not a luma:
-  equal weights, see :mod:`cliplit.core.luma`);
-* upsamples only those two coefficient maps bilinearly to full resolution and applies them there.
-
-The last step is what a guided filter does: the coefficients are smooth, so bilinear upsampling is harmless, while
-the edges come from the full-resolution channel mean, so the light map steps where the image steps and there are no
-halos around objects against a bright sky (a plain upsampled light map blurs across the edge and leaves a bright rim).
-
-What runs at full resolution is chosen for what it costs there, not for its FLOPs: on a CPU every full-resolution
-operation is a pass over memory, and ONNX Runtime runs them one by one. Measured at 1280x720 in ONNX Runtime (one
-thread): a 3x3 or even 1x1 convolution at full resolution costs 8-15 ms (layout reorders around it), a channel mean
-7 ms, a log 2 ms, while the mean as a 1x3 matrix product costs 1.1 ms and each upsampled coefficient map about 2.5 ms
-with its multiply-add. The previous student's learned 3x3 features at full resolution were half its time; fitting
-coefficient grids directly to the teacher's light maps (an upper bound of what the representation can express) gave
-51.9 dB mean on the held-out photos with the mean alone at 1/4 resolution and 51.3 dB with 3x3 max and mean filters of
-it added, but only 44.6 dB with coefficients at 1/8 resolution: the coefficients' resolution matters, extra guides do
-not. The 1/4 level is 16 channels wide because ONNX Runtime's blocked convolution layout computes 16 channels for 8.
+A 1/4-resolution U-Net (with the teacher's pyramid pooling at 1/32 for its global context) predicts per-pixel
+coefficients of ``log L = a * mean + b`` in the channel mean (R + G + B) / 3 (not a luma: equal weights, see
+:mod:`cliplit.core.luma`); only those two smooth maps are upsampled, so the light map's edges come from the
+full-resolution frame itself, as in a guided filter, without halos. Why this shape, with the measurements and the
+variants rejected on the held-out photos: docs/distill.md, "The student".
 
 Every size is computed from the input at run time (``ceil_mode`` pooling, stride-2 convolutions with padding,
 ``interpolate(size=...)``, the teacher's exportable adaptive pooling), so the ONNX export has fully dynamic height and
