@@ -42,6 +42,7 @@ from cliplit.core.sidecar import EngineSidecar, sidecar_path, write_sidecar
 from cliplit.core.tensorrt import import_tensorrt, tensorrt_major
 from cliplit.core.version import cliplit_version
 from cliplit.core.weights import cliplit_home, sha256_of
+from cliplit.export.export_settings import ExportSettings
 from cliplit.export.fp16 import convert_to_fp16, split_nodes
 from cliplit.export.parity import PSNR_THRESHOLD_DB, measure_parity, parity_images
 from cliplit.export.trt_compat import check_tensorrt_compat
@@ -68,11 +69,12 @@ class BuildSettings:
     """
 
     profile: ProfileShapes
-    fp16: bool = True
-    workspace_gib: float = 4.0
+    # defaults stated once, by export-engine's settings (which its parser reads without importing onnx)
+    fp16: bool = ExportSettings.fp16
+    workspace_gib: float = ExportSettings.workspace
     timing_cache: Path | None = None
-    version_compatible: bool = False
-    device: int = 0
+    version_compatible: bool = ExportSettings.version_compatible
+    device: int = ExportSettings.device
     verify_images: tuple[Path, ...] = ()
     overwrite: bool = False
 
