@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ import numpy as np
 from cliplit.benchmarks.machine import OtherLoad, cpu_model, load_snapshot, machine_info
 from cliplit.benchmarks.records import reason_of
 from cliplit.benchmarks.workloads import FrameSize, parse_size
+from cliplit.core.cli_settings import SettingsCli, from_args, setting
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import is_image_path, read_image
 from cliplit.runtime.backends import open_backend
@@ -264,29 +266,45 @@ def video_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class VideoBenchSettings:
+    """The standalone run's options (``cliplit bench --video`` takes its own from the bench settings)."""
+
+    photos: Path | None = setting(None, "folder of photos to pan over (held-out ones)", required=True)  # noqa: RUF009
+    sizes: tuple[str, ...] = setting(("720p", "1080p"), "clip sizes")
+    seconds: float = setting(20.0, "length of each clip")
+    rounds: int = setting(2, "interleaved rounds, best kept")
+    teacher_seconds: float = setting(0.5, "teacher clip length; 0: skip it")
+    whole_rounds: int = setting(0, "rounds of clip-lit-rt's whole model")
+    out: Path | None = setting(None, "folder for results.json and results.md", required=True)  # noqa: RUF009
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="cliplit enhance against a plain ffmpeg transcode, end to end.")
-    parser.add_argument("--photos", type=Path, required=True, help="folder of photos to pan over (held-out ones)")
-    parser.add_argument("--sizes", nargs="+", default=["720p", "1080p"], help="clip sizes (default: 720p 1080p)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each clip (default: 20)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds, best kept (default: 2)")
-    parser.add_argument("--teacher-seconds", type=float, default=0.5, help="teacher clip length; 0: skip it")
-    parser.add_argument("--whole-rounds", type=int, default=0, help="rounds of clip-lit-rt's whole model (default 0)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for results.json and results.md")
-    args = parser.parse_args(argv)
-    sizes = [parse_size(size) for size in args.sizes]
-    for size in sizes:
-        check_clip_size(size)
+    parser = argparse.ArgumentParser(
+        prog="python -m cliplit.benchmarks.video",
+        description="cliplit enhance against a plain ffmpeg transcode, end to end.",
+    )
+    SettingsCli(VideoBenchSettings).add_to(parser)
+    settings = from_args(VideoBenchSettings, parser.parse_args(argv))
+    assert settings.photos is not None and settings.out is not None  # required flags
+    try:
+        sizes = [parse_size(size) for size in settings.sizes]
+        for size in sizes:
+            check_clip_size(size)
+        photos = pan_photos(settings.photos)
+    except CliplitError as error:  # a mistake in the options: one line, like the cliplit commands
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     started = load_snapshot()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as workdir:
         for row in run_video_bench(
-            sizes, pan_photos(args.photos), Path(workdir), seconds=args.seconds, rounds=args.rounds,
-            teacher_seconds=args.teacher_seconds, whole_rounds=args.whole_rounds,
+            sizes, photos, Path(workdir), seconds=settings.seconds, rounds=settings.rounds,
+            teacher_seconds=settings.teacher_seconds, whole_rounds=settings.whole_rounds,
             log=lambda line: print(line, flush=True),
         ):  # fmt: skip
             rows.append(row)
-            _write_results(args.out, argv if argv is not None else sys.argv[1:], started, rows)  # each row kept
+            _write_results(settings.out, argv if argv is not None else sys.argv[1:], started, rows)  # each row kept
     return 0
 
 

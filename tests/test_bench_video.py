@@ -67,3 +67,21 @@ def test_the_video_bench_writes_every_row_it_measured(tmp_path):
     assert "fast path" in rows[0]["enhancer"] and "fast path" not in rows[1]["enhancer"]
     table = (out / "results.md").read_text()
     assert "| clip-lit-rt | 64×48 | 6 |" in table and "| clip-lit-rt, whole model | 64×48 | 6 |" in table
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--sizes", "95x64"], "even width and height"),
+        (["--sizes", "huge"], "unknown size 'huge'"),
+        (["--photos", "missing-folder"], "no photos to pan over"),
+    ],
+)
+def test_the_standalone_run_refuses_bad_options_in_one_line(tmp_path, capsys, arguments, message):
+    base = {"--photos": str(SHARED / "photos"), "--sizes": "96x64"}
+    base.update(dict(zip(arguments[::2], arguments[1::2], strict=True)))
+    argv = [item for pair in base.items() for item in pair] + ["--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1 and "Traceback" not in error
+    assert not (tmp_path / "out").exists()  # nothing measured, nothing written
