@@ -74,6 +74,9 @@ DEFAULT_MODEL_NAME = "clip_lit"
 #: how long Triton holds a request to batch it with others (both the server and a model repository): 2 ms is small
 #: beside one frame's inference
 DEFAULT_QUEUE_DELAY_US = 2000
+#: the largest batch Triton forms by default (the server's cap when --max-batch is derived from the budget, and an
+#: ONNX model repository's max_batch_size)
+DEFAULT_MAX_BATCH = 8
 
 # metadata_props keys written into every exported model.
 META_MODEL_NAME = "cliplit.model_name"

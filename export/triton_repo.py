@@ -25,12 +25,11 @@ from typing import Any
 
 from cliplit.core.atomic import atomic_output, check_writable
 from cliplit.core.cli_settings import Flag, SettingsCli, from_args
-from cliplit.core.contract import DEFAULT_MODEL_NAME, DEFAULT_QUEUE_DELAY_US, io_spec
+from cliplit.core.contract import DEFAULT_MAX_BATCH, DEFAULT_MODEL_NAME, DEFAULT_QUEUE_DELAY_US, io_spec
 from cliplit.core.errors import CliplitError
 from cliplit.core.sidecar import EngineSidecar
 from cliplit.export.export_settings import TRITON_GROUP, ExportSettings
 
-DEFAULT_MAX_BATCH = 8
 #: Triton platform and model file name per kind of model file
 PLATFORMS: dict[str, tuple[str, str]] = {
     ".onnx": ("onnxruntime_onnx", "model.onnx"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cliplit.core.contract import DEFAULT_MAX_BATCH
 from cliplit.core.errors import CliplitError
 from cliplit.runtime.memory import available_memory, format_size
 from cliplit.runtime.serve_settings import ServeSettings
@@ -19,7 +20,6 @@ TRITON_RESERVE = 256 << 20
 RUNNING_COPIES = 4
 #: share of the budget for the requests' frames (running and queued) when --max-batch or --max-queue is not given
 IO_SHARE = 0.25
-DEFAULT_MAX_BATCH = 8
 #: the default --max-batch leaves room for this many queued requests per instance (a queue shorter than the clients
 #: turns load into 503s); then the queue grows into what is left of the share, up to MAX_DEFAULT_QUEUE
 MIN_DEFAULT_QUEUE = 4
