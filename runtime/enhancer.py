@@ -18,10 +18,10 @@ options need the light map, which only ``float`` I/O models output, and not thos
 ``--outputs enhanced``. With neither, a ``float`` model's own ``enhanced`` output is used (a light-map-only model's
 light map is applied here), so results match the official inference bit for bit up to float rounding.
 
-A distilled student's float model on ONNX Runtime's CPU provider runs 8-bit frames at full size through its fast
-path (:mod:`cliplit.runtime.student_fast`: the 1/4-resolution network alone in ONNX Runtime, the full-resolution
-part as one fused OpenCV pass; within one 8-bit level of the whole model); ``scale``, temporal smoothing and 16-bit
-frames, which need the light map or float output, run the whole model as before.
+A distilled student's float model on the CPU (ONNX Runtime's CPU provider or OpenVINO's CPU device) runs 8-bit frames
+at full size through its fast path (:mod:`cliplit.runtime.student_fast`: the 1/4-resolution network alone on the
+backend's engine, the full-resolution part in OpenCV passes; within one 8-bit level of the whole model in FP32);
+``scale``, temporal smoothing and 16-bit frames, which need the light map or float output, run the whole model.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ from cliplit.core.errors import CliplitError
 from cliplit.core.images import to_bgr8
 from cliplit.core.light_map import apply_light_map_bgr8, to_uint8, to_uint16
 from cliplit.runtime.backends import Backend, BackendOptions, open_backend
+from cliplit.runtime.student_fast import StudentFast
 from cliplit.runtime.temporal import SCENE_CUT_THRESHOLD, LightMapSmoother
 from cliplit.runtime.upsample import UPSAMPLE_METHODS, upsample_light_map
 
 if TYPE_CHECKING:
-    from cliplit.runtime.student_fast import StudentFast
     from cliplit.runtime.tiling import Tiling
 
 
@@ -111,11 +111,11 @@ class Enhancer:
         loaded = open_backend(model, backend)
         try:
             tiling = open_tiling(model, backend, max_memory)
-            fast = _student_fast(loaded, backend)
+            runner = loaded.open_coefficients()  # a student's fast path, where the backend has one
         except BaseException:
             loaded.close()
             raise
-        return cls(loaded, tiling=tiling, fast=fast, **options)
+        return cls(loaded, tiling=tiling, fast=None if runner is None else StudentFast(runner), **options)
 
     @property
     def io(self) -> str:
@@ -125,7 +125,7 @@ class Enhancer:
         """One line for logs: the backend's own description, then the enhancer's options."""
         parts = [self.backend.describe()]
         if self.fast is not None:
-            parts.append("student fast path (coefficients in ONNX Runtime, one fused OpenCV pass)")
+            parts.append("student fast path (coefficients on the backend at 1/4 resolution, the rest in OpenCV)")
         if self.scale != 1.0:
             parts.append(f"scale {self.scale:g} ({self.upsample})")
         if self.temporal_smoothing:
@@ -343,30 +343,3 @@ class Pending:
     network_frames: list[np.ndarray] | None = None
     #: set for frames on the student's fast path (then ``handle`` is None): its enhanced frames, when done
     fast: Future[list[np.ndarray]] | None = None
-
-
-def _student_fast(loaded: Backend, backend: str | BackendOptions) -> StudentFast | None:
-    """The fast path of a student's float model on ONNX Runtime's CPU provider, with the backend's thread settings,
-    or None where it does not apply (the teacher, other backends, GPUs, a uint8 model, an export whose graph is not
-    the shipped student's)."""
-    from cliplit.core.contract import META_TEACHER
-    from cliplit.core.graphs import GraphError
-    from cliplit.runtime.backends.onnxruntime import (
-        OnnxRuntimeBackend,
-        OnnxRuntimeOptions,
-        open_session,
-        session_options,
-    )
-    from cliplit.runtime.models import ensure_coefficients
-    from cliplit.runtime.student_fast import StudentFast
-
-    if not isinstance(loaded, OnnxRuntimeBackend) or loaded.io != "float" or META_TEACHER not in loaded.metadata:
-        return None
-    if loaded.providers != ["CPUExecutionProvider"]:
-        return None
-    try:
-        path = ensure_coefficients(loaded.model_path)
-    except GraphError:
-        return None
-    options = backend if isinstance(backend, OnnxRuntimeOptions) else OnnxRuntimeOptions()
-    return StudentFast(open_session(path, session_options(options), ["CPUExecutionProvider"]))

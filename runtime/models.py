@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import onnx
 
 from cliplit.core.atomic import atomic_output
 from cliplit.core.checkpoint import STUDENT, TEACHER, read_checkpoint
-from cliplit.core.contract import GRAPH_REVISIONS, IO_VARIANTS, META_MODEL_NAME, META_WEIGHTS_SHA256
+from cliplit.core.contract import GRAPH_REVISIONS, IO_VARIANTS, META_MODEL_NAME, META_TEACHER, META_WEIGHTS_SHA256
 from cliplit.core.errors import CliplitError
 from cliplit.core.graphs import GraphError, build_coefficients, build_model, build_split, weights_from_model
 from cliplit.core.weights import BUNDLED, RELEASED, cliplit_home, resolve_weights, sha256_of
@@ -130,6 +131,19 @@ def ensure_coefficients(model: str | os.PathLike[str]) -> Path:
         raise GraphError(f"{model} is not a student; only a student has a coefficients graph")
     _save(build_coefficients(state, model_name=name, weights_sha256=digest), target)
     return target
+
+
+def fast_path_coefficients(model: Path, io: str, metadata: Mapping[str, str]) -> Path | None:
+    """The coefficients graph of a loaded model where the student's fast path applies to it — a distilled student's
+    float export (its metadata names the teacher) whose graph is the shipped student's — else None (the whole model
+    runs: the teacher, a uint8 export, a student exported by another tool). The backends' ``open_coefficients``
+    ask this, so every engine applies the same rule."""
+    if io != "float" or META_TEACHER not in metadata:
+        return None
+    try:
+        return ensure_coefficients(model)
+    except GraphError:
+        return None
 
 
 def _save(proto: onnx.ModelProto, target: Path) -> None:

@@ -5,7 +5,8 @@ model's input layout and returns the model's named outputs as NumPy arrays. Pre-
 (scaling, temporal smoothing, colour conversions) lives in the enhancer, so every backend gets it for free.
 
 Everything a caller may use is declared here — ``name``, ``io``, ``run``, the asynchronous ``submit``/``wait`` pair
-and its ``max_in_flight`` limit, ``describe``, ``details`` and ``close`` — so callers never probe a backend for
+and its ``max_in_flight`` limit, ``describe``, ``details``, ``close`` and ``open_coefficients`` (a distilled
+student's fast path, where the engine offers it) — so callers never probe a backend for
 optional methods. Backends that cannot overlap work inherit the synchronous ``submit``/``wait``. Each backend has a
 frozen dataclass of options (``Options``), subclassing :class:`BackendOptions`, that names the backend it
 configures: passing one to :func:`cliplit.runtime.backends.open_backend` picks that backend, as vs-mlrt's
@@ -16,13 +17,18 @@ through :meth:`BackendOptions.from_values`, which refuses one the backend cannot
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 import numpy as np
 
 from cliplit.core.contract import io_spec
 from cliplit.core.errors import CliplitError
+
+#: a student's coefficients graph on an engine: N×3×h×w float32 pooled frames (RGB in [0, 1]) → N×2×h×w
+#: coefficient maps (``cliplit.core.graphs.COEFFICIENTS``); safe to call from several threads at once
+CoefficientsRunner: TypeAlias = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,12 @@ class Backend(ABC):
     def details(self) -> dict[str, Any]:
         """Machine-readable facts for benchmark records (providers, precision, ...); empty by default."""
         return {}
+
+    def open_coefficients(self) -> CoefficientsRunner | None:
+        """The loaded student's coefficients graph on this backend's engine and settings, for the runtime's fast path
+        (:mod:`cliplit.runtime.student_fast`), or None where there is none: the default, and for models that are not
+        a student's float export (then the whole model runs)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook: most backends free everything on garbage collection
         """Release device memory and other resources early."""

@@ -28,7 +28,7 @@ import onnxruntime as ort
 from cliplit.core.contract import IO_VARIANTS, META_IO, META_OUTPUTS, META_TEACHER, io_spec, outputs_from_metadata
 from cliplit.core.errors import CliplitError
 from cliplit.core.weights import cliplit_home
-from cliplit.runtime.backends.base import Backend, BackendOptions, Completed, Unsupported
+from cliplit.runtime.backends.base import Backend, BackendOptions, CoefficientsRunner, Completed, Unsupported
 
 #: execution providers in order of preference; only those the installed package offers are used
 PREFERRED_PROVIDERS: tuple[str, ...] = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -141,6 +141,7 @@ class OnnxRuntimeBackend(Backend):
             )
         self._input_name = spec.input_name
         self._output_names = list(spec.output_names)
+        self.options = options
         self.overlap = options.overlap or (STUDENT_OVERLAP if META_TEACHER in metadata else 1)
         self._workers: ThreadPoolExecutor | None = None  # started by the first overlapping submit()
 
@@ -154,6 +155,20 @@ class OnnxRuntimeBackend(Backend):
 
     def details(self) -> dict[str, Any]:
         return {"providers": self.providers}
+
+    def open_coefficients(self) -> CoefficientsRunner | None:
+        """A student's coefficients graph in a second session with this one's settings, on the CPU provider only (on
+        a GPU the whole model is one launch, and the fast path's OpenCV passes would run on the CPU)."""
+        from cliplit.core.graphs import COEFFICIENTS_INPUT, COEFFICIENTS_OUTPUT  # these load the onnx package
+        from cliplit.runtime.models import fast_path_coefficients
+
+        if self.providers != ["CPUExecutionProvider"]:
+            return None
+        path = fast_path_coefficients(self.model_path, self.io, self.metadata)
+        if path is None:
+            return None
+        session = open_session(path, session_options(self.options), ["CPUExecutionProvider"])
+        return lambda batch: session.run([COEFFICIENTS_OUTPUT], {COEFFICIENTS_INPUT: batch})[0]
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.session.run(self._output_names, {self._input_name: batch})
