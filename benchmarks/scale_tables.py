@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 
 from cliplit.core.cli_settings import SettingsCli, from_args, setting
+from cliplit.core.command import run_command
+from cliplit.core.errors import CliplitError
 from cliplit.core.images import is_image_path, read_image
 from cliplit.core.metrics import psnr
 from cliplit.runtime.backends import Backend, open_backend, options_for, select_backend
@@ -154,7 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     SettingsCli(ScaleTablesSettings).add_to(parser)
     settings = from_args(ScaleTablesSettings, parser.parse_args(argv))
+    return run_command(lambda: _run(settings), prog, "bench")
+
+
+def _run(settings: ScaleTablesSettings) -> int:
+    if not settings.photos.is_dir():
+        raise CliplitError(f"--photos {settings.photos}: no such folder")
     photos = {p.stem: read_image(p) for p in sorted(settings.photos.iterdir()) if is_image_path(p)}
+    if not photos:
+        raise CliplitError(f"--photos {settings.photos}: no photos there")
     table = scale_table if settings.table == "scale" else flicker_table
     options = options_for(select_backend(settings.model), threads=settings.threads)
     with open_backend(settings.model, options) as backend:

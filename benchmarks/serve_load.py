@@ -1,7 +1,7 @@
 """Load on `cliplit serve`: throughput, latency and the server's peak memory at 1, 4, 8 and 16 concurrent clients,
 against the Enhancer in-process.
 
-    python -m cliplit.benchmarks.serve_load --model clip-lit.onnx [--size 720x1280] [--frames 48]
+    python -m cliplit.benchmarks.serve_load --model clip-lit.onnx [--size 1280x720] [--frames 48]
         [--clients 1,4,8,16] [--max-memory 2G] [--max-side 1280]
 
 First the Enhancer runs the frames one by one in this process (the baseline: no serialization, no network). Then a
@@ -34,7 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from cliplit.benchmarks.machine import cpu_model, load_snapshot
+from cliplit.benchmarks.workloads import parse_size
 from cliplit.core.cli_settings import SettingsCli, from_args, setting
+from cliplit.core.command import run_command
+from cliplit.core.errors import CliplitError
 from cliplit.runtime.backends.onnxruntime import OnnxRuntimeOptions
 from cliplit.runtime.backends.triton import TritonOptions
 from cliplit.runtime.enhancer import Enhancer
@@ -46,7 +49,7 @@ class ServeLoadSettings:
     """What the load test serves and how hard it pushes (the server's options: None keeps the server's default)."""
 
     model: str = setting("", "the .onnx model to serve and to run in-process", required=True)
-    size: str = setting("144x256", "HxW of the frames")
+    size: str = setting("256x144", "frame size: WIDTHxHEIGHT (as the other benchmarks) or 480p, 720p, 1080p, ...")
     frames: int = setting(24, "frames per phase")
     clients: str = setting("1,4,8,16", "client counts")
     threads: int = setting(2, "ONNX Runtime threads, here and per instance")
@@ -61,7 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     SettingsCli(ServeLoadSettings).add_to(parser)
     settings = from_args(ServeLoadSettings, parser.parse_args(argv))
-    height, width = (int(side) for side in settings.size.split("x"))
+    return run_command(lambda: _run(settings), "python -m cliplit.benchmarks.serve_load", "bench")
+
+
+def _run(settings: ServeLoadSettings) -> int:
+    size = parse_size(settings.size)
+    height, width = size.height, size.width
     frames = list(np.random.default_rng(0).integers(0, 256, (settings.frames, height, width, 3), dtype=np.uint8))
     results = {"machine": cpu_model(), "cores": os.cpu_count(), "load_before": load_snapshot(), "phases": []}
     with Enhancer.open(settings.model, OnnxRuntimeOptions(threads=settings.threads)) as enhancer:
@@ -77,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.send_signal(signal.SIGTERM)
         if server.wait(timeout=600) != 0:
-            raise SystemExit(f"cliplit serve exited with {server.returncode} on SIGTERM")
+            raise CliplitError(f"cliplit serve exited with {server.returncode} on SIGTERM")
     results["load_after"] = load_snapshot()
     print(_table(results, settings))
     if settings.json is not None:
@@ -204,7 +212,7 @@ def _start_server(settings: ServeLoadSettings) -> tuple[subprocess.Popen, str, s
         except OSError:
             time.sleep(0.5)
     server.kill()
-    raise SystemExit("cliplit serve did not become ready")
+    raise CliplitError("cliplit serve did not become ready within 300 s")
 
 
 def _machine_busy() -> float:

@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 
 from cliplit.core.cli_settings import SettingsCli, from_args, setting
+from cliplit.core.command import run_command
+from cliplit.core.errors import CliplitError
 from cliplit.core.images import read_image, write_image
 from cliplit.core.metrics import psnr
 from cliplit.runtime.enhancer import Enhancer
@@ -35,9 +37,14 @@ DIFF_GAIN = 8  # the difference panel shows |student - official| x 8, so one 8-b
 
 def fidelity(enhancer: Enhancer, photos: Path, references: Path) -> dict[str, float]:
     """PSNR (dB) of the enhancer's output against ``references/<stem>.png`` for every ``photos/*.jpg``."""
+    paths = sorted(photos.glob("*.jpg"))
+    if not paths:
+        raise CliplitError(f"--photos {photos}: no .jpg photos there (the six test photos: ../shared/clip-lit/input)")
     scores = {}
-    for path in sorted(photos.glob("*.jpg")):
+    for path in paths:
         reference = references / f"{path.stem}.png"
+        if not reference.is_file():  # a silently shorter evaluation would look better
+            raise CliplitError(f"--references {references}: no official output {reference.name} for {path.name}")
         scores[path.stem] = psnr(enhancer.enhance(read_image(path)), read_image(reference))
     return scores
 
@@ -98,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     SettingsCli(StudentBenchSettings).add_to(parser)
     settings = from_args(StudentBenchSettings, parser.parse_args(argv))
+    return run_command(lambda: _run(settings), "python -m cliplit.benchmarks.student", "bench")
+
+
+def _run(settings: StudentBenchSettings) -> int:
     enhancer = Enhancer.open(settings.model, "onnxruntime")
     scores = fidelity(enhancer, settings.photos, settings.references)
     print(markdown_table(scores))

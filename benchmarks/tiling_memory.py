@@ -16,6 +16,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from cliplit.core.command import run_command
+from cliplit.core.errors import CliplitError
 from cliplit.runtime.models import ensure_onnx
 
 _CHILD = """
@@ -84,15 +86,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--untiled", nargs="*", default=["512x512", "1024x1024", "1536x2048"], metavar="HxW")
     parser.add_argument("--tiled", nargs="*", default=["1536x2048:512", "2048x2048:1024"], metavar="HxW:TILE")
     args = parser.parse_args(argv)
-    model = str(ensure_onnx("clip-lit", "float"))
+    return run_command(lambda: _run(args), "python -m cliplit.benchmarks.tiling_memory", "bench")
+
+
+def _height_width(text: str, option: str) -> tuple[int, int]:
+    """``HxW`` as (height, width), or a one-line error naming the option."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise CliplitError(f"{option} {text!r}: expected HEIGHTxWIDTH in pixels, e.g. 1024x1024")
+    return int(parts[0]), int(parts[1])
+
+
+def _run(args: argparse.Namespace) -> int:
     cases: list[tuple[int, int, tuple[int, int] | None]] = []
     for text in args.untiled:
-        height, width = map(int, text.split("x"))
-        cases.append((height, width, None))
+        cases.append((*_height_width(text, "--untiled"), None))
     for text in args.tiled:
-        size, tile = text.split(":")
-        height, width = map(int, size.split("x"))
-        cases.append((height, width, (int(tile), int(tile))))
+        size, _, tile = text.partition(":")
+        if not tile.isdigit() or int(tile) < 1:
+            raise CliplitError(f"--tiled {text!r}: expected HEIGHTxWIDTH:TILE, e.g. 2048x2048:1024")
+        cases.append((*_height_width(size, "--tiled"), (int(tile), int(tile))))
+    model = str(ensure_onnx("clip-lit", "float"))
     print("| frame | tiles | before | peak | growth per pixel | wall time | CPU time |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for height, width, tile in cases:

@@ -37,6 +37,7 @@ from cliplit.benchmarks.machine import OtherLoad, cpu_model, load_snapshot, mach
 from cliplit.benchmarks.records import reason_of
 from cliplit.benchmarks.workloads import FrameSize, parse_size
 from cliplit.core.cli_settings import SettingsCli, from_args, setting
+from cliplit.core.command import run_command
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import is_image_path, read_image
 from cliplit.runtime.backends import open_backend
@@ -279,22 +280,24 @@ class VideoBenchSettings:
     out: Path | None = setting(None, "folder for results.json and results.md", required=True)  # noqa: RUF009
 
 
+PROG = "python -m cliplit.benchmarks.video"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cliplit.benchmarks.video",
-        description="cliplit enhance against a plain ffmpeg transcode, end to end.",
+        prog=PROG, description="cliplit enhance against a plain ffmpeg transcode, end to end."
     )
     SettingsCli(VideoBenchSettings).add_to(parser)
     settings = from_args(VideoBenchSettings, parser.parse_args(argv))
+    return run_command(lambda: _run(settings, argv if argv is not None else sys.argv[1:]), PROG, "bench")
+
+
+def _run(settings: VideoBenchSettings, argv: list[str]) -> int:
     assert settings.photos is not None and settings.out is not None  # required flags
-    try:
-        sizes = [parse_size(size) for size in settings.sizes]
-        for size in sizes:
-            check_clip_size(size)
-        photos = pan_photos(settings.photos)
-    except CliplitError as error:  # a mistake in the options: one line, like the cliplit commands
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    sizes = [parse_size(size) for size in settings.sizes]
+    for size in sizes:
+        check_clip_size(size)
+    photos = pan_photos(settings.photos)
     started = load_snapshot()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -304,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             log=lambda line: print(line, flush=True),
         ):  # fmt: skip
             rows.append(row)
-            _write_results(settings.out, argv if argv is not None else sys.argv[1:], started, rows)  # each row kept
+            _write_results(settings.out, argv, started, rows)  # each row kept
     return 0
 
 

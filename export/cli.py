@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from cliplit.core.atomic import check_writable
 from cliplit.core.cli_settings import SettingsCli
+from cliplit.core.command import run_command
 from cliplit.core.errors import CliplitError
-from cliplit.core.extras import missing_extra_error
 from cliplit.export import triton_repo
 from cliplit.export.export_settings import GROUPS, ExportSettings
 
@@ -127,17 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="export-engine", description=(__doc__ or "").strip())
     add_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        try:
-            return run(args)
-        except ImportError as error:
-            friendly = missing_extra_error(error, "export-engine", EXTRA)
-            if friendly is None:
-                raise
-            raise friendly from error
-    except CliplitError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command(lambda: run(args), "export-engine", EXTRA)
 
 
 if __name__ == "__main__":

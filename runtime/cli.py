@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
+from cliplit.core.command import run_command
 from cliplit.core.errors import CliplitError
-from cliplit.core.extras import missing_extra_error
 from cliplit.core.version import cliplit_version
 
 COMMAND_GROUP = "cliplit.commands"
@@ -44,16 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        try:
-            return int(args._run(args) or 0)
-        except ImportError as error:
-            friendly = missing_extra_error(error, args._command, args._extra)
-            if friendly is None:
-                raise
-            raise friendly from error
-    except CliplitError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return run_command(lambda: args._run(args), args._command, args._extra)
     except KeyboardInterrupt as interrupt:  # a second Ctrl-C or SIGTERM during a run, or Ctrl-C outside one
         signum = getattr(interrupt, "signum", signal.SIGINT)
         print(f"aborted ({signal.Signals(signum).name})", file=sys.stderr)

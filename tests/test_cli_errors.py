@@ -1,5 +1,5 @@
-"""No Python traceback for a user's mistake, in any CLI: bad options and bad inputs exit 2 with a one-line message
-(argparse's usage lines before its own one-line error are fine).
+"""No Python traceback for a user's mistake, in any CLI (the benchmark scripts included): bad options and bad inputs
+exit 2 with a one-line message (argparse's usage lines before its own one-line error are fine).
 
 Each command runs in this process through its ``main``, so an exception that escapes fails the test with its
 traceback; combinations that need a model run on small files, so nothing here is slow.
@@ -7,12 +7,15 @@ traceback; combinations that need a model run on small files, so nothing here is
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 
 from cliplit.export.cli import main as export_main
 from cliplit.runtime.cli import main as cliplit_main
+
+MAINS = {"cliplit": cliplit_main, "export-engine": export_main}
 
 CASES: list[tuple[str, list[str], str]] = [
     ("cliplit", ["enhance", "nope.jpg", "-o", "out"], "no such file or folder"),
@@ -42,6 +45,15 @@ CASES: list[tuple[str, list[str], str]] = [
     ("export-engine", ["--io", "nope", "--onnx", "x.onnx"], "argument --io: invalid choice"),
     ("export-engine", ["--outputs", "bogus", "--onnx", "x.onnx"], "a float model can output enhanced, light_map"),
     ("export-engine", ["--onnx", "x.onnx", "--opencv-static", "abc"], "--opencv-static expects HEIGHTxWIDTH"),
+    # the benchmark scripts end through the same core/command.run_command
+    ("scale_tables", ["scale", "--photos", "missing"], "--photos missing: no such folder"),
+    ("student", ["--photos", ".", "--references", "."], "no .jpg photos there"),
+    ("student", ["--photos", "{photos}", "--references", "."], "no official output"),
+    ("serve_load", ["--model", "clip-lit-rt", "--size", "12y"], "unknown size '12y'"),
+    ("tiling_memory", ["--untiled", "12y"], "--untiled '12y': expected HEIGHTxWIDTH"),
+    ("tiling_memory", ["--tiled", "64x64:x"], "--tiled '64x64:x': expected HEIGHTxWIDTH:TILE"),
+    ("video", ["--photos", "missing", "--out", "out"], "no photos to pan over"),
+    ("video", ["--photos", ".", "--out", "out", "--sizes", "huge"], "unknown size 'huge'"),
 ]
 
 
@@ -51,8 +63,13 @@ def test_user_mistakes_exit_2_with_a_one_line_message(command, argv, message, tm
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     image = tmp_path / "img.png"
     _tiny_png(image)
-    argv = [a.replace("{img}", str(image)).replace("{junk}", str(tmp_path / "junk.pth")) for a in argv]
-    main = cliplit_main if command == "cliplit" else export_main
+    photos = tmp_path / "photos"  # a test photo without its official output
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(image.read_bytes())
+    replacements = {"{img}": str(image), "{junk}": str(tmp_path / "junk.pth"), "{photos}": str(photos)}
+    for key, value in replacements.items():
+        argv = [a.replace(key, value) for a in argv]
+    main = MAINS.get(command) or importlib.import_module(f"cliplit.benchmarks.{command}").main
     try:
         code = main(argv)
     except SystemExit as exit_:  # argparse's errors
