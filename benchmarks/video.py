@@ -40,7 +40,7 @@ from cliplit.core.cli_settings import SettingsCli, from_args, setting
 from cliplit.core.command import run_command
 from cliplit.core.errors import CliplitError
 from cliplit.core.images import is_image_path, read_image
-from cliplit.runtime.backends import open_backend
+from cliplit.runtime.backends import BACKEND_CHOICES, open_backend
 from cliplit.runtime.enhancer import Enhancer
 from cliplit.runtime.pipeline import Pipeline
 from cliplit.runtime.sinks import VideoSink
@@ -211,15 +211,15 @@ def _whole_student() -> Enhancer:
 
 def run_video_bench(
     sizes: Sequence[FrameSize], photos: Sequence[Path], workdir: Path, *, seconds: float, rounds: int,
-    teacher_seconds: float, whole_rounds: int, log: Callable[[str], None],
+    teacher_seconds: float, whole_rounds: int, log: Callable[[str], None], backend: str = "auto",
 ) -> Iterator[dict[str, Any]]:  # fmt: skip
     """The video rows, each as it is measured: ``clip-lit-rt`` on a ``seconds`` pan at each size (and, with
     ``whole_rounds`` > 0, its whole model without the fast path, for comparison), and the teacher (the released
     CLIP-LIT) on a ``teacher_seconds`` pan at the first size (0: not run; one round, it takes seconds per frame),
-    each beside ffmpeg alone."""
+    each beside ffmpeg alone; ``backend``: the runtime backend ``clip-lit-rt`` runs on, as ``--backend``."""
     plan: list[tuple[str, Callable[[], Enhancer], FrameSize, float, int]] = []
     for size in sizes:
-        plan.append(("clip-lit-rt", lambda: Enhancer.open("clip-lit-rt"), size, seconds, rounds))
+        plan.append(("clip-lit-rt", lambda: Enhancer.open("clip-lit-rt", backend), size, seconds, rounds))
         if whole_rounds > 0:
             plan.append(("clip-lit-rt, whole model", _whole_student, size, seconds, whole_rounds))
     if teacher_seconds > 0:
@@ -277,6 +277,7 @@ class VideoBenchSettings:
     rounds: int = setting(2, "interleaved rounds, best kept")
     teacher_seconds: float = setting(0.5, "teacher clip length; 0: skip it")
     whole_rounds: int = setting(0, "rounds of clip-lit-rt's whole model")
+    backend: str = setting("auto", "backend clip-lit-rt runs on, as cliplit enhance --backend", choices=BACKEND_CHOICES)
     out: Path | None = setting(None, "folder for results.json and results.md", required=True)  # noqa: RUF009
 
 
@@ -304,7 +305,7 @@ def _run(settings: VideoBenchSettings, argv: list[str]) -> int:
         for row in run_video_bench(
             sizes, photos, Path(workdir), seconds=settings.seconds, rounds=settings.rounds,
             teacher_seconds=settings.teacher_seconds, whole_rounds=settings.whole_rounds,
-            log=lambda line: print(line, flush=True),
+            log=lambda line: print(line, flush=True), backend=settings.backend,
         ):  # fmt: skip
             rows.append(row)
             _write_results(settings.out, argv, started, rows)  # each row kept
