@@ -283,8 +283,9 @@ def weights_from_model(proto: onnx.ModelProto) -> tuple[GraphSpec, dict[str, np.
                 f"#{binding.ordinal}); was it exported by another version or edited?"
             )
         array = numpy_helper.to_array(initializers[name]).astype(np.float32)
-        if array.size != int(np.prod(binding.shape)):
-            raise GraphError(f"the model's {binding.parameter} has {array.size} values, expected shape {binding.shape}")
-        array = array.reshape(binding.shape)
+        if array.size == int(np.prod(binding.shape)):
+            array = array.reshape(binding.shape)  # e.g. a PReLU's slope, stored 1×1×1 in the graph
+        elif array.ndim != len(binding.shape):  # other sizes of the same rank: a student of other widths (_fill)
+            raise GraphError(f"the model's {binding.parameter} has shape {array.shape}, the graph's is {binding.shape}")
         state[binding.parameter] = reverse_colour_channels(array) if binding.bgr else array
     return spec, state

@@ -18,8 +18,8 @@ Deliberately refused, each with its reason in the message:
 
 * the torch backend with an export of weights that are not released (it needs the weights; give the .pth);
 * OpenVINO with a student's whole model on a frame smaller than its 4×4 pooling (OpenVINO's pooling needs the whole
-  kernel): students of other widths, and the shipped one's 16-bit frames, ``--scale`` and smoothing (its 8-bit
-  frames take the fast path, which pools them exactly beforehand and runs them);
+  kernel): 16-bit frames, ``--scale`` and smoothing (8-bit frames take the fast path, which pools them exactly
+  beforehand and runs them);
 * any model on a frame below 2×2 (reflect padding needs two pixels);
 * a student under a budget smaller than its whole frame (it has no split for tiling).
 """
@@ -59,9 +59,6 @@ class Kind:
     weights: str
     student: bool = False
     released: bool = True
-    #: a student with the shipped student's graph: its 8-bit frames take the fast path (runtime/student_fast.py);
-    #: other widths have no coefficients template and run the whole model
-    fast_path: bool = False
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +82,7 @@ def kinds(released_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         "single-output": Kind("single-output", str(single), released),
         "uint8": Kind("uint8", str(uint8), released),
         "trained": Kind("trained", str(trained), str(trained), released=False),
-        "student": Kind("student", "clip-lit-rt", "clip-lit-rt", student=True, released=False, fast_path=True),
+        "student": Kind("student", "clip-lit-rt", "clip-lit-rt", student=True, released=False),
         "distilled": Kind("distilled", str(distilled), str(distilled), student=True, released=False),
     }
 
@@ -128,9 +125,8 @@ def _refusal(kind: Kind, backend: str, frame: np.ndarray) -> str | None:
         return "too small"
     if backend == "torch" and kind.model.endswith(".onnx") and not kind.released:
         return "was not exported from released weights"
-    whole_model = not (kind.fast_path and frame.dtype == np.uint8)
-    if backend.startswith("openvino") and kind.student and min(height, width) < 4 and whole_model:
-        return "could not run a batch"
+    if backend.startswith("openvino") and kind.student and min(height, width) < 4 and frame.dtype != np.uint8:
+        return "could not run a batch"  # the whole model: 8-bit frames take the fast path
     return None
 
 

@@ -21,6 +21,8 @@ from cliplit.runtime.backends import open_backend
 from cliplit.runtime.backends.openvino import OpenVinoOptions
 from cliplit.runtime.enhancer import Enhancer
 from cliplit.runtime.student_fast import pooled_frame
+from cliplit.train.checkpoint import save_enhancer
+from cliplit.train.student import StudentConfig, StudentNet
 
 PHOTOS = SHARED.parent / "photos"
 HELD_OUT = ["photo_005.jpg", "photo_021.jpg", "photo_063.jpg"]
@@ -95,6 +97,24 @@ def test_batches_and_the_fallback_give_the_same_frames(fast, whole):
     assert fallback.fast is None
     for mine, reference in zip(fast.enhance_batch(frames), fallback.enhance_batch(frames), strict=True):
         _assert_within_one_level(mine, reference)
+
+
+def test_a_student_distilled_with_other_widths_takes_the_fast_path_too(tmp_path):
+    """A user's ``cliplit distill --widths 8 8 16 16`` student: its coefficients graph is built from the same
+    templates (their shapes follow the weights), and its frames equal its whole model's within one level."""
+    narrow = StudentNet(StudentConfig((8, 8, 16, 16)))
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for parameter in narrow.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    weights = str(save_enhancer(narrow, tmp_path / "narrow.pth", source={"distilled_from": "clip-lit"}))
+    image = _held_out(HELD_OUT[0])
+    with Enhancer.open(weights, "onnxruntime") as fast, open_backend(weights, "onnxruntime") as backend:
+        assert fast.fast is not None
+        whole = Enhancer(backend)
+        for frame in (image, image[:2, :2], image[5:72, 9:102]):
+            frame = np.ascontiguousarray(frame)
+            _assert_within_one_level(fast.enhance(frame), whole.enhance(frame))
 
 
 def test_the_fast_path_is_used_only_where_it_applies(float_onnx):
