@@ -93,8 +93,9 @@ def auto_onnx(model: str | os.PathLike[str]) -> str:
     """The fastest installed engine for an ONNX model or weights: ONNX Runtime when it has a GPU provider
     (CUDA/TensorRT beat any CPU), else OpenVINO when installed for the teacher (up to 1.6× ONNX Runtime in FP32,
     2.6–5.4× in the bf16 it picks itself on CPUs with native bf16; docs/benchmarks.md), else ONNX Runtime on the CPU,
-    as in the base install. A distilled student runs on ONNX Runtime: OpenVINO took twice its time at 720p (its
-    time is full-resolution element-wise passes, which ONNX Runtime runs faster; docs/distill.md)."""
+    as in the base install. A distilled student runs on ONNX Runtime: its fast path is within noise on either
+    engine end to end (4–8 % more fps on OpenVINO), and its whole model, which ``--scale``, smoothing and 16-bit
+    frames need, took twice ONNX Runtime's time on OpenVINO (full-resolution element-wise passes; docs/distill.md)."""
     if not onnxruntime_has_gpu() and installed("openvino") and not is_student(model):
         return "openvino"
     return "onnxruntime"
