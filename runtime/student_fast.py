@@ -41,6 +41,7 @@ POOL = 4  # the student's pooling factor (cliplit.train.student.POOL)
 #: full-resolution pass does (the network leaves cores idle between its small operators)
 OVERLAP = 2
 _CHANNEL_SUM = np.ones((1, 3), np.float32)  # cv2.transform's matrix: B + G + R
+STRIP_ROWS = 64  # rows of the full-resolution pass at a time (32–128 measured; 64 best at 1080p)
 
 
 def pooled_frame(frame: np.ndarray) -> np.ndarray:
@@ -64,19 +65,27 @@ def pooled_frame(frame: np.ndarray) -> np.ndarray:
 
 def apply_coefficients(frame: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     """The enhanced H×W×3 uint8 frame from ``coefficients`` (2×h×w: slope and offset of the log light map in the
-    luma, at 1/4 resolution): ``x · exp(-(a·luma + b))`` rounded and saturated to uint8, in OpenCV passes."""
+    luma, at 1/4 resolution): ``x · exp(-(a·luma + b))`` rounded and saturated to uint8, in OpenCV passes.
+
+    The maps are upsampled whole (a strip of a bilinear upsampling is not the upsampling of a strip); the rest runs in
+    strips of ``STRIP_ROWS`` rows, so its float planes stay in the CPU's cache instead of streaming a 25 MB float copy
+    of a 1080p frame through memory five times: 10–12 against 13–16 CPU-ms per 1080p frame, the same bytes out."""
     height, width = frame.shape[:2]
-    frame = np.ascontiguousarray(frame)
     slope = np.multiply(coefficients[0], np.float32(-1.0 / (3.0 * 255.0)), dtype=np.float32)  # luma = sum / 765
     offset = np.negative(coefficients[1], dtype=np.float32)
     slope = cv2.resize(slope, (width, height), interpolation=cv2.INTER_LINEAR)
     log_gain = cv2.resize(offset, (width, height), interpolation=cv2.INTER_LINEAR)
-    channel_sum = cv2.transform(frame.astype(np.float32), _CHANNEL_SUM)  # (cv2.reduce over 3 columns: 15× slower)
-    cv2.accumulateProduct(slope, channel_sum, log_gain)
-    gain = cv2.exp(log_gain, dst=log_gain)
-    # the gain on all three channels: cvtColor copies a plane to three in half the time of cv2.merge (0.6 vs 1.4 ms
-    # per 720p frame on one core)
-    return cv2.multiply(frame, cv2.cvtColor(gain, cv2.COLOR_GRAY2BGR), dtype=cv2.CV_8U)
+    enhanced = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, STRIP_ROWS):
+        rows = slice(top, top + STRIP_ROWS)
+        strip = np.ascontiguousarray(frame[rows])
+        channel_sum = cv2.transform(strip.astype(np.float32), _CHANNEL_SUM)  # (cv2.reduce over 3 columns: 15× slower)
+        gain = log_gain[rows]
+        cv2.accumulateProduct(slope[rows], channel_sum, gain)
+        cv2.exp(gain, dst=gain)
+        # the gain on all three channels: cvtColor copies a plane to three in half the time of cv2.merge
+        cv2.multiply(strip, cv2.cvtColor(gain, cv2.COLOR_GRAY2BGR), dst=enhanced[rows], dtype=cv2.CV_8U)
+    return enhanced
 
 
 class StudentFast:
