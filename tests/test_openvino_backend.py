@@ -29,6 +29,7 @@ from cliplit.runtime.backends.openvino import (
     cpu_flags,
 )
 from cliplit.runtime.cli import main
+from cliplit.runtime.enhancer import Enhancer
 from cliplit.train.checkpoint import load_enhancer
 
 ov = pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install 'cliplit[openvino]')")
@@ -214,6 +215,12 @@ def test_precision_policy(requested, device, capabilities, flags, precision, rea
     assert choice.precision == precision and reason in choice.reason
 
 
+def test_a_students_bf16_choice_cites_the_students_evidence():
+    """The teacher's 56.2–58.2 dB against the official outputs says nothing about a student; its own estimate does."""
+    choice = choose_precision(None, "CPU", ["BF16", "FP32"], {"amx_bf16"}, student=True)
+    assert choice.precision == "bf16" and "59.7–60.3 dB of FP32" in choice.reason and "56.2" not in choice.reason
+
+
 @pytest.mark.parametrize(("requested", "needs"), [("bf16", "AVX512_BF16 or AMX"), ("fp16", "AVX512_FP16 or AMX-FP16")])
 def test_a_precision_the_device_cannot_run_natively_is_refused(requested, needs):
     with pytest.raises(CliplitError, match=rf"--precision {requested}: .* does not run {requested} natively.*{needs}"):
@@ -233,6 +240,16 @@ def test_auto_runs_bf16_on_a_cpu_with_native_bf16(monkeypatch, float_onnx):
     # whether OpenVINO itself offers bf16 here is the engine's (real) answer; the CPU flags are faked
     assert backend.details()["precision"] == ("bf16" if "BF16" in CAPABILITIES else "fp32")
     assert "(amx_bf16)" in backend.describe() or "BF16" not in CAPABILITIES
+
+
+def test_a_student_on_a_cpu_with_native_bf16_is_described_by_its_own_evidence(monkeypatch):
+    monkeypatch.setattr(openvino_backend, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    with Enhancer.open("clip-lit-rt", "openvino") as student:
+        assert student.fast is not None
+        if "BF16" in CAPABILITIES:  # OpenVINO's own answer; on other CPUs it runs FP32 whatever the flags say
+            assert "fast-path frames within 59.7–60.3 dB" in student.describe()
+        else:
+            assert student.backend.details()["precision"] == "fp32"
 
 
 def test_auto_on_this_machine_matches_its_cpu():
