@@ -31,8 +31,8 @@ import av
 import numpy as np
 
 from cliplit.benchmarks.machine import cpu_model, load_snapshot
-from cliplit.benchmarks.video import check_clip_size, measure_ffmpeg, pan_clip, pan_photos
-from cliplit.benchmarks.workloads import FrameSize, parse_size
+from cliplit.benchmarks.video import clip_sizes, measure_ffmpeg, pan_clip, pan_photos
+from cliplit.benchmarks.workloads import FrameSize
 from cliplit.core.cli_settings import SettingsCli, from_args, setting
 from cliplit.core.command import run_command
 from cliplit.core.errors import CliplitError
@@ -178,9 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(settings: StageBudgetSettings) -> int:
     assert settings.photos is not None and settings.out is not None  # required flags
-    sizes = [parse_size(size) for size in settings.sizes]
-    for size in sizes:
-        check_clip_size(size)
+    sizes = clip_sizes(settings.sizes)
     photos = pan_photos(settings.photos)
     started = load_snapshot()
     results: dict[str, Any] = {"machine": cpu_model(), "load_at_start": started, "sizes": {}}

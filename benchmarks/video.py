@@ -83,6 +83,14 @@ def _x264_arguments(output: Path) -> list[str]:
     return arguments
 
 
+def clip_sizes(texts: Sequence[str]) -> list[FrameSize]:
+    """``--sizes`` of a video benchmark, each parsed and checked (H.264 clips need even sides)."""
+    sizes = [parse_size(text) for text in texts]
+    for size in sizes:
+        check_clip_size(size)
+    return sizes
+
+
 def pan_frames(photos: Sequence[np.ndarray], size: FrameSize, frames: int) -> Iterator[np.ndarray]:
     """``frames`` BGR frames of ``size`` panning diagonally across each photo in turn (a cut between photos), one at
     a time, so a 20 s 1080p clip never sits in memory."""
@@ -295,9 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(settings: VideoBenchSettings, argv: list[str]) -> int:
     assert settings.photos is not None and settings.out is not None  # required flags
-    sizes = [parse_size(size) for size in settings.sizes]
-    for size in sizes:
-        check_clip_size(size)
+    sizes = clip_sizes(settings.sizes)
     photos = pan_photos(settings.photos)
     started = load_snapshot()
     rows: list[dict[str, Any]] = []
