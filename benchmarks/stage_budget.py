@@ -38,7 +38,7 @@ from cliplit.core.command import run_command
 from cliplit.core.errors import CliplitError
 from cliplit.runtime.backends import BACKEND_CHOICES
 from cliplit.runtime.enhancer import Enhancer
-from cliplit.runtime.student_fast import apply_coefficients, pooled_frame
+from cliplit.runtime.student_fast import apply_coefficients, pooled_batch
 from cliplit.runtime.video_colour import BT709, LIMITED, bgr_to_frame, frame_to_bgr
 from cliplit.runtime.video_encoding import encoder_settings
 from cliplit.runtime.video_write import VideoWriter
@@ -107,7 +107,7 @@ def stage_budget(clip: Path, frames: int, backend: str, workdir: Path) -> list[S
         if enhancer.fast is None:
             raise CliplitError(f"--backend {backend} has no student fast path to measure (ONNX Runtime or OpenVINO)")
         runner = enhancer.fast.runner
-        stage, pooled = measure("exact 4×4 pooling", count, lambda: [_nchw(pooled_frame(image)) for image in images])
+        stage, pooled = measure("exact 4×4 pooling", count, lambda: [pooled_batch([image]) for image in images])
         stages.append(stage)
         runner(pooled[0])  # warm-up
         network = f"coefficients network, 1/4 resolution ({enhancer.backend.describe()})"
@@ -139,10 +139,6 @@ def ceiling(stages: list[Stage]) -> tuple[float, float]:
     cores are all busy: ffmpeg's CPU per frame over the pipeline's."""
     total = sum(stage.cpu_ms for stage in stages if stage.name.startswith(PIPELINE))
     return total, stages[0].cpu_ms / total
-
-
-def _nchw(pooled: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(pooled[None, ..., ::-1].transpose(0, 3, 1, 2))  # BGR → the graph's RGB, as the path
 
 
 def budget_table(size: FrameSize, stages: list[Stage]) -> list[str]:

@@ -135,9 +135,9 @@ def ensure_coefficients(model: str | os.PathLike[str]) -> Path:
 
 def fast_path_coefficients(model: Path, io: str, metadata: Mapping[str, str]) -> Path | None:
     """The coefficients graph of a loaded model where the student's fast path applies to it — a distilled student's
-    float export (its metadata names the teacher) whose graph is the shipped student's — else None (the whole model
-    runs: the teacher, a uint8 export, a student exported by another tool). The backends' ``open_coefficients``
-    ask this, so every engine applies the same rule."""
+    float export (its metadata names the teacher) whose graph cliplit's templates make (four encoder levels, any
+    widths) — else None (the whole model runs: the teacher, a uint8 export, a student of another depth or exported
+    by another tool). The backends' ``open_coefficients`` ask this, so every engine applies the same rule."""
     if io != "float" or META_TEACHER not in metadata:
         return None
     try:

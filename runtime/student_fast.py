@@ -63,6 +63,13 @@ def pooled_frame(frame: np.ndarray) -> np.ndarray:
     return np.multiply(sums, scale.astype(np.float32), dtype=np.float32)
 
 
+def pooled_batch(frames: Sequence[np.ndarray]) -> np.ndarray:
+    """N uint8 BGR frames of one size as the coefficients graph's input: pooled (:func:`pooled_frame`), in its RGB
+    order and N×3×h×w layout."""
+    pooled = np.stack([pooled_frame(frame) for frame in frames])[..., ::-1]  # BGR → the graph's RGB
+    return np.ascontiguousarray(pooled.transpose(0, 3, 1, 2))
+
+
 def apply_coefficients(frame: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     """The enhanced H×W×3 uint8 frame from ``coefficients`` (2×h×w: slope and offset of the log light map in the
     luma, at 1/4 resolution): ``x · exp(-(a·luma + b))`` rounded and saturated to uint8, in OpenCV passes.
@@ -98,8 +105,7 @@ class StudentFast:
 
     def coefficients(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """N×2×h×w coefficient maps of N frames of one size."""
-        pooled = np.stack([pooled_frame(frame) for frame in frames])[..., ::-1]  # BGR → the graph's RGB
-        return self.runner(np.ascontiguousarray(pooled.transpose(0, 3, 1, 2)))
+        return self.runner(pooled_batch(frames))
 
     def enhance(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Enhanced uint8 BGR frames of N uint8 BGR frames of one size."""
