@@ -234,7 +234,7 @@ class OpenVinoBackend(Backend):
     def open_coefficients(self) -> CoefficientsRunner | None:
         """A student's coefficients graph compiled with this model's device, precision and threads, on CPU devices
         only (the fast path's OpenCV passes run on the CPU; on a GPU device the whole model runs there). In FP32 it
-        took 22.8 against ONNX Runtime's 30.0 CPU-ms per 720p frame on one thread of the 2-core AMD EPYC (Zen 3);
+        took 21.8 against ONNX Runtime's 28.0 CPU-ms per 720p frame on one thread of the 2-core AMD EPYC (Zen 3);
         bf16, where the CPU has it natively, kept the enhanced frames within 2 levels of FP32 (docs/distill.md)."""
         from cliplit.runtime.models import fast_path_coefficients  # ONNX, loaded only when a model is
 
