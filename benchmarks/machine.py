@@ -197,9 +197,12 @@ def reset_peak_rss() -> float | None:
     return _status_mib("VmRSS")
 
 
-def peak_rss_mib() -> float | None:
-    """This process's peak resident memory since the last :func:`reset_peak_rss`, in MiB (None: unknown)."""
-    return _status_mib("VmHWM")
+def peak_rss_mib(at_least: float | None = None) -> float | None:
+    """This process's peak resident memory since the last :func:`reset_peak_rss`, in MiB (None: unknown); never below
+    ``at_least``, the resident memory that reset read: the kernel folds each thread's page counts into ``VmHWM``
+    lazily, so right after a reset it can read a fraction of a MiB under ``VmRSS``."""
+    peak = _status_mib("VmHWM")
+    return peak if peak is None or at_least is None else max(peak, at_least)
 
 
 def _status_mib(field: str) -> float | None:

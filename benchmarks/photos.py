@@ -82,7 +82,7 @@ def measure_photos(
                     {"name": photo.name, "width": width, "height": height, "seconds": seconds}
                     | {"psnr_db": score if np.isfinite(score) else None}  # None: identical (JSON has no inf)
                 )
-            result["peak_rss_mib"] = peak_rss_mib() if rss_before is not None else None
+            result["peak_rss_mib"] = peak_rss_mib(rss_before) if rss_before is not None else None
     except Exception as error:  # one backend's failure (out of memory, ...) is its result, not the run's
         text = str(error).strip().splitlines()
         result.update(status="error", reason=f"{type(error).__name__}: {text[0] if text else ''}"[:500])

@@ -233,12 +233,11 @@ def _time_group(
             load_meter=OtherLoad(),
             rewarm_below_ms=REWARM_BELOW_MS if len(group) > 1 else None,  # alone, the previous call warmed it
         )
-        peak = peak_rss_mib()  # with several backends timed together, the peak covers all of them
-        for item in group:
+        for item in group:  # with several backends timed together, the peak covers all of them
             record = timed_record(item, batch, timings[item.entry.name], log)
             record.details = {**record.details, "timed_with": [i.entry.name for i in group if i is not item]}
             if item.rss_before_mib is not None:
-                record.peak_rss_mib, record.rss_before_mib = peak, item.rss_before_mib
+                record.peak_rss_mib, record.rss_before_mib = peak_rss_mib(item.rss_before_mib), item.rss_before_mib
             records.append(record)
     return records
 
